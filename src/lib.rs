@@ -1,0 +1,7 @@
+//! tracespool: OpenTelemetry tracing for intermittent runtimes.
+//!
+//! The [`spool`] is a bounded, crash-safe, multi-process on-disk queue of encoded OTLP batches.
+//! [`units`] parses the sizes and durations of the configuration.
+
+pub mod spool;
+pub mod units;

@@ -1,0 +1,147 @@
+//! The ledger: the spool's shared bookkeeping, and its append lock.
+//!
+//! ```text
+//! ledger file (128 bytes, little-endian)
+//!   0  magic  "TSLG"     4  version u32 = 1
+//!   8  the u64 fields of `Ledger`, in declaration order (14 of them)
+//! 120  reserved u32      124  CRC32C of bytes 0..124
+//! ```
+//!
+//! The ledger is a cache of what the directory holds (which segment is active and how long its
+//! committed part is, the totals of the sealed segments) plus the counters of what was lost
+//! (dropped, corrupt, torn). It is only read and written while the append lock (an exclusive
+//! `flock` on this same file) is held. Every process that opens the spool rebuilds the cached part
+//! from a scan of the directory, so a writer that died between changing the directory and
+//! updating the ledger costs nothing worse than a fresh segment. The counters survive as long as
+//! the ledger's checksum holds.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+use super::format::{u32_at, u64_at};
+
+pub const LEDGER_LEN: usize = 128;
+const MAGIC: [u8; 4] = *b"TSLG";
+const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// The segment appends go to. It may not exist yet (created on the next append).
+    pub active_id: u64,
+    /// Length of the active segment after the last append that completed. A file of any other
+    /// length was left by a writer that died mid-append: the next append seals it and rotates.
+    pub active_len: u64,
+    pub active_batches: u64,
+    pub active_spans: u64,
+    /// The oldest data segment that may exist.
+    pub oldest_id: u64,
+    /// Totals over the data segments other than the active one.
+    pub sealed_bytes: u64,
+    pub sealed_batches: u64,
+    pub sealed_spans: u64,
+    /// Bytes held in the quarantine directory.
+    pub quarantine_bytes: u64,
+    pub dropped_batches: u64,
+    pub dropped_spans: u64,
+    pub corrupt_records: u64,
+    pub torn_records: u64,
+    pub rejected_spans: u64,
+}
+
+impl Ledger {
+    fn fields(&self) -> [u64; 14] {
+        [
+            self.active_id,
+            self.active_len,
+            self.active_batches,
+            self.active_spans,
+            self.oldest_id,
+            self.sealed_bytes,
+            self.sealed_batches,
+            self.sealed_spans,
+            self.quarantine_bytes,
+            self.dropped_batches,
+            self.dropped_spans,
+            self.corrupt_records,
+            self.torn_records,
+            self.rejected_spans,
+        ]
+    }
+
+    pub fn encode(&self) -> [u8; LEDGER_LEN] {
+        let mut b = [0u8; LEDGER_LEN];
+        b[0..4].copy_from_slice(&MAGIC);
+        b[4..8].copy_from_slice(&VERSION.to_le_bytes());
+        for (i, v) in self.fields().iter().enumerate() {
+            b[8 + i * 8..16 + i * 8].copy_from_slice(&v.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&b[0..124]);
+        b[124..128].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// `None` for an empty, short, foreign or damaged ledger.
+    pub fn decode(b: &[u8]) -> Option<Ledger> {
+        if b.len() < LEDGER_LEN
+            || b[0..4] != MAGIC
+            || u32_at(b, 4) != VERSION
+            || crc32c::crc32c(&b[0..124]) != u32_at(b, 124)
+        {
+            return None;
+        }
+        let f = |i: usize| u64_at(b, 8 + i * 8);
+        Some(Ledger {
+            active_id: f(0),
+            active_len: f(1),
+            active_batches: f(2),
+            active_spans: f(3),
+            oldest_id: f(4),
+            sealed_bytes: f(5),
+            sealed_batches: f(6),
+            sealed_spans: f(7),
+            quarantine_bytes: f(8),
+            dropped_batches: f(9),
+            dropped_spans: f(10),
+            corrupt_records: f(11),
+            torn_records: f(12),
+            rejected_spans: f(13),
+        })
+    }
+
+    pub fn read(file: &File) -> io::Result<Option<Ledger>> {
+        let mut b = [0u8; LEDGER_LEN];
+        match file.read_exact_at(&mut b, 0) {
+            Ok(()) => Ok(Ledger::decode(&b)),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn write(&self, file: &File) -> io::Result<()> {
+        file.write_all_at(&self.encode(), 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_round_trips_and_rejects_damage() {
+        let l = Ledger {
+            active_id: 3,
+            active_len: 4096,
+            dropped_spans: 12,
+            rejected_spans: 5,
+            ..Ledger::default()
+        };
+        let b = l.encode();
+        assert_eq!(Ledger::decode(&b), Some(l));
+        let mut bad = b;
+        bad[20] ^= 0x40;
+        assert_eq!(Ledger::decode(&bad), None);
+        assert_eq!(Ledger::decode(&b[..100]), None);
+        assert_eq!(Ledger::decode(&[0u8; LEDGER_LEN]), None);
+    }
+}

@@ -1,0 +1,275 @@
+//! The spool: a bounded, crash-safe, multi-process on-disk queue of OTLP batches.
+//!
+//! A batch is opaque bytes (an encoded `ExportTraceServiceRequest`) plus the number of spans in
+//! it. Many short-lived processes append at once; one at a time delivers, oldest first.
+//!
+//! # Files
+//!
+//! ```text
+//! DIR/                       0700, owned by the user, never a symlink
+//!   ledger                   128 B: totals, counters, active segment; its flock is the append lock
+//!   cursor                   128 B: how far delivery has been acknowledged (two A/B slots)
+//!   flush.lock               empty; its flock is the flush lease
+//!   NNNNNNNNNNNNNNNNNNNN.seg segments, 20-digit ids, oldest first: header + frames
+//!   quarantine/NNN….seg      segments in which damage was skipped, kept for inspection
+//! ```
+//!
+//! The byte layouts are in [`format`] (segments, frames), `ledger` and `cursor`. Any other file
+//! in the directory is ignored. A segment whose header names a newer format version is left
+//! alone: never read, never deleted, not counted.
+//!
+//! # Appending
+//!
+//! Under the append lock (held for one append only): read the ledger; if the active segment's
+//! size is not the length the ledger recorded after the last complete append, a writer died
+//! mid-append, so seal that segment and start a new one; start a new one too when the segment has
+//! reached a sixteenth of `max_bytes`; delete the oldest segments (quarantine first) until the
+//! frame fits the bounds, counting their unacknowledged batches and spans as dropped; write the
+//! frame at the end of the active segment with one `pwrite`, update the header counters, and
+//! `fdatasync` under [`SyncPolicy::Always`]. On any failure the segment is cut back to where it
+//! was. An append never reads or rewrites records.
+//!
+//! # Reading
+//!
+//! A [`Reader`] holds the flush lease (a non-blocking `flock`: a second flusher is told at once).
+//! [`Reader::next`] returns the oldest unacknowledged record; [`Reader::ack`] moves the cursor past
+//! it durably. A segment read to its end is deleted (or quarantined) before the cursor moves on.
+//! Recovery rules, applied as the reader meets damage:
+//! - a frame whose header checks out but which runs past the end of a sealed segment is *torn*
+//!   (its append never returned): skipped, counted as torn;
+//! - a frame whose header does not check out is *corrupt*: counted, and reading resumes at the
+//!   next position where a frame header checks out;
+//! - a frame whose payload does not match its checksum is *corrupt*: counted and skipped whole;
+//! - a segment in which anything was skipped goes to `quarantine/` instead of being deleted.
+//!
+//! Nothing damaged is ever returned, and no valid record after damage is lost.
+//!
+//! # Guarantees
+//!
+//! - An append that returned `Ok` under [`SyncPolicy::Always`] survives a crash of the process
+//!   or the machine. Under [`SyncPolicy::Never`] it survives a crash of the process only.
+//! - A record being appended when the process died is either whole or skipped as torn.
+//! - An acknowledged record is never returned again (under `Always`, even after a power loss).
+//!   The duplicate window: a record delivered but not yet acknowledged when the process died is
+//!   returned again by the next reader.
+//! - After any append returns, the spool's files total at most `max_bytes` (the bookkeeping files
+//!   counted as a fixed 1 KiB), and at most `max_spans` spans are stored.
+//! - Dropped batches and spans, corrupt and torn records are counted in the ledger, across
+//!   processes. A record dropped while a reader was delivering it may be both delivered and
+//!   counted as dropped; counts of damage may repeat if a reader dies right after finding it.
+
+mod bounds;
+mod cursor;
+mod dir;
+mod error;
+pub mod format;
+mod ledger;
+mod reader;
+mod segments;
+mod writer;
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+pub use bounds::overhead;
+pub use error::{AppendError, SpoolError};
+pub use reader::{Reader, Record, VerifyReport};
+pub use writer::AppendOutcome;
+
+use cursor::Cursor;
+use dir::SpoolDir;
+use format::{FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, SegmentHeader};
+use ledger::Ledger;
+use segments::{Inner, Locked};
+
+/// When appended data is forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// `fdatasync` before an append returns: survives power loss.
+    #[default]
+    Always,
+    /// Leave it to the kernel: survives a crash of the process, not of the machine.
+    Never,
+}
+
+impl SyncPolicy {
+    pub fn is_always(self) -> bool {
+        self == SyncPolicy::Always
+    }
+}
+
+/// Limits and policy of a spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpoolOptions {
+    /// Total size of the spool's files. `0` disables spooling: every append is dropped and counted.
+    pub max_bytes: u64,
+    /// Total spans stored, if bounded.
+    pub max_spans: Option<u64>,
+    pub sync: SyncPolicy,
+}
+
+impl Default for SpoolOptions {
+    fn default() -> SpoolOptions {
+        SpoolOptions {
+            max_bytes: 64 * 1024 * 1024,
+            max_spans: None,
+            sync: SyncPolicy::Always,
+        }
+    }
+}
+
+/// What a spool holds and what it has lost, as of one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Batches waiting for delivery.
+    pub batches: u64,
+    pub spans: u64,
+    /// Size of the data segments.
+    pub bytes: u64,
+    /// When the oldest waiting batch was appended.
+    #[serde(skip)]
+    pub oldest_write: Option<SystemTime>,
+    pub dropped_batches: u64,
+    pub dropped_spans: u64,
+    pub corrupt_records: u64,
+    pub torn_records: u64,
+    pub rejected_spans: u64,
+    pub quarantine_bytes: u64,
+}
+
+/// An open spool directory. Cheap to share between threads (`&Spool` is enough).
+#[derive(Debug)]
+pub struct Spool {
+    dir: SpoolDir,
+    opts: SpoolOptions,
+    cursor_file: File,
+    inner: Mutex<Inner>,
+}
+
+impl Spool {
+    /// Opens the spool in `path`, creating the directory `0700` if needed, and repairs the
+    /// ledger after whatever the last process left behind.
+    ///
+    /// # Errors
+    ///
+    /// A path that is a symlink, not a directory, or another user's ([`SpoolError::is_refused_path`]);
+    /// I/O errors naming the file.
+    pub fn open(path: impl AsRef<Path>, opts: SpoolOptions) -> Result<Spool, SpoolError> {
+        let dir = SpoolDir::open(path.as_ref())?;
+        let ledger_file = dir.open_rw(dir::LEDGER)?;
+        let cursor_file = dir.open_rw(dir::CURSOR)?;
+        let spool = Spool {
+            dir,
+            opts,
+            cursor_file,
+            inner: Mutex::new(Inner {
+                ledger_file,
+                active: None,
+                buf: Vec::new(),
+            }),
+        };
+        {
+            let mut locked = Locked::acquire(&spool)?;
+            let previous = locked.ledger.clone();
+            locked.rebuild(Some(previous))?;
+            locked.commit()?;
+        }
+        Ok(spool)
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn options(&self) -> &SpoolOptions {
+        &self.opts
+    }
+
+    fn read_cursor(&self) -> Result<Cursor, SpoolError> {
+        Cursor::read(&self.cursor_file).map_err(|e| SpoolError::io(self.dir.join(dir::CURSOR), e))
+    }
+
+    /// Takes the flush lease and returns a reader positioned at the oldest unacknowledged record.
+    ///
+    /// # Errors
+    ///
+    /// [`SpoolError::FlushLeaseHeld`] at once when another reader (in any process) holds it.
+    pub fn reader(&self) -> Result<Reader<'_>, SpoolError> {
+        Reader::new(self)
+    }
+
+    /// Counts what the spool holds. Cost: the ledger, the cursor, and one frame header.
+    pub fn stats(&self) -> Result<Stats, SpoolError> {
+        let (ledger, active_size) = {
+            let mut locked = Locked::acquire(self)?;
+            let size = locked.active()?.unwrap_or(0);
+            (locked.ledger.clone(), size)
+        };
+        let cursor = self.read_cursor()?;
+        let consumed = |c: &Cursor| {
+            if c.segment >= ledger.oldest_id && c.segment <= ledger.active_id {
+                (c.batches, c.spans)
+            } else {
+                (0, 0)
+            }
+        };
+        let (done_batches, done_spans) = consumed(&cursor);
+        let batches = (ledger.sealed_batches + ledger.active_batches).saturating_sub(done_batches);
+        Ok(Stats {
+            batches,
+            spans: (ledger.sealed_spans + ledger.active_spans).saturating_sub(done_spans),
+            bytes: ledger.sealed_bytes + active_size,
+            oldest_write: if batches > 0 {
+                self.oldest_write(&ledger, &cursor)?
+            } else {
+                None
+            },
+            dropped_batches: ledger.dropped_batches,
+            dropped_spans: ledger.dropped_spans,
+            corrupt_records: ledger.corrupt_records,
+            torn_records: ledger.torn_records,
+            rejected_spans: ledger.rejected_spans,
+            quarantine_bytes: ledger.quarantine_bytes,
+        })
+    }
+
+    /// The write time of the first frame at or after the cursor.
+    fn oldest_write(
+        &self,
+        ledger: &Ledger,
+        cursor: &Cursor,
+    ) -> Result<Option<SystemTime>, SpoolError> {
+        let ids = self.dir.list_segments(self.dir.path(), false)?;
+        for id in ids
+            .into_iter()
+            .filter(|&id| id >= cursor.segment.max(ledger.oldest_id))
+        {
+            let path = self.dir.join(&dir::segment_name(id));
+            let Ok(file) = self.dir.open_read(&path) else {
+                continue;
+            };
+            if let SegmentHeader::Future(_) = segments::read_segment_header(&file) {
+                continue;
+            }
+            let at = if id == cursor.segment {
+                cursor.offset
+            } else {
+                SEGMENT_HEADER_LEN
+            };
+            let mut b = [0u8; FRAME_HEADER_LEN as usize];
+            if std::os::unix::fs::FileExt::read_exact_at(&file, &mut b, at).is_ok()
+                && let Some(h) = FrameHeader::decode(&b)
+            {
+                return Ok(Some(h.written_at()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Reads every unacknowledged record and counts the damaged ones. Changes nothing.
+    pub fn verify(&self) -> Result<VerifyReport, SpoolError> {
+        reader::verify(self)
+    }
+}

@@ -1,0 +1,423 @@
+//! Reading for delivery, and verification.
+//!
+//! Recovery rules, in the order [`examine`] applies them at a position:
+//! - fewer bytes left than a frame header: *torn* when they could start a frame, else *corrupt*;
+//!   either way the rest of the segment is skipped;
+//! - a header that fails its magic or checksum: *corrupt*; resume at the next position (within
+//!   the committed length) where a header checks out, or at the end;
+//! - a valid header whose frame runs past the committed length: *torn*; skip to the end;
+//! - a payload that fails its checksum: *corrupt*; the header's length is trusted to skip it.
+//!
+//! For the active segment the reader only looks below the length committed by the last complete
+//! append, read under the append lock, so it never mistakes a write in progress for damage. When
+//! that length disagrees with the file (a writer died mid-append) the reader seals the segment,
+//! as the next writer would.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use super::cursor::{Cursor, DAMAGED};
+use super::dir::{FLUSH_LEASE, file_len, segment_name};
+use super::error::SpoolError;
+use super::format::{
+    FRAME_HEADER_LEN, FRAME_MAGIC, FrameHeader, SEGMENT_HEADER_LEN, SegmentHeader, is_frame_prefix,
+};
+use super::segments::{Locked, read_segment_header};
+use super::{Spool, dir};
+
+/// One stored batch, as returned by [`Reader::next`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub payload: Vec<u8>,
+    pub span_count: u32,
+    pub written_at: SystemTime,
+    segment: u64,
+    start: u64,
+    end: u64,
+}
+
+/// The result of [`Spool::verify`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VerifyReport {
+    /// Valid unacknowledged records.
+    pub records: u64,
+    pub spans: u64,
+    /// Damaged regions that are not torn tails.
+    pub corrupt_records: u64,
+    /// Incomplete frames at the end of a segment: appends that never returned.
+    pub torn_records: u64,
+    /// Segments of a newer format, left alone.
+    pub unsupported_segments: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Damage {
+    Corrupt,
+    Torn,
+}
+
+enum Found {
+    Record(FrameHeader, Vec<u8>),
+    Damage(Damage, u64),
+    End,
+}
+
+/// Reads the frame at `pos`, looking no further than `limit`.
+fn examine(file: &File, pos: u64, limit: u64) -> std::io::Result<Found> {
+    if pos >= limit {
+        return Ok(Found::End);
+    }
+    let left = limit - pos;
+    if left < FRAME_HEADER_LEN {
+        let mut b = vec![0u8; left as usize];
+        file.read_exact_at(&mut b, pos)?;
+        let kind = if is_frame_prefix(&b) {
+            Damage::Torn
+        } else {
+            Damage::Corrupt
+        };
+        return Ok(Found::Damage(kind, limit));
+    }
+    let mut b = [0u8; FRAME_HEADER_LEN as usize];
+    file.read_exact_at(&mut b, pos)?;
+    let Some(header) = FrameHeader::decode(&b) else {
+        return Ok(Found::Damage(
+            Damage::Corrupt,
+            resync(file, pos + 1, limit)?,
+        ));
+    };
+    let end = pos + header.frame_len();
+    if end > limit {
+        return Ok(Found::Damage(Damage::Torn, limit));
+    }
+    let mut payload = vec![0u8; header.payload_len as usize];
+    file.read_exact_at(&mut payload, pos + FRAME_HEADER_LEN)?;
+    if header.payload_matches(&payload) {
+        Ok(Found::Record(header, payload))
+    } else {
+        Ok(Found::Damage(Damage::Corrupt, end))
+    }
+}
+
+/// The first position in `from..limit` holding a frame header that checks out, else `limit`.
+fn resync(file: &File, from: u64, limit: u64) -> std::io::Result<u64> {
+    const CHUNK: usize = 64 * 1024;
+    let hdr = FRAME_HEADER_LEN as usize;
+    let mut buf = vec![0u8; CHUNK + hdr];
+    let mut base = from;
+    while base + FRAME_HEADER_LEN <= limit {
+        let want = ((limit - base) as usize).min(buf.len());
+        file.read_exact_at(&mut buf[..want], base)?;
+        let window = &buf[..want];
+        let mut i = 0;
+        while i + hdr <= want {
+            match window[i..want - hdr + FRAME_MAGIC.len()]
+                .windows(FRAME_MAGIC.len())
+                .position(|w| w == FRAME_MAGIC)
+            {
+                None => break,
+                Some(p) => {
+                    let at = i + p;
+                    let h: &[u8; FRAME_HEADER_LEN as usize] =
+                        window[at..at + hdr].try_into().expect("32 bytes");
+                    if FrameHeader::decode(h).is_some() {
+                        return Ok(base + at as u64);
+                    }
+                    i = at + 1;
+                }
+            }
+        }
+        // Overlap by a header so a header straddling the chunk boundary is seen whole.
+        if want < buf.len() {
+            break;
+        }
+        base += (want - hdr + 1) as u64;
+    }
+    Ok(limit)
+}
+
+/// The segment being read.
+#[derive(Debug)]
+struct Open {
+    id: u64,
+    file: File,
+    /// How far the segment may be read: its size when sealed, else the committed length.
+    limit: u64,
+    sealed: bool,
+}
+
+/// Delivers records oldest first. Holds the flush lease until dropped.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    spool: &'a Spool,
+    _lease: File,
+    cursor: Cursor,
+    open: Option<Open>,
+    warned_future: bool,
+}
+
+impl<'a> Reader<'a> {
+    pub(super) fn new(spool: &'a Spool) -> Result<Reader<'a>, SpoolError> {
+        let lease = spool.dir.open_rw(FLUSH_LEASE)?;
+        match lease.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(SpoolError::FlushLeaseHeld {
+                    dir: spool.dir.path().to_owned(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(SpoolError::io(spool.dir.join(FLUSH_LEASE), e));
+            }
+        }
+        Ok(Reader {
+            spool,
+            _lease: lease,
+            cursor: spool.read_cursor()?,
+            open: None,
+            warned_future: false,
+        })
+    }
+
+    fn seg_path(&self, id: u64) -> PathBuf {
+        self.spool.dir.join(&segment_name(id))
+    }
+
+    fn save_cursor(&mut self) -> Result<(), SpoolError> {
+        let durable = self.spool.opts.sync.is_always();
+        self.cursor
+            .write(&self.spool.cursor_file, durable)
+            .map_err(|e| SpoolError::io(self.spool.dir.join(dir::CURSOR), e))
+    }
+
+    /// The oldest record not yet acknowledged, or `None` when everything stored has been.
+    /// Calling it again without [`ack`](Reader::ack) returns the same record.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors naming the file. Damage is not an error: it is skipped, counted and
+    /// quarantined.
+    pub fn next(&mut self) -> Result<Option<Record>, SpoolError> {
+        loop {
+            if self.open.is_none() && !self.open_next()? {
+                return Ok(None);
+            }
+            let open = self.open.as_ref().expect("opened above");
+            if self.cursor.offset >= open.limit {
+                self.refresh()?;
+                let open = self.open.as_ref().expect("still open");
+                if self.cursor.offset >= open.limit {
+                    if !open.sealed {
+                        return Ok(None);
+                    }
+                    self.retire()?;
+                    continue;
+                }
+            }
+            let open = self.open.as_ref().expect("still open");
+            let found = examine(&open.file, self.cursor.offset, open.limit)
+                .map_err(|e| SpoolError::io(self.seg_path(open.id), e))?;
+            match found {
+                Found::End => continue,
+                Found::Record(header, payload) => {
+                    return Ok(Some(Record {
+                        payload,
+                        span_count: header.span_count,
+                        written_at: header.written_at(),
+                        segment: open.id,
+                        start: self.cursor.offset,
+                        end: self.cursor.offset + header.frame_len(),
+                    }));
+                }
+                Found::Damage(kind, resume) => self.skip(kind, resume)?,
+            }
+        }
+    }
+
+    /// Acknowledges `record`, the one [`next`](Reader::next) returned last: it will not be
+    /// returned again, durably under [`SyncPolicy::Always`](super::SyncPolicy::Always).
+    ///
+    /// # Errors
+    ///
+    /// [`SpoolError::NotNext`] for any other record; I/O errors writing the cursor.
+    pub fn ack(&mut self, record: &Record) -> Result<(), SpoolError> {
+        if record.segment != self.cursor.segment || record.start != self.cursor.offset {
+            return Err(SpoolError::NotNext);
+        }
+        self.cursor.offset = record.end;
+        self.cursor.batches += 1;
+        self.cursor.spans += u64::from(record.span_count);
+        self.save_cursor()
+    }
+
+    /// Opens the oldest segment at or after the cursor's. False when there is none.
+    fn open_next(&mut self) -> Result<bool, SpoolError> {
+        let dir = &self.spool.dir;
+        for id in dir.list_segments(dir.path(), false)? {
+            let path = self.seg_path(id);
+            let file = match dir.open_read(&path) {
+                Ok(f) => f,
+                Err(SpoolError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let SegmentHeader::Future(version) = read_segment_header(&file) {
+                if !self.warned_future {
+                    tracing::warn!(path = %path.display(), version, "segment written by a newer tracespool; not delivering it");
+                    self.warned_future = true;
+                }
+                continue;
+            }
+            if id < self.cursor.segment {
+                // Read to its end by a reader that died before deleting it.
+                let mut locked = Locked::acquire(self.spool)?;
+                if id < locked.ledger.active_id {
+                    locked.retire(id, &file, false)?;
+                    locked.commit()?;
+                    continue;
+                }
+            }
+            if id != self.cursor.segment {
+                self.cursor = Cursor {
+                    seq: self.cursor.seq,
+                    segment: id,
+                    offset: SEGMENT_HEADER_LEN,
+                    ..Cursor::default()
+                };
+            }
+            self.cursor.offset = self.cursor.offset.max(SEGMENT_HEADER_LEN);
+            self.open = Some(Open {
+                id,
+                file,
+                limit: 0,
+                sealed: false,
+            });
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Learns under the append lock how far the open segment may be read.
+    fn refresh(&mut self) -> Result<(), SpoolError> {
+        let open = self.open.as_mut().expect("caller opened a segment");
+        let path = self.spool.dir.join(&segment_name(open.id));
+        let mut locked = Locked::acquire(self.spool)?;
+        let size = file_len(&open.file, &path)?;
+        if open.id == locked.ledger.active_id {
+            if size != locked.ledger.active_len {
+                // A writer died mid-append: seal the segment so its tail reads as torn.
+                locked.rotate()?;
+                locked.commit()?;
+                open.sealed = true;
+            }
+        } else {
+            open.sealed = true;
+        }
+        open.limit = size;
+        Ok(())
+    }
+
+    /// Skips damage up to `resume`, counting it once and marking the segment for quarantine.
+    fn skip(&mut self, kind: Damage, resume: u64) -> Result<(), SpoolError> {
+        let id = self.open.as_ref().expect("open").id;
+        tracing::warn!(
+            path = %self.seg_path(id).display(),
+            offset = self.cursor.offset,
+            bytes = resume - self.cursor.offset,
+            kind = ?kind,
+            "skipping damaged spool data; the segment will be quarantined"
+        );
+        {
+            let mut locked = Locked::acquire(self.spool)?;
+            match kind {
+                Damage::Corrupt => locked.ledger.corrupt_records += 1,
+                Damage::Torn => locked.ledger.torn_records += 1,
+            }
+            locked.counters_dirty = true;
+            locked.commit()?;
+        }
+        self.cursor.offset = resume;
+        self.cursor.flags |= DAMAGED;
+        self.save_cursor()
+    }
+
+    /// The open segment is sealed and read to its end: delete or quarantine it, then move on.
+    fn retire(&mut self) -> Result<(), SpoolError> {
+        let open = self.open.take().expect("open");
+        {
+            let mut locked = Locked::acquire(self.spool)?;
+            locked.retire(open.id, &open.file, self.cursor.damaged())?;
+            locked.commit()?;
+        }
+        self.cursor = Cursor {
+            seq: self.cursor.seq,
+            segment: open.id + 1,
+            offset: SEGMENT_HEADER_LEN,
+            ..Cursor::default()
+        };
+        self.save_cursor()
+    }
+}
+
+pub(super) fn verify(spool: &Spool) -> Result<VerifyReport, SpoolError> {
+    let (active_id, active_len) = {
+        let locked = Locked::acquire(spool)?;
+        (locked.ledger.active_id, locked.ledger.active_len)
+    };
+    let cursor = spool.read_cursor()?;
+    let mut report = VerifyReport::default();
+    for id in spool.dir.list_segments(spool.dir.path(), false)? {
+        let path = spool.dir.join(&segment_name(id));
+        let file = match spool.dir.open_read(&path) {
+            Ok(f) => f,
+            Err(SpoolError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if let SegmentHeader::Future(_) = read_segment_header(&file) {
+            report.unsupported_segments.push(path);
+            continue;
+        }
+        if id < cursor.segment {
+            continue;
+        }
+        let size = file_len(&file, &path)?;
+        // In the active segment, bytes past the committed length belong to an append in
+        // progress; if the file is shorter or otherwise off, a writer died: read it as sealed.
+        let limit = if id == active_id && size >= active_len && active_len >= SEGMENT_HEADER_LEN {
+            active_len
+        } else {
+            size
+        };
+        let mut pos = if id == cursor.segment {
+            cursor.offset.max(SEGMENT_HEADER_LEN)
+        } else {
+            SEGMENT_HEADER_LEN
+        };
+        loop {
+            match examine(&file, pos, limit).map_err(|e| SpoolError::io(&path, e))? {
+                Found::End => break,
+                Found::Record(header, _) => {
+                    report.records += 1;
+                    report.spans += u64::from(header.span_count);
+                    pos += header.frame_len();
+                }
+                Found::Damage(Damage::Corrupt, resume) => {
+                    report.corrupt_records += 1;
+                    pos = resume;
+                }
+                Found::Damage(Damage::Torn, resume) => {
+                    report.torn_records += 1;
+                    pos = resume;
+                }
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,417 @@
+//! The set of segment files, changed only under the append lock.
+//!
+//! [`Locked`] is held for the span of one append, one rotation seen by the reader, or one
+//! retirement; it is the only code that creates, deletes or moves segment files, and it keeps the
+//! ledger in step with what it did.
+//!
+//! Order of operations, and what a crash between two steps leaves:
+//! - rotate: the new segment appears whole (tmp, sync, rename, sync dir), then the ledger names
+//!   it. A crash in between leaves an empty newest segment, which the next open adopts.
+//! - drop / retire: the file goes, then the ledger forgets it. A crash in between leaves totals
+//!   too high until the next open rebuilds them.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::MutexGuard;
+
+use super::Spool;
+use super::bounds::{self, Usage};
+use super::cursor::Cursor;
+use super::dir::{file_len, segment_name};
+use super::error::SpoolError;
+use super::format::{
+    COUNTS_OFFSET, SEGMENT_HEADER_LEN, SegmentCounts, SegmentHeader, decode_segment_header,
+    encode_counts, encode_segment_header,
+};
+use super::ledger::Ledger;
+
+/// Per-process state behind the spool's mutex.
+#[derive(Debug)]
+pub(super) struct Inner {
+    pub ledger_file: File,
+    /// The active segment, kept open between appends.
+    pub active: Option<(u64, File)>,
+    /// Reused frame buffer.
+    pub buf: Vec<u8>,
+}
+
+/// The append lock, held: the mutex for the threads of this process, `flock` for the others.
+pub(super) struct Locked<'a> {
+    pub spool: &'a Spool,
+    pub inner: MutexGuard<'a, Inner>,
+    pub ledger: Ledger,
+    /// Counters changed: the ledger is worth an fsync under `SyncPolicy::Always`.
+    pub counters_dirty: bool,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let _ = self.inner.ledger_file.unlock();
+    }
+}
+
+impl<'a> Locked<'a> {
+    /// Takes the lock and reads the ledger, rebuilding it when it is unreadable.
+    pub fn acquire(spool: &'a Spool) -> Result<Locked<'a>, SpoolError> {
+        let inner = spool
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let ledger_path = spool.dir.join(super::dir::LEDGER);
+        inner
+            .ledger_file
+            .lock()
+            .map_err(|e| SpoolError::io(&ledger_path, e))?;
+        let mut locked = Locked {
+            spool,
+            inner,
+            ledger: Ledger::default(),
+            counters_dirty: false,
+        };
+        match Ledger::read(&locked.inner.ledger_file)
+            .map_err(|e| SpoolError::io(&ledger_path, e))?
+        {
+            Some(ledger) => locked.ledger = ledger,
+            None => {
+                tracing::warn!(path = %ledger_path.display(), "spool ledger missing or damaged; rebuilding it");
+                locked.rebuild(None)?;
+                locked.commit()?;
+            }
+        }
+        Ok(locked)
+    }
+
+    fn seg_path(&self, id: u64) -> PathBuf {
+        self.spool.dir.join(&segment_name(id))
+    }
+
+    /// Recomputes the cached part of the ledger from the directory; keeps the counters of
+    /// `previous`.
+    pub fn rebuild(&mut self, previous: Option<Ledger>) -> Result<(), SpoolError> {
+        let dir = &self.spool.dir;
+        let known = previous.is_some();
+        let prev = previous.unwrap_or_default();
+        let ids = dir.list_segments(dir.path(), true)?;
+        let q_dir = dir.quarantine_dir();
+        let q_ids = dir.list_segments(&q_dir, false)?;
+        let mut quarantine_bytes = 0;
+        for id in &q_ids {
+            if let Ok(meta) = fs::symlink_metadata(q_dir.join(segment_name(*id))) {
+                quarantine_bytes += meta.len();
+            }
+        }
+        let mut data = Vec::new();
+        let mut max_id = prev.active_id.max(q_ids.last().copied().unwrap_or(0));
+        for id in ids {
+            max_id = max_id.max(id);
+            let path = self.seg_path(id);
+            let file = match dir.open_read(&path) {
+                Ok(f) => f,
+                Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let size = file_len(&file, &path)?;
+            match read_segment_header(&file) {
+                SegmentHeader::Future(version) => {
+                    tracing::warn!(path = %path.display(), version, "segment written by a newer tracespool; leaving it alone");
+                }
+                SegmentHeader::Current(counts) => data.push((id, size, counts)),
+                SegmentHeader::Damaged => data.push((id, size, SegmentCounts::default())),
+            }
+        }
+        let mut ledger = Ledger {
+            dropped_batches: prev.dropped_batches,
+            dropped_spans: prev.dropped_spans,
+            corrupt_records: prev.corrupt_records,
+            torn_records: prev.torn_records,
+            rejected_spans: prev.rejected_spans,
+            quarantine_bytes,
+            ..Ledger::default()
+        };
+        let newest = data.last().copied().filter(|&(id, _, _)| id == max_id);
+        match newest {
+            Some((id, size, counts)) => {
+                ledger.active_id = id;
+                ledger.active_len = if id == prev.active_id && known {
+                    prev.active_len
+                } else if size == SEGMENT_HEADER_LEN {
+                    size // an empty segment whose creator died before recording it
+                } else {
+                    0 // unknown: the next append seals it and starts a new one
+                };
+                ledger.active_batches = counts.batches;
+                ledger.active_spans = counts.spans;
+                data.pop();
+            }
+            None => ledger.active_id = max_id,
+        }
+        ledger.oldest_id = data.first().map_or(ledger.active_id, |&(id, _, _)| id);
+        for (_, size, counts) in data {
+            ledger.sealed_bytes += size;
+            ledger.sealed_batches += counts.batches;
+            ledger.sealed_spans += counts.spans;
+        }
+        self.ledger = ledger;
+        Ok(())
+    }
+
+    /// Writes the ledger back; syncs it when counters changed and the policy asks for it.
+    pub fn commit(&mut self) -> Result<(), SpoolError> {
+        let path = || self.spool.dir.join(super::dir::LEDGER);
+        self.ledger
+            .write(&self.inner.ledger_file)
+            .map_err(|e| SpoolError::io(path(), e))?;
+        if self.counters_dirty && self.spool.opts.sync.is_always() {
+            self.inner
+                .ledger_file
+                .sync_data()
+                .map_err(|e| SpoolError::io(path(), e))?;
+        }
+        self.counters_dirty = false;
+        Ok(())
+    }
+
+    /// The active segment, opened if needed, with its current size; `None` if it does not exist.
+    pub fn active(&mut self) -> Result<Option<u64>, SpoolError> {
+        let id = self.ledger.active_id;
+        if self
+            .inner
+            .active
+            .as_ref()
+            .is_none_or(|(cached, _)| *cached != id)
+        {
+            self.inner.active = None;
+            let path = self.seg_path(id);
+            match self.spool.dir.open_write(&path) {
+                Ok(f) => self.inner.active = Some((id, f)),
+                Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let (_, file) = self.inner.active.as_ref().expect("opened above");
+        let meta = file
+            .metadata()
+            .map_err(|e| SpoolError::io(self.seg_path(id), e))?;
+        // A writer that dropped the active segment under us unlinked it.
+        if meta.nlink() == 0 {
+            self.inner.active = None;
+            return Ok(None);
+        }
+        Ok(Some(meta.len()))
+    }
+
+    /// Seals the active segment (if any) and starts a new, empty one; returns its size.
+    pub fn rotate(&mut self) -> Result<u64, SpoolError> {
+        let had_active = self.active()?;
+        if let Some(size) = had_active {
+            let (_, file) = self.inner.active.as_ref().expect("active() opened it");
+            // The header is the truth: a writer may have died after counting its record there.
+            let counts = match read_segment_header(file) {
+                SegmentHeader::Current(c) => c,
+                _ => SegmentCounts::default(),
+            };
+            self.ledger.sealed_bytes += size;
+            self.ledger.sealed_batches += counts.batches;
+            self.ledger.sealed_spans += counts.spans;
+        }
+        let id = self.ledger.active_id + 1;
+        let file = self.spool.dir.create_atomic(
+            &segment_name(id),
+            &encode_segment_header(SegmentCounts::default()),
+            self.spool.opts.sync.is_always(),
+        )?;
+        self.inner.active = Some((id, file));
+        // With nothing sealed and no active file, the new segment is the only (so oldest) one.
+        if had_active.is_none() && self.ledger.sealed_bytes == 0 {
+            self.ledger.oldest_id = id;
+        }
+        self.ledger.active_id = id;
+        self.ledger.active_len = SEGMENT_HEADER_LEN;
+        self.ledger.active_batches = 0;
+        self.ledger.active_spans = 0;
+        Ok(SEGMENT_HEADER_LEN)
+    }
+
+    /// What the spool holds now; `active_size` is the active segment's file size.
+    pub fn usage(&self, active_size: u64, cursor: Option<&Cursor>) -> Usage {
+        let l = &self.ledger;
+        let consumed = cursor.map_or(0, |c| self.consumed(c).spans);
+        Usage {
+            bytes: l.sealed_bytes + active_size + l.quarantine_bytes,
+            spans: (l.sealed_spans + l.active_spans).saturating_sub(consumed),
+        }
+    }
+
+    /// What the cursor has acknowledged of the segment it is in, if that segment is live.
+    fn consumed(&self, cursor: &Cursor) -> SegmentCounts {
+        if cursor.segment >= self.ledger.oldest_id && cursor.segment <= self.ledger.active_id {
+            SegmentCounts {
+                batches: cursor.batches,
+                spans: cursor.spans,
+            }
+        } else {
+            SegmentCounts::default()
+        }
+    }
+
+    /// Frees space: the oldest quarantined file first, else the oldest data segment (its
+    /// unacknowledged records are counted as dropped). Returns false when nothing is left.
+    pub fn drop_oldest(&mut self, cursor: &Cursor) -> Result<bool, SpoolError> {
+        if self.ledger.quarantine_bytes > 0 {
+            if self.drop_oldest_quarantined()? {
+                return Ok(true);
+            }
+            self.ledger.quarantine_bytes = 0;
+        }
+        while self.ledger.oldest_id <= self.ledger.active_id {
+            let id = self.ledger.oldest_id;
+            let path = self.seg_path(id);
+            let file = match self.spool.dir.open_read(&path) {
+                Ok(f) => f,
+                Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    if id == self.ledger.active_id {
+                        return Ok(false);
+                    }
+                    self.ledger.oldest_id += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let counts = match read_segment_header(&file) {
+                SegmentHeader::Future(_) if id != self.ledger.active_id => {
+                    self.ledger.oldest_id += 1;
+                    continue;
+                }
+                SegmentHeader::Current(c) => c,
+                _ => SegmentCounts::default(),
+            };
+            let size = file_len(&file, &path)?;
+            fs::remove_file(&path).map_err(|e| SpoolError::io(&path, e))?;
+            let consumed = if cursor.segment == id {
+                SegmentCounts {
+                    batches: cursor.batches,
+                    spans: cursor.spans,
+                }
+            } else {
+                SegmentCounts::default()
+            };
+            self.ledger.dropped_batches += counts.batches.saturating_sub(consumed.batches);
+            self.ledger.dropped_spans += counts.spans.saturating_sub(consumed.spans);
+            self.counters_dirty = true;
+            if id == self.ledger.active_id {
+                self.inner.active = None;
+                self.rotate()?;
+                self.ledger.oldest_id = self.ledger.active_id;
+            } else {
+                self.ledger.sealed_bytes = self.ledger.sealed_bytes.saturating_sub(size);
+                self.ledger.sealed_batches =
+                    self.ledger.sealed_batches.saturating_sub(counts.batches);
+                self.ledger.sealed_spans = self.ledger.sealed_spans.saturating_sub(counts.spans);
+                self.ledger.oldest_id = id + 1;
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn drop_oldest_quarantined(&mut self) -> Result<bool, SpoolError> {
+        let q_dir = self.spool.dir.quarantine_dir();
+        let Some(&id) = self.spool.dir.list_segments(&q_dir, false)?.first() else {
+            return Ok(false);
+        };
+        let path = q_dir.join(segment_name(id));
+        let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+        fs::remove_file(&path).map_err(|e| SpoolError::io(&path, e))?;
+        self.ledger.quarantine_bytes = self.ledger.quarantine_bytes.saturating_sub(size);
+        Ok(true)
+    }
+
+    /// Removes sealed segment `id`, fully read through `file`: deleted, or moved to the
+    /// quarantine when damage was skipped in it. A segment a writer dropped meanwhile is gone
+    /// already and changes nothing.
+    pub fn retire(&mut self, id: u64, file: &File, damaged: bool) -> Result<(), SpoolError> {
+        let path = self.seg_path(id);
+        if fs::symlink_metadata(&path).is_err() {
+            return Ok(());
+        }
+        let size = file_len(file, &path)?;
+        let counts = match read_segment_header(file) {
+            SegmentHeader::Current(c) => c,
+            _ => SegmentCounts::default(),
+        };
+        if damaged {
+            let q_dir = self.spool.dir.ensure_quarantine()?;
+            fs::rename(&path, q_dir.join(segment_name(id)))
+                .map_err(|e| SpoolError::io(&path, e))?;
+            self.ledger.quarantine_bytes += size;
+            while self.ledger.quarantine_bytes > bounds::quarantine_share(self.spool.opts.max_bytes)
+            {
+                if !self.drop_oldest_quarantined()? {
+                    self.ledger.quarantine_bytes = 0;
+                }
+            }
+        } else {
+            fs::remove_file(&path).map_err(|e| SpoolError::io(&path, e))?;
+        }
+        if self.spool.opts.sync.is_always() {
+            self.spool.dir.sync()?;
+        }
+        self.ledger.sealed_bytes = self.ledger.sealed_bytes.saturating_sub(size);
+        self.ledger.sealed_batches = self.ledger.sealed_batches.saturating_sub(counts.batches);
+        self.ledger.sealed_spans = self.ledger.sealed_spans.saturating_sub(counts.spans);
+        if self.ledger.oldest_id <= id {
+            self.ledger.oldest_id = id + 1;
+        }
+        Ok(())
+    }
+
+    /// Appends one frame to the active segment at `at` and counts it in the segment header.
+    /// On failure the segment is cut back to `at`, so a failed append leaves no trace.
+    pub fn write_frame(&mut self, at: u64, spans: u32) -> Result<(), io::Error> {
+        let inner = &mut *self.inner;
+        let (_, file) = inner.active.as_ref().expect("caller checked active()");
+        let counts = SegmentCounts {
+            batches: self.ledger.active_batches + 1,
+            spans: self.ledger.active_spans + u64::from(spans),
+        };
+        let result = file
+            .write_all_at(&inner.buf, at)
+            .and_then(|()| file.write_all_at(&encode_counts(counts), COUNTS_OFFSET))
+            .and_then(|()| {
+                if self.spool.opts.sync.is_always() {
+                    file.sync_data()
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = result {
+            let _ = file.set_len(at);
+            let _ = file.write_all_at(
+                &encode_counts(SegmentCounts {
+                    batches: self.ledger.active_batches,
+                    spans: self.ledger.active_spans,
+                }),
+                COUNTS_OFFSET,
+            );
+            return Err(e);
+        }
+        self.ledger.active_len = at + inner.buf.len() as u64;
+        self.ledger.active_batches = counts.batches;
+        self.ledger.active_spans = counts.spans;
+        Ok(())
+    }
+}
+
+pub(super) fn read_segment_header(file: &File) -> SegmentHeader {
+    let mut b = [0u8; SEGMENT_HEADER_LEN as usize];
+    match file.read_exact_at(&mut b, 0) {
+        Ok(()) => decode_segment_header(&b),
+        Err(_) => SegmentHeader::Damaged,
+    }
+}

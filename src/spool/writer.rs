@@ -1,0 +1,116 @@
+//! Appending a batch. The steps and their order are described in the module doc of `spool`.
+
+use std::time::SystemTime;
+
+use super::Spool;
+use super::bounds;
+use super::dir::segment_name;
+use super::error::AppendError;
+use super::format::FrameHeader;
+use super::segments::Locked;
+
+/// What an append cost others: batches and spans dropped to make room (already counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub dropped_batches: u64,
+    pub dropped_spans: u64,
+}
+
+impl Spool {
+    /// Appends one batch of `span_count` spans. When `Ok` is returned the batch is stored (synced
+    /// under [`SyncPolicy::Always`](super::SyncPolicy::Always)); the outcome tells what was
+    /// dropped to make room for it.
+    ///
+    /// # Errors
+    ///
+    /// [`AppendError::TooLarge`] / [`AppendError::TooManySpans`] for a batch no spool with these
+    /// bounds can hold; [`AppendError::NoSpace`] when the disk is full; I/O errors otherwise.
+    /// After an error the spool holds exactly what it held before (less any drops it made).
+    pub fn append(&self, payload: &[u8], span_count: u32) -> Result<AppendOutcome, AppendError> {
+        let max_bytes = self.opts.max_bytes;
+        if max_bytes == 0 {
+            return self.count_disabled_drop(span_count);
+        }
+        let Some(frame_len) = bounds::frame_len_if_fits(payload.len() as u64, max_bytes) else {
+            return Err(AppendError::TooLarge {
+                size: payload.len() as u64,
+                max_bytes,
+                overhead: bounds::overhead(),
+            });
+        };
+        if let Some(max_spans) = self.opts.max_spans.filter(|&m| u64::from(span_count) > m) {
+            return Err(AppendError::TooManySpans {
+                spans: span_count.into(),
+                max_spans,
+            });
+        }
+
+        let header = FrameHeader::new(payload, span_count, SystemTime::now());
+        let mut locked = Locked::acquire(self)?;
+        let before = (locked.ledger.dropped_batches, locked.ledger.dropped_spans);
+
+        let target = bounds::segment_target(max_bytes);
+        let mut size = match locked.active()? {
+            // Equal to the recorded length: no writer died mid-append (else its torn tail is
+            // left behind in a sealed segment), and there is room before the segment target.
+            Some(size)
+                if size == locked.ledger.active_len
+                    && (size + frame_len <= target || locked.ledger.active_batches == 0) =>
+            {
+                size
+            }
+            _ => locked.rotate()?,
+        };
+
+        // The cursor tells what is already acknowledged: needed to count spans, or to drop.
+        let mut cursor = match self.opts.max_spans {
+            Some(_) => Some(self.read_cursor()?),
+            None => None,
+        };
+        while !locked.usage(size, cursor.as_ref()).admits(
+            frame_len,
+            span_count.into(),
+            max_bytes,
+            self.opts.max_spans,
+        ) {
+            let c = match cursor {
+                Some(c) => c,
+                None => *cursor.insert(self.read_cursor()?),
+            };
+            if !locked.drop_oldest(&c)? {
+                break; // unreachable for a batch that passed frame_len_if_fits
+            }
+            size = match locked.active()? {
+                Some(size) => size,
+                None => locked.rotate()?,
+            };
+        }
+
+        locked.inner.buf.clear();
+        locked.inner.buf.extend_from_slice(&header.encode());
+        locked.inner.buf.extend_from_slice(payload);
+        let id = locked.ledger.active_id;
+        if let Err(e) = locked.write_frame(size, span_count) {
+            // Drops made above stand; record them before failing.
+            let _ = locked.commit();
+            return Err(AppendError::from_io(self.dir.join(&segment_name(id)), e));
+        }
+        locked.commit()?;
+        Ok(AppendOutcome {
+            dropped_batches: locked.ledger.dropped_batches - before.0,
+            dropped_spans: locked.ledger.dropped_spans - before.1,
+        })
+    }
+
+    fn count_disabled_drop(&self, span_count: u32) -> Result<AppendOutcome, AppendError> {
+        let mut locked = Locked::acquire(self)?;
+        locked.ledger.dropped_batches += 1;
+        locked.ledger.dropped_spans += u64::from(span_count);
+        locked.counters_dirty = true;
+        locked.commit().map_err(AppendError::Spool)?;
+        Ok(AppendOutcome {
+            dropped_batches: 1,
+            dropped_spans: span_count.into(),
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! Sizes and durations as users write them (CONTRACT §1).
+//!
+//! - Size: an integer (bytes), or a number with `B`, `KiB`, `MiB`, `GiB` (powers of 1024) or
+//!   `KB`, `MB`, `GB` (powers of 1000). `0` is allowed (it disables spooling).
+//! - Duration: a number with `ms`, `s` or `m`, e.g. `500ms`, `2s`, `1.5s`, `1m`.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    #[error("invalid size {0:?}: expected bytes, or a number with B, KiB, MiB, GiB, KB, MB or GB")]
+    Size(String),
+    #[error("invalid duration {0:?}: expected a number with ms, s or m (e.g. 500ms, 2s, 1m)")]
+    Duration(String),
+}
+
+/// Splits "1.5KiB" into ("1.5", "KiB").
+fn split_number(s: &str) -> (&str, &str) {
+    let end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    (&s[..end], s[end..].trim_start())
+}
+
+/// Parses a byte size.
+pub fn parse_size(input: &str) -> Result<u64, UnitError> {
+    let err = || UnitError::Size(input.to_owned());
+    let s = input.trim();
+    let (number, unit) = split_number(s);
+    let multiplier: u64 = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(err()),
+    };
+    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+        return Err(err());
+    }
+    if let Ok(n) = number.parse::<u64>() {
+        return n.checked_mul(multiplier).ok_or_else(err);
+    }
+    // A fraction is fine as long as it comes to whole bytes ("1.5KiB"); "1.5" bytes is not.
+    let (whole, frac) = number.split_once('.').ok_or_else(err)?;
+    if frac.contains('.') || frac.len() > 9 {
+        return Err(err());
+    }
+    let whole: u64 = whole.parse().map_err(|_| err())?;
+    let scale = 10u128.pow(frac.len() as u32);
+    let frac: u128 = frac.parse().map_err(|_| err())?;
+    let total = u128::from(whole) * scale + frac;
+    let bytes = total * u128::from(multiplier);
+    if bytes % scale != 0 {
+        return Err(err());
+    }
+    u64::try_from(bytes / scale).map_err(|_| err())
+}
+
+/// Parses a duration.
+pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
+    let err = || UnitError::Duration(input.to_owned());
+    let s = input.trim();
+    let (number, unit) = split_number(s);
+    let millis_per_unit = match unit {
+        "ms" => 1.0,
+        "s" => 1_000.0,
+        "m" => 60_000.0,
+        _ => return Err(err()),
+    };
+    if number.is_empty()
+        || number.starts_with('.')
+        || number.ends_with('.')
+        || number.matches('.').count() > 1
+    {
+        return Err(err());
+    }
+    let value: f64 = number.parse().map_err(|_| err())?;
+    let millis = value * millis_per_unit;
+    if !millis.is_finite() || millis > 1e12 {
+        return Err(err());
+    }
+    Ok(Duration::from_secs_f64(millis / 1_000.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("12B"), Ok(12));
+        assert_eq!(parse_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("5KB"), Ok(5_000));
+        assert_eq!(parse_size("5MB"), Ok(5_000_000));
+        assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
+        assert_eq!(parse_size("1.5KiB"), Ok(1_536));
+        assert_eq!(parse_size(" 8 MiB "), Ok(8 << 20));
+    }
+
+    #[test]
+    fn bad_sizes_are_refused_with_the_value_named() {
+        for bad in [
+            "",
+            "-1",
+            "ten",
+            "1.5",
+            "1.5.1KiB",
+            "5kb",
+            "5 TB",
+            "MiB",
+            ".5MiB",
+            "99999999999999999999",
+            "18446744073709551615GiB",
+        ] {
+            let e = parse_size(bad).unwrap_err();
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations_take_ms_s_and_m() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["", "2", "2h", "-1s", "s", "1.s", "1e3s", "NaNs", "inf ms"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The spool's API, one behaviour per test.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use tracespool::spool::{AppendError, Spool, SpoolError, SpoolOptions, SyncPolicy};
+
+fn opts(max_bytes: u64) -> SpoolOptions {
+    SpoolOptions {
+        max_bytes,
+        max_spans: None,
+        sync: SyncPolicy::Never,
+    }
+}
+
+fn drain(spool: &Spool) -> Vec<Vec<u8>> {
+    let mut reader = spool.reader().unwrap();
+    let mut out = Vec::new();
+    while let Some(record) = reader.next().unwrap() {
+        reader.ack(&record).unwrap();
+        out.push(record.payload);
+    }
+    out
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+#[test]
+fn records_come_back_oldest_first_and_acknowledged_ones_are_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = Spool::open(tmp.path().join("s"), SpoolOptions::default()).unwrap();
+    for i in 0..10u32 {
+        spool.append(format!("batch {i}").as_bytes(), i).unwrap();
+    }
+    let stats = spool.stats().unwrap();
+    assert_eq!((stats.batches, stats.spans), (10, 45));
+    assert!(stats.oldest_write.is_some());
+
+    let mut reader = spool.reader().unwrap();
+    let first = reader.next().unwrap().unwrap();
+    assert_eq!(first.payload, b"batch 0");
+    // Not acknowledged: the same record again.
+    assert_eq!(reader.next().unwrap().unwrap(), first);
+    reader.ack(&first).unwrap();
+    assert!(matches!(reader.ack(&first), Err(SpoolError::NotNext)));
+    drop(reader);
+
+    let reopened = Spool::open(tmp.path().join("s"), SpoolOptions::default()).unwrap();
+    let rest = drain(&reopened);
+    assert_eq!(rest.len(), 9);
+    assert_eq!(rest[0], b"batch 1");
+    assert_eq!(rest[8], b"batch 9");
+    let stats = reopened.stats().unwrap();
+    assert_eq!(
+        (stats.batches, stats.spans, stats.oldest_write),
+        (0, 0, None)
+    );
+    assert!(drain(&reopened).is_empty());
+}
+
+#[test]
+fn the_size_bound_holds_after_every_append_and_drops_are_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("s");
+    let max = 64 * 1024;
+    let spool = Spool::open(&path, opts(max)).unwrap();
+    let mut dropped = 0;
+    for i in 0..500u32 {
+        let payload = vec![i as u8; 700 + (i as usize * 37) % 900];
+        let outcome = spool.append(&payload, 2).unwrap();
+        dropped += outcome.dropped_batches;
+        assert!(
+            dir_bytes(&path) <= max,
+            "after append {i}: {} > {max}",
+            dir_bytes(&path)
+        );
+    }
+    let stats = spool.stats().unwrap();
+    assert!(dropped > 0);
+    assert_eq!(stats.dropped_batches, dropped);
+    assert_eq!(stats.dropped_spans, dropped * 2);
+    let kept = drain(&spool);
+    assert_eq!(kept.len() as u64 + dropped, 500);
+    // The newest survive, in order.
+    assert_eq!(kept.last().unwrap()[0], 499u32 as u8);
+}
+
+#[test]
+fn a_batch_larger_than_the_bound_is_refused_naming_both_sizes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = Spool::open(tmp.path(), opts(64 * 1024)).unwrap();
+    let err = spool.append(&vec![0u8; 70_000], 1).unwrap_err();
+    assert!(err.is_unfit());
+    let msg = err.to_string();
+    assert!(msg.contains("70000") && msg.contains("65536"), "{msg}");
+    assert_eq!(spool.stats().unwrap().batches, 0);
+}
+
+#[test]
+fn max_bytes_zero_drops_and_counts_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = Spool::open(tmp.path(), opts(0)).unwrap();
+    let outcome = spool.append(b"x", 3).unwrap();
+    assert_eq!((outcome.dropped_batches, outcome.dropped_spans), (1, 3));
+    let stats = spool.stats().unwrap();
+    assert_eq!(
+        (stats.batches, stats.dropped_batches, stats.dropped_spans),
+        (0, 1, 3)
+    );
+    assert!(drain(&spool).is_empty());
+}
+
+#[test]
+fn the_span_bound_drops_the_oldest_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = Spool::open(
+        tmp.path(),
+        SpoolOptions {
+            max_spans: Some(10),
+            ..opts(1 << 20)
+        },
+    )
+    .unwrap();
+    for i in 0..8u8 {
+        spool.append(&[i; 5000], 3).unwrap();
+    }
+    let stats = spool.stats().unwrap();
+    assert!(stats.spans <= 10, "{stats:?}");
+    assert_eq!(stats.dropped_spans + stats.spans, 24);
+    assert!(matches!(
+        spool.append(b"x", 11),
+        Err(AppendError::TooManySpans {
+            spans: 11,
+            max_spans: 10
+        })
+    ));
+}
+
+#[test]
+fn a_second_flusher_learns_at_once_that_one_is_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Spool::open(tmp.path(), opts(1 << 20)).unwrap();
+    let b = Spool::open(tmp.path(), opts(1 << 20)).unwrap();
+    let reader = a.reader().unwrap();
+    assert!(matches!(b.reader(), Err(SpoolError::FlushLeaseHeld { .. })));
+    drop(reader);
+    b.reader().unwrap();
+}
+
+#[test]
+fn directory_is_private_and_files_are_owner_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("nested/spool");
+    let spool = Spool::open(&path, SpoolOptions::default()).unwrap();
+    spool.append(b"x", 1).unwrap();
+    assert_eq!(
+        fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    for entry in fs::read_dir(&path).unwrap() {
+        let meta = entry.unwrap().metadata().unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+    }
+}
+
+#[test]
+fn a_symlinked_directory_or_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("real");
+    fs::create_dir(&real).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let err = Spool::open(&link, SpoolOptions::default()).unwrap_err();
+    assert!(matches!(err, SpoolError::Symlink { .. }), "{err}");
+    assert!(err.to_string().contains("link"));
+
+    let dir = tmp.path().join("s");
+    fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::symlink(tmp.path().join("elsewhere"), dir.join("ledger")).unwrap();
+    let err = Spool::open(&dir, SpoolOptions::default()).unwrap_err();
+    assert!(matches!(err, SpoolError::Symlink { .. }), "{err}");
+    assert!(!tmp.path().join("elsewhere").exists());
+}
+
+#[test]
+fn a_directory_owned_by_another_user_is_refused() {
+    // Safety: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        eprintln!("not root: cannot create a directory owned by another user; covered in CI");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("theirs");
+    fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let err = Spool::open(&dir, SpoolOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, SpoolError::ForeignOwner { owner: 65534, .. }),
+        "{err}"
+    );
+    assert!(err.is_refused_path());
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
