@@ -53,7 +53,7 @@ pub fn parse_size(input: &str) -> Result<u64, UnitError> {
     let frac: u128 = frac.parse().map_err(|_| err())?;
     let total = u128::from(whole) * scale + frac;
     let bytes = total * u128::from(multiplier);
-    if bytes % scale != 0 {
+    if !bytes.is_multiple_of(scale) {
         return Err(err());
     }
     u64::try_from(bytes / scale).map_err(|_| err())

@@ -105,7 +105,7 @@ impl Cursor {
     /// Writes `self` with the next sequence number into the slot the last write did not use.
     pub fn write(&mut self, file: &File, durable: bool) -> io::Result<()> {
         self.seq += 1;
-        let slot = (self.seq % 2) as u64;
+        let slot = self.seq % 2;
         file.write_all_at(&self.encode(), slot * SLOT_LEN as u64)?;
         if durable {
             file.sync_data()?;

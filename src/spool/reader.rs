@@ -199,6 +199,8 @@ impl<'a> Reader<'a> {
     ///
     /// I/O errors naming the file. Damage is not an error: it is skipped, counted and
     /// quarantined.
+    // Not an `Iterator`: it is fallible, and it does not advance until `ack`.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Record>, SpoolError> {
         loop {
             if self.open.is_none() && !self.open_next()? {

@@ -75,7 +75,10 @@ impl<'a> Locked<'a> {
         {
             Some(ledger) => locked.ledger = ledger,
             None => {
-                tracing::warn!(path = %ledger_path.display(), "spool ledger missing or damaged; rebuilding it");
+                // Empty is a new spool; anything else unreadable is damage worth a word.
+                if file_len(&locked.inner.ledger_file, &ledger_path)? > 0 {
+                    tracing::warn!(path = %ledger_path.display(), "spool ledger damaged; rebuilding it (loss counters restart at 0)");
+                }
                 locked.rebuild(None)?;
                 locked.commit()?;
             }

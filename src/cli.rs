@@ -1,0 +1,233 @@
+//! The command line: the only module that prints, exits, or sets anything process-wide.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Flags};
+use crate::spool::{Spool, Stats, VerifyReport};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tracespool",
+    version,
+    about = "OpenTelemetry tracing for intermittent runtimes"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub flags: Flags,
+    /// Diagnostics on stderr (also RUST_LOG)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what the spool holds; never touches the network
+    Status {
+        /// Exactly one JSON object on stdout
+        #[arg(long)]
+        json: bool,
+        /// Read every stored record and count the damaged ones (exit 1 if any)
+        #[arg(long)]
+        verify: bool,
+    },
+}
+
+pub fn parse() -> Cli {
+    Cli::parse()
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+macro_rules! say {
+    ($($tt:tt)*) => { eprintln!("tracespool: {}", format_args!($($tt)*)) };
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    init_logging(cli.verbose);
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let (config, warnings) = Config::resolve(&cli.flags, &env);
+    for w in &warnings {
+        say!("{w}");
+    }
+    let result = match cli.command {
+        Command::Status { json, verify } => status(&config, json, verify),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            if err.is_broken_pipe() {
+                return ExitCode::SUCCESS;
+            }
+            say!("{err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// An error at the edge, with its message ready.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+    #[error("writing output: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("encoding status: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl CliError {
+    fn is_broken_pipe(&self) -> bool {
+        matches!(self, CliError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+struct StatusJson<'a> {
+    spool_dir: String,
+    endpoint: Option<String>,
+    batches: u64,
+    spans: u64,
+    bytes: u64,
+    max_bytes: u64,
+    max_spans: Option<u64>,
+    oldest_age_seconds: Option<f64>,
+    dropped_batches: u64,
+    dropped_spans: u64,
+    rejected_spans: u64,
+    torn_records: u64,
+    quarantine_bytes: u64,
+    backend: &'a str,
+    retry_at: Option<f64>,
+    last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    corrupt_records: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unsupported_segments: Option<Vec<String>>,
+}
+
+fn status(config: &Config, json: bool, verify: bool) -> Result<ExitCode, CliError> {
+    let spool = Spool::open(&config.spool_dir, config.spool)?;
+    let stats = spool.stats()?;
+    let report = if verify { Some(spool.verify()?) } else { None };
+    let corrupt = report.as_ref().map_or(0, |r| r.corrupt_records);
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer(&mut out, &status_json(config, &stats, report.as_ref()))?;
+        writeln!(out)?;
+    } else {
+        write_status(&mut out, config, &stats, report.as_ref())?;
+    }
+    out.flush()?;
+    Ok(if corrupt > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn age_seconds(t: Option<SystemTime>) -> Option<f64> {
+    t.map(|t| {
+        SystemTime::now()
+            .duration_since(t)
+            .map_or(0.0, |d| d.as_secs_f64())
+    })
+}
+
+fn status_json<'a>(
+    config: &Config,
+    stats: &Stats,
+    report: Option<&VerifyReport>,
+) -> StatusJson<'a> {
+    StatusJson {
+        spool_dir: config.spool_dir.display().to_string(),
+        endpoint: None,
+        batches: stats.batches,
+        spans: stats.spans,
+        bytes: stats.bytes,
+        max_bytes: config.spool.max_bytes,
+        max_spans: config.spool.max_spans,
+        oldest_age_seconds: age_seconds(stats.oldest_write),
+        dropped_batches: stats.dropped_batches,
+        dropped_spans: stats.dropped_spans,
+        rejected_spans: stats.rejected_spans,
+        torn_records: stats.torn_records,
+        quarantine_bytes: stats.quarantine_bytes,
+        backend: "no_endpoint",
+        retry_at: None,
+        last_error: None,
+        corrupt_records: report.map(|r| r.corrupt_records),
+        unsupported_segments: report.map(|r| {
+            r.unsupported_segments
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect()
+        }),
+    }
+}
+
+fn write_status(
+    out: &mut impl Write,
+    config: &Config,
+    stats: &Stats,
+    report: Option<&VerifyReport>,
+) -> std::io::Result<()> {
+    writeln!(out, "spool      {}", config.spool_dir.display())?;
+    write!(
+        out,
+        "holds      {} batches, {} spans, {} bytes of {}",
+        stats.batches, stats.spans, stats.bytes, config.spool.max_bytes
+    )?;
+    match age_seconds(stats.oldest_write) {
+        Some(age) => writeln!(out, "; oldest {age:.0}s old")?,
+        None => writeln!(out)?,
+    }
+    writeln!(out, "backend    no endpoint configured: spooling only")?;
+    if stats.dropped_batches > 0 || stats.rejected_spans > 0 {
+        writeln!(
+            out,
+            "lost       {} batches ({} spans) dropped by the bound, {} spans rejected",
+            stats.dropped_batches, stats.dropped_spans, stats.rejected_spans
+        )?;
+    }
+    if let Some(r) = report {
+        writeln!(
+            out,
+            "verify     {} records, {} corrupt, {} torn{}",
+            r.records,
+            r.corrupt_records,
+            r.torn_records,
+            if r.unsupported_segments.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} segments of a newer format left alone",
+                    r.unsupported_segments.len()
+                )
+            }
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! Damage on disk: the spool opens, skips, counts and quarantines it, and loses nothing valid.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use tracespool::spool::{Spool, SpoolOptions, SyncPolicy};
+
+const PAYLOAD: usize = 1000;
+const FRAME: u64 = 32 + PAYLOAD as u64;
+const SEGMENT_HEADER: u64 = 32;
+
+fn opts() -> SpoolOptions {
+    // Segments of 64 KiB: 1000-byte batches fill one with 63 records.
+    SpoolOptions {
+        max_bytes: 1 << 20,
+        max_spans: None,
+        sync: SyncPolicy::Never,
+    }
+}
+
+fn payload(i: u32) -> Vec<u8> {
+    let mut p = vec![(i % 251) as u8; PAYLOAD];
+    p[..4].copy_from_slice(&i.to_le_bytes());
+    p
+}
+
+fn id_of(p: &[u8]) -> u32 {
+    u32::from_le_bytes(p[..4].try_into().unwrap())
+}
+
+/// A spool with `n` records 0..n spread over several segments.
+fn filled(dir: &Path, n: u32) -> Spool {
+    let spool = Spool::open(dir, opts()).unwrap();
+    for i in 0..n {
+        spool.append(&payload(i), 1).unwrap();
+    }
+    spool
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn quarantined(dir: &Path) -> usize {
+    fs::read_dir(dir.join("quarantine")).map_or(0, |d| d.count())
+}
+
+/// Reads and acknowledges everything; returns the ids delivered.
+fn drain(spool: &Spool) -> Vec<u32> {
+    let mut reader = spool.reader().unwrap();
+    let mut ids = Vec::new();
+    while let Some(record) = reader.next().unwrap() {
+        assert_eq!(
+            record.payload,
+            payload(id_of(&record.payload)),
+            "delivered a damaged payload"
+        );
+        ids.push(id_of(&record.payload));
+        reader.ack(&record).unwrap();
+    }
+    ids
+}
+
+fn write_at(path: &Path, at: u64, bytes: &[u8]) {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .write_all_at(bytes, at)
+        .unwrap();
+}
+
+fn flip(path: &Path, at: u64) {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    f.write_all_at(&[b[0] ^ 0x10], at).unwrap();
+}
+
+#[test]
+fn a_flipped_payload_byte_loses_only_that_record_and_quarantines_its_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = filled(tmp.path(), 200);
+    let first = &segments(tmp.path())[0];
+    // Record 5 of the first segment, in the middle of its payload.
+    flip(first, SEGMENT_HEADER + 5 * FRAME + 32 + 500);
+
+    let report = spool.verify().unwrap();
+    assert_eq!(
+        (report.records, report.corrupt_records, report.torn_records),
+        (199, 1, 0)
+    );
+    let ids = drain(&spool);
+    assert_eq!(ids, (0..200).filter(|&i| i != 5).collect::<Vec<_>>());
+    assert_eq!(spool.stats().unwrap().corrupt_records, 1);
+    assert_eq!(quarantined(tmp.path()), 1);
+}
+
+#[test]
+fn a_flipped_length_byte_is_resynchronised_past() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = filled(tmp.path(), 200);
+    let first = &segments(tmp.path())[0];
+    // The length field of record 3: the header checksum fails, the reader looks for the next one.
+    flip(first, SEGMENT_HEADER + 3 * FRAME + 5);
+    let ids = drain(&spool);
+    assert_eq!(ids, (0..200).filter(|&i| i != 3).collect::<Vec<_>>());
+    let stats = spool.stats().unwrap();
+    assert_eq!((stats.corrupt_records, stats.batches), (1, 0));
+}
+
+#[test]
+fn a_truncated_segment_keeps_what_precedes_the_cut_and_everything_after_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = filled(tmp.path(), 200);
+    let first = &segments(tmp.path())[0];
+    // Cut record 10 in half: records 10.. of this segment are gone; later segments are whole.
+    let per_segment = (fs::metadata(first).unwrap().len() - SEGMENT_HEADER) / FRAME;
+    OpenOptions::new()
+        .write(true)
+        .open(first)
+        .unwrap()
+        .set_len(SEGMENT_HEADER + 10 * FRAME + 600)
+        .unwrap();
+
+    let report = spool.verify().unwrap();
+    assert_eq!((report.corrupt_records, report.torn_records), (0, 1));
+    let ids = drain(&spool);
+    let expected: Vec<u32> = (0..200)
+        .filter(|&i| i < 10 || u64::from(i) >= per_segment)
+        .collect();
+    assert_eq!(ids, expected);
+    assert_eq!(spool.stats().unwrap().torn_records, 1);
+}
+
+#[test]
+fn a_zero_filled_tail_is_skipped_as_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = filled(tmp.path(), 200);
+    let first = &segments(tmp.path())[0];
+    let len = fs::metadata(first).unwrap().len();
+    // The last two records and a bit of the third-last, as after a power loss.
+    write_at(
+        first,
+        len - 2 * FRAME - 100,
+        &vec![0u8; (2 * FRAME + 100) as usize],
+    );
+    let per_segment = ((len - SEGMENT_HEADER) / FRAME) as u32;
+
+    // Two damaged regions: the third-last payload fails its checksum, then zeros to the end.
+    let report = spool.verify().unwrap();
+    assert_eq!(report.corrupt_records, 2);
+    let ids = drain(&spool);
+    let expected: Vec<u32> = (0..200)
+        .filter(|&i| i < per_segment - 3 || i >= per_segment)
+        .collect();
+    assert_eq!(ids, expected);
+    assert_eq!(quarantined(tmp.path()), 1);
+}
+
+#[test]
+fn garbage_files_in_the_directory_are_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    fs::write(dir.join("notes.txt"), b"hello").unwrap();
+    fs::write(dir.join("123.seg"), b"not ours").unwrap();
+    fs::write(dir.join("00000000000000000001.seg.bak"), b"backup").unwrap();
+    fs::create_dir(dir.join("00000000000000000009.seg.d")).unwrap();
+    let spool = filled(dir, 100);
+    assert_eq!(drain(&spool), (0..100).collect::<Vec<_>>());
+    assert!(dir.join("notes.txt").exists() && dir.join("123.seg").exists());
+    assert_eq!(spool.verify().unwrap().corrupt_records, 0);
+}
+
+#[test]
+fn a_segment_full_of_garbage_is_counted_and_never_delivered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let spool = filled(dir, 100);
+    // Segment ids start at 1: id 0 is older than any real segment. Fill it with noise.
+    let noise: Vec<u8> = (0..5000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::write(dir.join(format!("{:020}.seg", 0)), &noise).unwrap();
+    drop(spool);
+
+    let spool = Spool::open(dir, opts()).unwrap();
+    assert_eq!(drain(&spool), (0..100).collect::<Vec<_>>());
+    assert!(spool.stats().unwrap().corrupt_records >= 1);
+    assert_eq!(quarantined(dir), 1);
+}
+
+#[test]
+fn a_segment_of_a_newer_format_is_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let spool = filled(dir, 100);
+    let first = segments(dir)[0].clone();
+    let before = fs::read(&first).unwrap();
+    write_at(&first, 8, &2u32.to_le_bytes());
+    let per_segment = ((before.len() as u64 - SEGMENT_HEADER) / FRAME) as u32;
+
+    let report = spool.verify().unwrap();
+    assert_eq!(report.unsupported_segments, vec![first.clone()]);
+    assert_eq!(report.corrupt_records, 0);
+    assert_eq!(drain(&spool), (per_segment..100).collect::<Vec<_>>());
+    // Still there, untouched but for our edit, and not quarantined.
+    assert!(first.exists());
+    assert_eq!(fs::read(&first).unwrap()[32..], before[32..]);
+    assert_eq!(quarantined(dir), 0);
+    // Appends go on around it.
+    spool.append(&payload(500), 1).unwrap();
+    assert_eq!(drain(&spool), vec![500]);
+}
+
+#[test]
+fn a_damaged_ledger_is_rebuilt_without_losing_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    drop(filled(dir, 150));
+    fs::write(dir.join("ledger"), b"garbage garbage garbage").unwrap();
+    let spool = Spool::open(dir, opts()).unwrap();
+    assert_eq!(spool.stats().unwrap().batches, 150);
+    spool.append(&payload(150), 1).unwrap();
+    assert_eq!(drain(&spool), (0..151).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_damaged_cursor_redelivers_rather_than_loses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let spool = filled(dir, 10);
+    let mut reader = spool.reader().unwrap();
+    for _ in 0..4 {
+        let r = reader.next().unwrap().unwrap();
+        reader.ack(&r).unwrap();
+    }
+    drop(reader);
+    fs::write(dir.join("cursor"), vec![0xAB; 128]).unwrap();
+    assert_eq!(drain(&spool), (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn damage_in_the_active_segment_is_skipped_and_appends_continue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let spool = filled(dir, 5);
+    let only = segments(dir)[0].clone();
+    flip(&only, SEGMENT_HEADER + 2 * FRAME + 100);
+    spool.append(&payload(5), 1).unwrap();
+    assert_eq!(drain(&spool), vec![0, 1, 3, 4, 5]);
+    spool.append(&payload(6), 1).unwrap();
+    assert_eq!(drain(&spool), vec![6]);
+    assert_eq!(spool.stats().unwrap().corrupt_records, 1);
+}
