@@ -218,3 +218,63 @@ unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
 }
+
+#[test]
+fn a_symlink_under_a_segment_name_is_neither_followed_nor_in_the_way() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let outside = tmp.path().join("outside");
+    fs::write(&outside, b"secret").unwrap();
+    let spool = Spool::open(&dir, opts(1 << 20)).unwrap();
+    spool.append(b"one", 1).unwrap();
+    // Planted at the id the next segment would take, and at an older one.
+    std::os::unix::fs::symlink(&outside, dir.join("00000000000000000002.seg")).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("00000000000000000000.seg")).unwrap();
+    drop(spool);
+
+    let spool = Spool::open(&dir, opts(1 << 20)).unwrap();
+    for _ in 0..200 {
+        spool.append(&[7u8; 1000], 1).unwrap(); // rotates past the planted name
+    }
+    let got = drain(&spool);
+    assert_eq!(got.len(), 201);
+    assert_eq!(got[0], b"one");
+    assert_eq!(fs::read(&outside).unwrap(), b"secret");
+    assert!(
+        fs::symlink_metadata(dir.join("00000000000000000002.seg"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+#[test]
+fn threads_sharing_one_spool_and_separate_handles_append_without_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shared = Spool::open(tmp.path(), opts(64 << 20)).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..8u8 {
+            let shared = &shared;
+            let path = tmp.path();
+            s.spawn(move || {
+                // Half the threads use the shared handle, half their own.
+                let own = (t % 2 == 1).then(|| Spool::open(path, opts(64 << 20)).unwrap());
+                let spool = own.as_ref().unwrap_or(shared);
+                for i in 0..200u32 {
+                    let mut p = vec![t; 100 + (i as usize % 7) * 300];
+                    p[..4].copy_from_slice(&i.to_le_bytes());
+                    spool.append(&p, 1).unwrap();
+                }
+            });
+        }
+    });
+    let mut next = [0u32; 8];
+    for p in drain(&shared) {
+        let t = p[p.len() - 1] as usize;
+        let i = u32::from_le_bytes(p[..4].try_into().unwrap());
+        assert_eq!(i, next[t], "thread {t}: out of order or duplicated");
+        next[t] += 1;
+    }
+    assert_eq!(next, [200; 8]);
+    assert_eq!(shared.verify().unwrap().corrupt_records, 0);
+}

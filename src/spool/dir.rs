@@ -155,8 +155,9 @@ impl SpoolDir {
         })
     }
 
-    /// Segment ids present in `dir` (the spool or its quarantine), sorted. Anything else there is
-    /// ignored; leftover `.tmp` files are removed when `clean_tmp` is set.
+    /// Ids of the segment files in `dir` (the spool or its quarantine), sorted. Anything else
+    /// there, including symlinks under segment names, is ignored; leftover `.tmp` files are
+    /// removed when `clean_tmp` is set.
     pub fn list_segments(&self, dir: &Path, clean_tmp: bool) -> Result<Vec<u64>, SpoolError> {
         let io_err = |source| SpoolError::Io {
             path: dir.to_owned(),
@@ -172,6 +173,11 @@ impl SpoolDir {
             let entry = entry.map_err(io_err)?;
             let name = entry.file_name();
             if let Some(id) = parse_segment_name(&name) {
+                // A symlink or anything else not a plain file is never followed or read.
+                if !entry.file_type().map_err(io_err)?.is_file() {
+                    tracing::warn!(path = %entry.path().display(), "not a regular file; ignoring it");
+                    continue;
+                }
                 ids.push(id);
             } else if clean_tmp
                 && name.to_str().is_some_and(|n| {

@@ -223,7 +223,12 @@ impl<'a> Locked<'a> {
             self.ledger.sealed_batches += counts.batches;
             self.ledger.sealed_spans += counts.spans;
         }
-        let id = self.ledger.active_id + 1;
+        // Ids only grow. A name already taken (by something that is not a segment of ours,
+        // since we hold the lock) is stepped over rather than replaced.
+        let mut id = self.ledger.active_id + 1;
+        while fs::symlink_metadata(self.seg_path(id)).is_ok() {
+            id += 1;
+        }
         let file = self.spool.dir.create_atomic(
             &segment_name(id),
             &encode_segment_header(SegmentCounts::default()),
