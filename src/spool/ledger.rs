@@ -1,19 +1,25 @@
 //! The ledger: the spool's shared bookkeeping, and its append lock.
 //!
 //! ```text
-//! ledger file (128 bytes, little-endian)
+//! ledger file (160 bytes, little-endian)
 //!   0  magic  "TSLG"     4  version u32 = 1
 //!   8  the u64 fields of `Ledger`, in declaration order (14 of them)
-//! 120  reserved u32      124  CRC32C of bytes 0..124
+//! 120  dirty u64         1 while a process changes the set of files (see below)
+//! 128  boot  u128        the boot id of the machine when the ledger was last trusted
+//! 144  reserved [u8; 12]
+//! 156  CRC32C of bytes 0..156
 //! ```
 //!
 //! The ledger is a cache of what the directory holds (which segment is active and how long its
 //! committed part is, the totals of the sealed segments) plus the counters of what was lost
 //! (dropped, corrupt, torn). It is only read and written while the append lock (an exclusive
-//! `flock` on this same file) is held. Every process that opens the spool rebuilds the cached part
-//! from a scan of the directory, so a writer that died between changing the directory and
-//! updating the ledger costs nothing worse than a fresh segment. The counters survive as long as
-//! the ledger's checksum holds.
+//! `flock` on this same file) is held. Before creating, deleting or moving a file, a process sets
+//! `dirty` (no fsync: only a process crash needs it, and that leaves the page cache intact), and
+//! its commit clears it. Opening the spool rebuilds the cached part from a scan of the directory
+//! when the ledger is unreadable, `dirty` is set (someone died mid-change), or the machine has
+//! rebooted since (unsynced ledger writes may be lost); otherwise the ledger is trusted, so
+//! opening costs the same whatever the spool holds. The counters survive as long as the
+//! ledger's checksum holds.
 
 use std::fs::File;
 use std::io;
@@ -21,7 +27,8 @@ use std::os::unix::fs::FileExt;
 
 use super::format::{u32_at, u64_at};
 
-pub const LEDGER_LEN: usize = 128;
+pub const LEDGER_LEN: usize = 160;
+const CRC_AT: usize = LEDGER_LEN - 4;
 const MAGIC: [u8; 4] = *b"TSLG";
 const VERSION: u32 = 1;
 
@@ -47,6 +54,8 @@ pub struct Ledger {
     pub corrupt_records: u64,
     pub torn_records: u64,
     pub rejected_spans: u64,
+    pub dirty: bool,
+    pub boot: u128,
 }
 
 impl Ledger {
@@ -76,8 +85,10 @@ impl Ledger {
         for (i, v) in self.fields().iter().enumerate() {
             b[8 + i * 8..16 + i * 8].copy_from_slice(&v.to_le_bytes());
         }
-        let crc = crc32c::crc32c(&b[0..124]);
-        b[124..128].copy_from_slice(&crc.to_le_bytes());
+        b[120..128].copy_from_slice(&u64::from(self.dirty).to_le_bytes());
+        b[128..144].copy_from_slice(&self.boot.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..CRC_AT]);
+        b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
@@ -86,7 +97,7 @@ impl Ledger {
         if b.len() < LEDGER_LEN
             || b[0..4] != MAGIC
             || u32_at(b, 4) != VERSION
-            || crc32c::crc32c(&b[0..124]) != u32_at(b, 124)
+            || crc32c::crc32c(&b[..CRC_AT]) != u32_at(b, CRC_AT)
         {
             return None;
         }
@@ -106,6 +117,8 @@ impl Ledger {
             corrupt_records: f(11),
             torn_records: f(12),
             rejected_spans: f(13),
+            dirty: f(14) != 0,
+            boot: u128::from_le_bytes(b[128..144].try_into().expect("16 bytes")),
         })
     }
 
@@ -134,6 +147,8 @@ mod tests {
             active_len: 4096,
             dropped_spans: 12,
             rejected_spans: 5,
+            dirty: true,
+            boot: u128::MAX - 7,
             ..Ledger::default()
         };
         let b = l.encode();

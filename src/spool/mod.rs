@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! DIR/                       0700, owned by the user, never a symlink
-//!   ledger                   128 B: totals, counters, active segment; its flock is the append lock
+//!   ledger                   160 B: totals, counters, active segment; its flock is the append lock
 //!   cursor                   128 B: how far delivery has been acknowledged (two A/B slots)
 //!   flush.lock               empty; its flock is the flush lease
 //!   NNNNNNNNNNNNNNNNNNNN.seg segments, 20-digit ids, oldest first: header + frames
@@ -66,6 +66,7 @@ pub mod format;
 mod ledger;
 mod reader;
 mod segments;
+mod sys;
 mod writer;
 
 use std::fs::File;
@@ -150,7 +151,7 @@ pub struct Spool {
 
 impl Spool {
     /// Opens the spool in `path`, creating the directory `0700` if needed, and repairs the
-    /// ledger after whatever the last process left behind.
+    /// ledger if the last process died while changing the directory, or the machine rebooted.
     ///
     /// # Errors
     ///
@@ -167,14 +168,15 @@ impl Spool {
             inner: Mutex::new(Inner {
                 ledger_file,
                 active: None,
-                buf: Vec::new(),
             }),
         };
         {
             let mut locked = Locked::acquire(&spool)?;
-            let previous = locked.ledger.clone();
-            locked.rebuild(Some(previous))?;
-            locked.commit()?;
+            if locked.ledger.dirty || locked.ledger.boot != sys::boot_id() {
+                let previous = locked.ledger.clone();
+                locked.rebuild(Some(previous))?;
+                locked.commit()?;
+            }
         }
         Ok(spool)
     }
@@ -271,5 +273,63 @@ impl Spool {
     /// Reads every unacknowledged record and counts the damaged ones. Changes nothing.
     pub fn verify(&self) -> Result<VerifyReport, SpoolError> {
         reader::verify(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spool(dir: &Path) -> Spool {
+        let opts = SpoolOptions {
+            sync: SyncPolicy::Never,
+            ..SpoolOptions::default()
+        };
+        Spool::open(dir, opts).unwrap()
+    }
+
+    /// Overwrites the ledger's totals, as a process that died mid-change could leave them.
+    fn falsify_ledger(s: &Spool, dirty: bool) {
+        let mut locked = Locked::acquire(s).unwrap();
+        locked.ledger.sealed_bytes = 1 << 40;
+        locked.ledger.active_batches = 999;
+        locked.ledger.dirty = dirty;
+        locked.ledger.write(&locked.inner.ledger_file).unwrap();
+    }
+
+    #[test]
+    fn a_ledger_left_dirty_is_rebuilt_on_open_and_a_clean_one_is_trusted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spool(tmp.path());
+        for _ in 0..3 {
+            s.append(b"abc", 2).unwrap();
+        }
+        falsify_ledger(&s, false);
+        drop(s);
+        // Clean: trusted as is (opening costs the same whatever the spool holds).
+        let s = spool(tmp.path());
+        assert_eq!(s.stats().unwrap().batches, 999);
+        falsify_ledger(&s, true);
+        drop(s);
+        // Dirty: rebuilt from the segment headers; the counters are kept.
+        let s = spool(tmp.path());
+        let stats = s.stats().unwrap();
+        assert_eq!((stats.batches, stats.spans), (3, 6));
+        assert!(stats.bytes < 1 << 20);
+    }
+
+    #[test]
+    fn a_ledger_from_another_boot_is_rebuilt() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spool(tmp.path());
+        s.append(b"abc", 2).unwrap();
+        {
+            let mut locked = Locked::acquire(&s).unwrap();
+            locked.ledger.active_batches = 999;
+            locked.ledger.boot ^= 1;
+            locked.ledger.write(&locked.inner.ledger_file).unwrap();
+        }
+        drop(s);
+        assert_eq!(spool(tmp.path()).stats().unwrap().batches, 1);
     }
 }

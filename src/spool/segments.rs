@@ -12,7 +12,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::MutexGuard;
 
@@ -22,10 +22,11 @@ use super::cursor::Cursor;
 use super::dir::{file_len, segment_name};
 use super::error::SpoolError;
 use super::format::{
-    COUNTS_OFFSET, SEGMENT_HEADER_LEN, SegmentCounts, SegmentHeader, decode_segment_header,
-    encode_counts, encode_segment_header,
+    COUNTS_OFFSET, FrameHeader, SEGMENT_HEADER_LEN, SegmentCounts, SegmentHeader,
+    decode_segment_header, encode_counts, encode_segment_header,
 };
 use super::ledger::Ledger;
+use super::sys;
 
 /// Per-process state behind the spool's mutex.
 #[derive(Debug)]
@@ -33,8 +34,6 @@ pub(super) struct Inner {
     pub ledger_file: File,
     /// The active segment, kept open between appends.
     pub active: Option<(u64, File)>,
-    /// Reused frame buffer.
-    pub buf: Vec<u8>,
 }
 
 /// The append lock, held: the mutex for the threads of this process, `flock` for the others.
@@ -127,6 +126,7 @@ impl<'a> Locked<'a> {
             }
         }
         let mut ledger = Ledger {
+            boot: sys::boot_id(),
             dropped_batches: prev.dropped_batches,
             dropped_spans: prev.dropped_spans,
             corrupt_records: prev.corrupt_records,
@@ -162,8 +162,23 @@ impl<'a> Locked<'a> {
         Ok(())
     }
 
+    /// Marks the ledger dirty before the set of files changes (cleared by [`commit`]), so that
+    /// a process dying before its commit makes the next open rebuild the ledger.
+    ///
+    /// [`commit`]: Locked::commit
+    fn begin_change(&mut self) -> Result<(), SpoolError> {
+        if !self.ledger.dirty {
+            self.ledger.dirty = true;
+            self.ledger
+                .write(&self.inner.ledger_file)
+                .map_err(|e| SpoolError::io(self.spool.dir.join(super::dir::LEDGER), e))?;
+        }
+        Ok(())
+    }
+
     /// Writes the ledger back; syncs it when counters changed and the policy asks for it.
     pub fn commit(&mut self) -> Result<(), SpoolError> {
+        self.ledger.dirty = false;
         let path = || self.spool.dir.join(super::dir::LEDGER);
         self.ledger
             .write(&self.inner.ledger_file)
@@ -198,19 +213,19 @@ impl<'a> Locked<'a> {
             }
         }
         let (_, file) = self.inner.active.as_ref().expect("opened above");
-        let meta = file
-            .metadata()
-            .map_err(|e| SpoolError::io(self.seg_path(id), e))?;
-        // A writer that dropped the active segment under us unlinked it.
-        if meta.nlink() == 0 {
+        let (size, links) =
+            sys::size_and_links(file).map_err(|e| SpoolError::io(self.seg_path(id), e))?;
+        // Unlinked by a process that died before it recorded the deletion in the ledger.
+        if links == 0 {
             self.inner.active = None;
             return Ok(None);
         }
-        Ok(Some(meta.len()))
+        Ok(Some(size))
     }
 
     /// Seals the active segment (if any) and starts a new, empty one; returns its size.
     pub fn rotate(&mut self) -> Result<u64, SpoolError> {
+        self.begin_change()?;
         let had_active = self.active()?;
         if let Some(size) = had_active {
             let (_, file) = self.inner.active.as_ref().expect("active() opened it");
@@ -300,6 +315,7 @@ impl<'a> Locked<'a> {
                 _ => SegmentCounts::default(),
             };
             let size = file_len(&file, &path)?;
+            self.begin_change()?;
             fs::remove_file(&path).map_err(|e| SpoolError::io(&path, e))?;
             let consumed = if cursor.segment == id {
                 SegmentCounts {
@@ -335,6 +351,7 @@ impl<'a> Locked<'a> {
         };
         let path = q_dir.join(segment_name(id));
         let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+        self.begin_change()?;
         fs::remove_file(&path).map_err(|e| SpoolError::io(&path, e))?;
         self.ledger.quarantine_bytes = self.ledger.quarantine_bytes.saturating_sub(size);
         Ok(true)
@@ -353,6 +370,7 @@ impl<'a> Locked<'a> {
             SegmentHeader::Current(c) => c,
             _ => SegmentCounts::default(),
         };
+        self.begin_change()?;
         if damaged {
             let q_dir = self.spool.dir.ensure_quarantine()?;
             fs::rename(&path, q_dir.join(segment_name(id)))
@@ -381,16 +399,23 @@ impl<'a> Locked<'a> {
 
     /// Appends one frame to the active segment at `at` and counts it in the segment header.
     /// On failure the segment is cut back to `at`, so a failed append leaves no trace.
-    pub fn write_frame(&mut self, at: u64, spans: u32) -> Result<(), io::Error> {
-        let inner = &mut *self.inner;
-        let (_, file) = inner.active.as_ref().expect("caller checked active()");
-        let counts = SegmentCounts {
-            batches: self.ledger.active_batches + 1,
-            spans: self.ledger.active_spans + u64::from(spans),
+    pub fn write_frame(
+        &mut self,
+        at: u64,
+        header: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), io::Error> {
+        let (_, file) = self.inner.active.as_ref().expect("caller checked active()");
+        let before = SegmentCounts {
+            batches: self.ledger.active_batches,
+            spans: self.ledger.active_spans,
         };
-        let result = file
-            .write_all_at(&inner.buf, at)
-            .and_then(|()| file.write_all_at(&encode_counts(counts), COUNTS_OFFSET))
+        let after = SegmentCounts {
+            batches: before.batches + 1,
+            spans: before.spans + u64::from(header.span_count),
+        };
+        let result = sys::write_all_at_vectored(file, &[&header.encode(), payload], at)
+            .and_then(|()| file.write_all_at(&encode_counts(after), COUNTS_OFFSET))
             .and_then(|()| {
                 if self.spool.opts.sync.is_always() {
                     file.sync_data()
@@ -400,18 +425,12 @@ impl<'a> Locked<'a> {
             });
         if let Err(e) = result {
             let _ = file.set_len(at);
-            let _ = file.write_all_at(
-                &encode_counts(SegmentCounts {
-                    batches: self.ledger.active_batches,
-                    spans: self.ledger.active_spans,
-                }),
-                COUNTS_OFFSET,
-            );
+            let _ = file.write_all_at(&encode_counts(before), COUNTS_OFFSET);
             return Err(e);
         }
-        self.ledger.active_len = at + inner.buf.len() as u64;
-        self.ledger.active_batches = counts.batches;
-        self.ledger.active_spans = counts.spans;
+        self.ledger.active_len = at + header.frame_len();
+        self.ledger.active_batches = after.batches;
+        self.ledger.active_spans = after.spans;
         Ok(())
     }
 }

@@ -86,11 +86,8 @@ impl Spool {
             };
         }
 
-        locked.inner.buf.clear();
-        locked.inner.buf.extend_from_slice(&header.encode());
-        locked.inner.buf.extend_from_slice(payload);
         let id = locked.ledger.active_id;
-        if let Err(e) = locked.write_frame(size, span_count) {
+        if let Err(e) = locked.write_frame(size, &header, payload) {
             // Drops made above stand; record them before failing.
             let _ = locked.commit();
             return Err(AppendError::from_io(self.dir.join(&segment_name(id)), e));
