@@ -3,7 +3,10 @@
 //! The [`spool`] is a bounded, crash-safe, multi-process on-disk queue of encoded OTLP batches.
 //! [`units`] parses the sizes and durations of the configuration.
 
+pub mod circuit;
 pub mod cli;
 pub mod config;
+pub mod encode;
 pub mod spool;
+pub mod transport;
 pub mod units;

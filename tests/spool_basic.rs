@@ -278,3 +278,68 @@ fn threads_sharing_one_spool_and_separate_handles_append_without_loss() {
     assert_eq!(next, [200; 8]);
     assert_eq!(shared.verify().unwrap().corrupt_records, 0);
 }
+
+#[test]
+fn rejected_batches_go_to_a_bounded_dead_letter_area_and_are_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let max = 256 * 1024;
+    let spool = Spool::open(&dir, opts(max)).unwrap();
+    for i in 0..3u8 {
+        spool.append(&[i; 10_000], 4).unwrap();
+    }
+    let mut reader = spool.reader().unwrap();
+    let first = reader.next().unwrap().unwrap();
+    reader.dead_letter(&first).unwrap();
+    let second = reader.next().unwrap().unwrap();
+    assert_eq!(
+        second.payload[0], 1,
+        "a dead-lettered record is acknowledged"
+    );
+    drop(reader);
+    spool.count_rejected(2).unwrap();
+    let stats = spool.stats().unwrap();
+    assert_eq!(
+        (stats.batches, stats.rejected_spans, stats.deadletter_bytes),
+        (2, 6, 10_000)
+    );
+    let kept: Vec<_> = fs::read_dir(dir.join("deadletter"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(fs::read(&kept[0]).unwrap(), vec![0u8; 10_000]);
+    assert_eq!(fs::metadata(&kept[0]).unwrap().mode() & 0o777, 0o600);
+
+    // The area keeps at most an eighth of the bound: the oldest go.
+    for i in 0..10u8 {
+        spool.dead_letter(&[i; 10_000], 1).unwrap();
+        assert!(dir_bytes(&dir) <= max);
+    }
+    assert!(spool.stats().unwrap().deadletter_bytes <= max / 8);
+    assert_eq!(spool.stats().unwrap().rejected_spans, 16);
+    // Never delivered.
+    assert_eq!(drain(&spool).len(), 2);
+}
+
+#[test]
+fn the_delivery_state_file_is_replaced_whole_and_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = Spool::open(tmp.path(), opts(1 << 20)).unwrap();
+    assert_eq!(spool.load_delivery_state().unwrap(), None);
+    spool.store_delivery_state(b"first").unwrap();
+    spool.store_delivery_state(b"second").unwrap();
+    assert_eq!(
+        spool.load_delivery_state().unwrap().as_deref(),
+        Some(&b"second"[..])
+    );
+    let meta = fs::metadata(tmp.path().join("delivery")).unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    assert!(
+        fs::read_dir(tmp.path()).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".tmp"))
+    );
+}

@@ -34,8 +34,9 @@ pub fn frame_len_if_fits(payload_len: u64, max_bytes: u64) -> Option<u64> {
     (frame.checked_add(META_RESERVE + SEGMENT_HEADER_LEN)? <= max_bytes).then_some(frame)
 }
 
-/// Share of `max_bytes` the quarantine may keep for inspection before its oldest files go.
-pub fn quarantine_share(max_bytes: u64) -> u64 {
+/// Share of `max_bytes` that each of the quarantine and the dead-letter area may keep for
+/// inspection before their oldest files go.
+pub fn area_share(max_bytes: u64) -> u64 {
     max_bytes / 8
 }
 

@@ -18,9 +18,21 @@ use super::error::SpoolError;
 pub const LEDGER: &str = "ledger";
 pub const CURSOR: &str = "cursor";
 pub const FLUSH_LEASE: &str = "flush.lock";
-pub const QUARANTINE: &str = "quarantine";
+pub const DELIVERY_STATE: &str = "delivery";
 const SEGMENT_SUFFIX: &str = ".seg";
 const TMP_SUFFIX: &str = ".tmp";
+
+/// A temporary file of ours: `<segment>.tmp`, or `delivery.<pid>.tmp`.
+fn is_our_tmp(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(TMP_SUFFIX) else {
+        return false;
+    };
+    parse_segment_name(OsStr::new(stem)).is_some()
+        || stem
+            .strip_prefix(DELIVERY_STATE)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
 
 pub fn segment_name(id: u64) -> String {
     format!("{id:020}{SEGMENT_SUFFIX}")
@@ -179,12 +191,7 @@ impl SpoolDir {
                     continue;
                 }
                 ids.push(id);
-            } else if clean_tmp
-                && name.to_str().is_some_and(|n| {
-                    n.ends_with(TMP_SUFFIX)
-                        && parse_segment_name(OsStr::new(&n[..n.len() - 4])).is_some()
-                })
-            {
+            } else if clean_tmp && name.to_str().is_some_and(is_our_tmp) {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -192,19 +199,109 @@ impl SpoolDir {
         Ok(ids)
     }
 
-    pub fn quarantine_dir(&self) -> PathBuf {
-        self.join(QUARANTINE)
+    /// The directory of an area.
+    pub fn area_dir(&self, area: Area) -> PathBuf {
+        self.join(area.name())
     }
 
-    /// Creates the quarantine directory if needed.
-    pub fn ensure_quarantine(&self) -> Result<PathBuf, SpoolError> {
-        let q = self.quarantine_dir();
-        match DirBuilder::new().mode(0o700).create(&q) {
+    /// Creates an area's directory (`0700`) if needed.
+    pub fn ensure_area(&self, area: Area) -> Result<PathBuf, SpoolError> {
+        let dir = self.area_dir(area);
+        match DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => check_private_dir(&q)?,
-            Err(source) => return Err(SpoolError::Io { path: q, source }),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => check_private_dir(&dir)?,
+            Err(source) => return Err(SpoolError::Io { path: dir, source }),
         }
-        Ok(q)
+        Ok(dir)
+    }
+
+    /// The plain files of an area with their sizes, oldest first (names sort by age).
+    pub fn area_files(&self, area: Area) -> Result<Vec<(PathBuf, u64)>, SpoolError> {
+        let dir = self.area_dir(area);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(SpoolError::Io { path: dir, source }),
+        };
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| SpoolError::io(&dir, e))?;
+            let meta = entry
+                .metadata()
+                .map_err(|e| SpoolError::io(entry.path(), e))?;
+            if meta.is_file() {
+                files.push((entry.path(), meta.len()));
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Creates `path` (`0600`, never through a symlink) with `contents`.
+    pub fn write_new(&self, path: &Path, contents: &[u8], durable: bool) -> Result<(), SpoolError> {
+        let file = open_nofollow(
+            path,
+            OpenOptions::new().write(true).create_new(true).mode(0o600),
+            0,
+        )?;
+        use std::io::Write;
+        (&file)
+            .write_all(contents)
+            .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
+            .map_err(|e| SpoolError::io(path, e))
+    }
+
+    /// Replaces small file `name` with `contents` atomically (and durably): a reader sees the
+    /// old contents or the new, never a mix. Safe against concurrent writers: last one wins.
+    pub fn replace(&self, name: &str, contents: &[u8]) -> Result<(), SpoolError> {
+        let tmp = self.join(&format!("{name}.{}{TMP_SUFFIX}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        self.write_new(&tmp, contents, true)?;
+        let target = self.join(name);
+        fs::rename(&tmp, &target).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            SpoolError::io(&target, e)
+        })?;
+        self.sync()
+    }
+
+    /// Reads small file `name`; `None` when it does not exist.
+    pub fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>, SpoolError> {
+        let path = self.join(name);
+        let file = match self.open_read(&path) {
+            Ok(f) => f,
+            Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut buf = Vec::new();
+        use std::io::Read;
+        (&file)
+            .take(64 * 1024)
+            .read_to_end(&mut buf)
+            .map_err(|e| SpoolError::io(&path, e))?;
+        Ok(Some(buf))
+    }
+}
+
+/// Directories beside the segments that keep what must not be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    /// Segments in which damage was skipped.
+    Quarantine,
+    /// Batches the backend rejected as bad data.
+    DeadLetter,
+}
+
+impl Area {
+    pub const ALL: [Area; 2] = [Area::Quarantine, Area::DeadLetter];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Area::Quarantine => "quarantine",
+            Area::DeadLetter => "deadletter",
+        }
     }
 }
 

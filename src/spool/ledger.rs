@@ -6,7 +6,8 @@
 //!   8  the u64 fields of `Ledger`, in declaration order (14 of them)
 //! 120  dirty u64         1 while a process changes the set of files (see below)
 //! 128  boot  u128        the boot id of the machine when the ledger was last trusted
-//! 144  reserved [u8; 12]
+//! 144  deadletter_bytes u64
+//! 152  reserved u32
 //! 156  CRC32C of bytes 0..156
 //! ```
 //!
@@ -56,6 +57,8 @@ pub struct Ledger {
     pub rejected_spans: u64,
     pub dirty: bool,
     pub boot: u128,
+    /// Bytes held in the dead-letter directory.
+    pub deadletter_bytes: u64,
 }
 
 impl Ledger {
@@ -87,6 +90,7 @@ impl Ledger {
         }
         b[120..128].copy_from_slice(&u64::from(self.dirty).to_le_bytes());
         b[128..144].copy_from_slice(&self.boot.to_le_bytes());
+        b[144..152].copy_from_slice(&self.deadletter_bytes.to_le_bytes());
         let crc = crc32c::crc32c(&b[..CRC_AT]);
         b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -119,6 +123,7 @@ impl Ledger {
             rejected_spans: f(13),
             dirty: f(14) != 0,
             boot: u128::from_le_bytes(b[128..144].try_into().expect("16 bytes")),
+            deadletter_bytes: u64_at(b, 144),
         })
     }
 
@@ -149,6 +154,7 @@ mod tests {
             rejected_spans: 5,
             dirty: true,
             boot: u128::MAX - 7,
+            deadletter_bytes: 77,
             ..Ledger::default()
         };
         let b = l.encode();

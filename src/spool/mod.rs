@@ -10,8 +10,10 @@
 //!   ledger                   160 B: totals, counters, active segment; its flock is the append lock
 //!   cursor                   128 B: how far delivery has been acknowledged (two A/B slots)
 //!   flush.lock               empty; its flock is the flush lease
+//!   delivery                 ≤ 512 B: the shared backoff state (see `circuit`), replaced atomically
 //!   NNNNNNNNNNNNNNNNNNNN.seg segments, 20-digit ids, oldest first: header + frames
 //!   quarantine/NNN….seg      segments in which damage was skipped, kept for inspection
+//!   deadletter/TIME-PID.pb   batches the backend rejected as bad data, kept for inspection
 //! ```
 //!
 //! The byte layouts are in [`format`] (segments, frames), `ledger` and `cursor`. Any other file
@@ -53,7 +55,9 @@
 //!   The duplicate window: a record delivered but not yet acknowledged when the process died is
 //!   returned again by the next reader.
 //! - After any append returns, the spool's files total at most `max_bytes` (the bookkeeping files
-//!   counted as a fixed 1 KiB), and at most `max_spans` spans are stored.
+//!   counted as a fixed 1 KiB), and at most `max_spans` spans are stored. The quarantine and the
+//!   dead-letter area each keep at most an eighth of `max_bytes`, and are the first to go when
+//!   room is needed.
 //! - Dropped batches and spans, corrupt and torn records are counted in the ledger, across
 //!   processes. A record dropped while a reader was delivering it may be both delivered and
 //!   counted as dropped; counts of damage may repeat if a reader dies right after finding it.
@@ -84,6 +88,9 @@ use dir::SpoolDir;
 use format::{FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, SegmentHeader};
 use ledger::Ledger;
 use segments::{Inner, Locked};
+
+/// Size allowance of the delivery state file.
+pub const MAX_DELIVERY_STATE: usize = 512;
 
 /// When appended data is forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -138,6 +145,7 @@ pub struct Stats {
     pub torn_records: u64,
     pub rejected_spans: u64,
     pub quarantine_bytes: u64,
+    pub deadletter_bytes: u64,
 }
 
 /// An open spool directory. Cheap to share between threads (`&Spool` is enough).
@@ -234,6 +242,7 @@ impl Spool {
             torn_records: ledger.torn_records,
             rejected_spans: ledger.rejected_spans,
             quarantine_bytes: ledger.quarantine_bytes,
+            deadletter_bytes: ledger.deadletter_bytes,
         })
     }
 
@@ -268,6 +277,41 @@ impl Spool {
             }
         }
         Ok(None)
+    }
+
+    /// Keeps a batch the backend rejected as bad data in `deadletter/` (bounded, never
+    /// delivered) and counts its spans as rejected.
+    pub fn dead_letter(&self, payload: &[u8], spans: u32) -> Result<(), SpoolError> {
+        let cursor = self.read_cursor()?;
+        let mut locked = Locked::acquire(self)?;
+        locked.dead_letter(payload, spans.into(), &cursor)?;
+        locked.commit()
+    }
+
+    /// Counts spans a backend refused in a partial success.
+    pub fn count_rejected(&self, spans: u64) -> Result<(), SpoolError> {
+        if spans == 0 {
+            return Ok(());
+        }
+        let mut locked = Locked::acquire(self)?;
+        locked.ledger.rejected_spans += spans;
+        locked.counters_dirty = true;
+        locked.commit()
+    }
+
+    /// The delivery state file's contents, if any (see `circuit`).
+    pub fn load_delivery_state(&self) -> Result<Option<Vec<u8>>, SpoolError> {
+        self.dir.read_small(dir::DELIVERY_STATE)
+    }
+
+    /// Replaces the delivery state file, atomically and durably. At most
+    /// [`MAX_DELIVERY_STATE`] bytes: it lives in the bookkeeping allowance of the bound.
+    pub fn store_delivery_state(&self, contents: &[u8]) -> Result<(), SpoolError> {
+        assert!(
+            contents.len() <= MAX_DELIVERY_STATE,
+            "delivery state over its allowance"
+        );
+        self.dir.replace(dir::DELIVERY_STATE, contents)
     }
 
     /// Reads every unacknowledged record and counts the damaged ones. Changes nothing.

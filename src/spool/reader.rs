@@ -254,6 +254,24 @@ impl<'a> Reader<'a> {
         self.save_cursor()
     }
 
+    /// Moves `record` (the one [`next`](Reader::next) returned last) to the dead-letter area,
+    /// counting its spans as rejected, and acknowledges it.
+    ///
+    /// # Errors
+    ///
+    /// As [`ack`](Reader::ack); I/O errors writing the dead-letter file.
+    pub fn dead_letter(&mut self, record: &Record) -> Result<(), SpoolError> {
+        if record.segment != self.cursor.segment || record.start != self.cursor.offset {
+            return Err(SpoolError::NotNext);
+        }
+        {
+            let mut locked = Locked::acquire(self.spool)?;
+            locked.dead_letter(&record.payload, record.span_count.into(), &self.cursor)?;
+            locked.commit()?;
+        }
+        self.ack(record)
+    }
+
     /// Opens the oldest segment at or after the cursor's. False when there is none.
     fn open_next(&mut self) -> Result<bool, SpoolError> {
         let dir = &self.spool.dir;

@@ -15,11 +15,12 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::MutexGuard;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Spool;
 use super::bounds::{self, Usage};
 use super::cursor::Cursor;
-use super::dir::{file_len, segment_name};
+use super::dir::{Area, file_len, segment_name};
 use super::error::SpoolError;
 use super::format::{
     COUNTS_OFFSET, FrameHeader, SEGMENT_HEADER_LEN, SegmentCounts, SegmentHeader,
@@ -96,14 +97,13 @@ impl<'a> Locked<'a> {
         let known = previous.is_some();
         let prev = previous.unwrap_or_default();
         let ids = dir.list_segments(dir.path(), true)?;
-        let q_dir = dir.quarantine_dir();
-        let q_ids = dir.list_segments(&q_dir, false)?;
-        let mut quarantine_bytes = 0;
-        for id in &q_ids {
-            if let Ok(meta) = fs::symlink_metadata(q_dir.join(segment_name(*id))) {
-                quarantine_bytes += meta.len();
-            }
-        }
+        // Quarantined segments keep their ids: new ids must stay above them too.
+        let q_ids = dir.list_segments(&dir.area_dir(Area::Quarantine), false)?;
+        let area_bytes = |area| -> Result<u64, SpoolError> {
+            Ok(dir.area_files(area)?.iter().map(|(_, len)| len).sum())
+        };
+        let quarantine_bytes = area_bytes(Area::Quarantine)?;
+        let deadletter_bytes = area_bytes(Area::DeadLetter)?;
         let mut data = Vec::new();
         let mut max_id = prev.active_id.max(q_ids.last().copied().unwrap_or(0));
         for id in ids {
@@ -133,6 +133,7 @@ impl<'a> Locked<'a> {
             torn_records: prev.torn_records,
             rejected_spans: prev.rejected_spans,
             quarantine_bytes,
+            deadletter_bytes,
             ..Ledger::default()
         };
         let newest = data.last().copied().filter(|&(id, _, _)| id == max_id);
@@ -266,7 +267,7 @@ impl<'a> Locked<'a> {
         let l = &self.ledger;
         let consumed = cursor.map_or(0, |c| self.consumed(c).spans);
         Usage {
-            bytes: l.sealed_bytes + active_size + l.quarantine_bytes,
+            bytes: l.sealed_bytes + active_size + l.quarantine_bytes + l.deadletter_bytes,
             spans: (l.sealed_spans + l.active_spans).saturating_sub(consumed),
         }
     }
@@ -283,14 +284,16 @@ impl<'a> Locked<'a> {
         }
     }
 
-    /// Frees space: the oldest quarantined file first, else the oldest data segment (its
-    /// unacknowledged records are counted as dropped). Returns false when nothing is left.
+    /// Frees space: the oldest quarantined, then dead-lettered file first, else the oldest data
+    /// segment (its unacknowledged records are counted as dropped). False when nothing is left.
     pub fn drop_oldest(&mut self, cursor: &Cursor) -> Result<bool, SpoolError> {
-        if self.ledger.quarantine_bytes > 0 {
-            if self.drop_oldest_quarantined()? {
-                return Ok(true);
+        for area in Area::ALL {
+            if *self.area_bytes(area) > 0 {
+                if self.drop_oldest_in(area)? {
+                    return Ok(true);
+                }
+                *self.area_bytes(area) = 0;
             }
-            self.ledger.quarantine_bytes = 0;
         }
         while self.ledger.oldest_id <= self.ledger.active_id {
             let id = self.ledger.oldest_id;
@@ -344,17 +347,76 @@ impl<'a> Locked<'a> {
         Ok(false)
     }
 
-    fn drop_oldest_quarantined(&mut self) -> Result<bool, SpoolError> {
-        let q_dir = self.spool.dir.quarantine_dir();
-        let Some(&id) = self.spool.dir.list_segments(&q_dir, false)?.first() else {
+    fn area_bytes(&mut self, area: Area) -> &mut u64 {
+        match area {
+            Area::Quarantine => &mut self.ledger.quarantine_bytes,
+            Area::DeadLetter => &mut self.ledger.deadletter_bytes,
+        }
+    }
+
+    fn drop_oldest_in(&mut self, area: Area) -> Result<bool, SpoolError> {
+        let Some((path, size)) = self.spool.dir.area_files(area)?.into_iter().next() else {
             return Ok(false);
         };
-        let path = q_dir.join(segment_name(id));
-        let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
         self.begin_change()?;
         fs::remove_file(&path).map_err(|e| SpoolError::io(&path, e))?;
-        self.ledger.quarantine_bytes = self.ledger.quarantine_bytes.saturating_sub(size);
+        let bytes = self.area_bytes(area);
+        *bytes = bytes.saturating_sub(size);
         Ok(true)
+    }
+
+    /// Deletes an area's oldest files until it is within its share of the bound.
+    fn trim_area(&mut self, area: Area) -> Result<(), SpoolError> {
+        while *self.area_bytes(area) > bounds::area_share(self.spool.opts.max_bytes) {
+            if !self.drop_oldest_in(area)? {
+                *self.area_bytes(area) = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps a rejected batch in the dead-letter area for inspection (if it fits the area's share;
+    /// the oldest go first) and counts its spans as rejected. Never read back for delivery.
+    pub fn dead_letter(
+        &mut self,
+        payload: &[u8],
+        spans: u64,
+        cursor: &Cursor,
+    ) -> Result<(), SpoolError> {
+        self.ledger.rejected_spans += spans;
+        self.counters_dirty = true;
+        let len = payload.len() as u64;
+        let max_bytes = self.spool.opts.max_bytes;
+        if len > bounds::area_share(max_bytes) {
+            tracing::warn!(
+                bytes = len,
+                "rejected batch too large to keep in the dead-letter area"
+            );
+            return Ok(());
+        }
+        // Room within the area's share, then within the whole bound.
+        while self.ledger.deadletter_bytes + len > bounds::area_share(max_bytes)
+            && self.drop_oldest_in(Area::DeadLetter)?
+        {}
+        loop {
+            let active = self.active()?.unwrap_or(0);
+            if self.usage(active, None).admits(len, 0, max_bytes, None)
+                || !self.drop_oldest(cursor)?
+            {
+                break;
+            }
+        }
+        let dir = self.spool.dir.ensure_area(Area::DeadLetter)?;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let path = dir.join(format!("{nanos:020}-{}.pb", std::process::id()));
+        self.begin_change()?;
+        self.spool
+            .dir
+            .write_new(&path, payload, self.spool.opts.sync.is_always())?;
+        self.ledger.deadletter_bytes += len;
+        Ok(())
     }
 
     /// Removes sealed segment `id`, fully read through `file`: deleted, or moved to the
@@ -372,16 +434,11 @@ impl<'a> Locked<'a> {
         };
         self.begin_change()?;
         if damaged {
-            let q_dir = self.spool.dir.ensure_quarantine()?;
+            let q_dir = self.spool.dir.ensure_area(Area::Quarantine)?;
             fs::rename(&path, q_dir.join(segment_name(id)))
                 .map_err(|e| SpoolError::io(&path, e))?;
             self.ledger.quarantine_bytes += size;
-            while self.ledger.quarantine_bytes > bounds::quarantine_share(self.spool.opts.max_bytes)
-            {
-                if !self.drop_oldest_quarantined()? {
-                    self.ledger.quarantine_bytes = 0;
-                }
-            }
+            self.trim_area(Area::Quarantine)?;
         } else {
             fs::remove_file(&path).map_err(|e| SpoolError::io(&path, e))?;
         }

@@ -1,0 +1,171 @@
+//! Spans to OTLP bytes, once: the same bytes are sent, spooled and re-sent. Pure: no I/O.
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SpanData;
+use prost::Message;
+
+/// An encoded `ExportTraceServiceRequest` and the number of spans in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBatch {
+    pub bytes: Vec<u8>,
+    pub spans: u32,
+}
+
+/// The resource, converted once for every batch of an exporter.
+#[derive(Debug)]
+pub struct Encoder {
+    resource: ResourceAttributesWithSchema,
+}
+
+impl Encoder {
+    pub fn new(resource: &Resource) -> Encoder {
+        Encoder {
+            resource: resource.into(),
+        }
+    }
+
+    /// Encodes `spans` (grouped by instrumentation scope) under the resource.
+    pub fn encode(&self, spans: Vec<SpanData>) -> EncodedBatch {
+        let count = u32::try_from(spans.len()).unwrap_or(u32::MAX);
+        let request = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(spans, &self.resource),
+        };
+        EncodedBatch {
+            bytes: request.encode_to_vec(),
+            spans: count,
+        }
+    }
+}
+
+impl Default for Encoder {
+    fn default() -> Encoder {
+        Encoder::new(&Resource::builder_empty().build())
+    }
+}
+
+/// Decodes a protobuf `ExportTraceServiceRequest`.
+pub fn decode(bytes: &[u8]) -> Result<ExportTraceServiceRequest, prost::DecodeError> {
+    ExportTraceServiceRequest::decode(bytes)
+}
+
+/// Spans in a request.
+pub fn count_spans(request: &ExportTraceServiceRequest) -> u64 {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len() as u64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::{
+        Event, Link, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+    };
+    use opentelemetry::{InstrumentationScope, KeyValue};
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+    use std::borrow::Cow;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn span(name: &'static str, scope: &'static str, parent: u64) -> SpanData {
+        let ctx = SpanContext::new(
+            TraceId::from(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10u128),
+            SpanId::from(u64::from(name.len() as u32) + 0x1000),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        let mut events = SpanEvents::default();
+        events.events.push(Event::new(
+            "checkpoint",
+            UNIX_EPOCH + Duration::from_secs(5),
+            vec![KeyValue::new("step", 2i64)],
+            0,
+        ));
+        let mut links = SpanLinks::default();
+        links.links.push(Link::with_context(SpanContext::new(
+            TraceId::from(7u128),
+            SpanId::from(8u64),
+            TraceFlags::SAMPLED,
+            true,
+            TraceState::default(),
+        )));
+        SpanData {
+            span_context: ctx,
+            parent_span_id: SpanId::from(parent),
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Client,
+            name: Cow::Borrowed(name),
+            start_time: UNIX_EPOCH + Duration::from_secs(1),
+            end_time: UNIX_EPOCH + Duration::from_secs(2),
+            attributes: vec![
+                KeyValue::new("hook", "install"),
+                KeyValue::new("attempt", 3i64),
+            ],
+            dropped_attributes_count: 0,
+            events,
+            links,
+            status: Status::error("exit code 7"),
+            instrumentation_scope: InstrumentationScope::builder(scope)
+                .with_version("1.2")
+                .build(),
+        }
+    }
+
+    #[test]
+    fn spans_round_trip_with_everything_that_identifies_them() {
+        let resource = Resource::builder_empty()
+            .with_attributes([KeyValue::new("service.name", "charm")])
+            .build();
+        let batch = Encoder::new(&resource).encode(vec![
+            span("install", "a", 0),
+            span("config-changed", "b", 0x1007),
+        ]);
+        assert_eq!(batch.spans, 2);
+        let req = decode(&batch.bytes).unwrap();
+        assert_eq!(count_spans(&req), 2);
+        let rs = &req.resource_spans[0];
+        let res_attr = &rs.resource.as_ref().unwrap().attributes[0];
+        assert_eq!(res_attr.key, "service.name");
+        assert_eq!(
+            res_attr.value.as_ref().unwrap().value,
+            Some(Value::StringValue("charm".into()))
+        );
+        // One scope each, named and versioned.
+        assert_eq!(rs.scope_spans.len(), 2);
+        let scope = rs.scope_spans[1].scope.as_ref().unwrap();
+        assert_eq!((scope.name.as_str(), scope.version.as_str()), ("b", "1.2"));
+
+        let s = &rs.scope_spans[1].spans[0];
+        assert_eq!(s.name, "config-changed");
+        assert_eq!(
+            s.trace_id,
+            0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10u128.to_be_bytes()
+        );
+        assert_eq!(s.span_id, (14u64 + 0x1000).to_be_bytes());
+        assert_eq!(s.parent_span_id, 0x1007u64.to_be_bytes());
+        assert_eq!(s.kind, 3); // SPAN_KIND_CLIENT
+        assert_eq!(
+            (s.start_time_unix_nano, s.end_time_unix_nano),
+            (1_000_000_000, 2_000_000_000)
+        );
+        assert_eq!(s.attributes[1].key, "attempt");
+        assert_eq!(
+            s.attributes[1].value.as_ref().unwrap().value,
+            Some(Value::IntValue(3))
+        );
+        assert_eq!(s.events[0].name, "checkpoint");
+        assert_eq!(s.events[0].time_unix_nano, 5_000_000_000);
+        assert_eq!(s.links[0].span_id, 8u64.to_be_bytes());
+        let status = s.status.as_ref().unwrap();
+        assert_eq!((status.code, status.message.as_str()), (2, "exit code 7"));
+        // A root span has no parent id.
+        assert!(rs.scope_spans[0].spans[0].parent_span_id.is_empty());
+    }
+}
