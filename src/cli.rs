@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Flags};
+use crate::exporter::{Delivery, DeliveryStatus};
 use crate::spool::{Spool, Stats, VerifyReport};
 
 #[derive(Debug, Parser)]
@@ -37,6 +38,8 @@ pub enum Command {
         #[arg(long)]
         verify: bool,
     },
+    /// Deliver the spool now, ignoring the shared backoff (exit 1 if anything remains)
+    Flush,
 }
 
 pub fn parse() -> Cli {
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> ExitCode {
     }
     let result = match cli.command {
         Command::Status { json, verify } => status(&config, json, verify),
+        Command::Flush => flush(&config),
     };
     match result {
         Ok(code) => code,
@@ -96,6 +100,8 @@ enum CliError {
     Output(#[from] std::io::Error),
     #[error("encoding status: {0}")]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Export(#[from] crate::exporter::ExportError),
 }
 
 impl CliError {
@@ -105,7 +111,7 @@ impl CliError {
 }
 
 #[derive(Debug, serde::Serialize)]
-struct StatusJson<'a> {
+struct StatusJson {
     spool_dir: String,
     endpoint: Option<String>,
     batches: u64,
@@ -119,7 +125,7 @@ struct StatusJson<'a> {
     rejected_spans: u64,
     torn_records: u64,
     quarantine_bytes: u64,
-    backend: &'a str,
+    backend: &'static str,
     retry_at: Option<f64>,
     last_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -128,17 +134,60 @@ struct StatusJson<'a> {
     unsupported_segments: Option<Vec<String>>,
 }
 
+fn flush(config: &Config) -> Result<ExitCode, CliError> {
+    let delivery = Delivery::new(
+        Spool::open(&config.spool_dir, config.spool)?,
+        config.delivery.clone(),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(delivery.flush(true))?;
+    let mut line = format!(
+        "flushed {} batches ({} spans)",
+        report.sent_batches, report.sent_spans
+    );
+    if report.dead_lettered > 0 {
+        line += &format!(
+            "; {} rejected as bad data (kept in the dead-letter area)",
+            report.dead_lettered
+        );
+    }
+    if !report.remaining {
+        say!("{line}; nothing remains");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let left = delivery.spool().stats()?;
+    let why = report
+        .stopped
+        .map_or_else(|| "stopped".to_owned(), |s| s.to_string());
+    say!(
+        "{line}; {} batches ({} spans) remain: {why}",
+        left.batches,
+        left.spans
+    );
+    Ok(ExitCode::from(1))
+}
+
 fn status(config: &Config, json: bool, verify: bool) -> Result<ExitCode, CliError> {
-    let spool = Spool::open(&config.spool_dir, config.spool)?;
+    let delivery = Delivery::new(
+        Spool::open(&config.spool_dir, config.spool)?,
+        config.delivery.clone(),
+    );
+    let spool = delivery.spool();
     let stats = spool.stats()?;
+    let backend = delivery.status();
     let report = if verify { Some(spool.verify()?) } else { None };
     let corrupt = report.as_ref().map_or(0, |r| r.corrupt_records);
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer(&mut out, &status_json(config, &stats, report.as_ref()))?;
+        serde_json::to_writer(
+            &mut out,
+            &status_json(config, &stats, &backend, report.as_ref()),
+        )?;
         writeln!(out)?;
     } else {
-        write_status(&mut out, config, &stats, report.as_ref())?;
+        write_status(&mut out, config, &stats, &backend, report.as_ref())?;
     }
     out.flush()?;
     Ok(if corrupt > 0 {
@@ -156,14 +205,15 @@ fn age_seconds(t: Option<SystemTime>) -> Option<f64> {
     })
 }
 
-fn status_json<'a>(
+fn status_json(
     config: &Config,
     stats: &Stats,
+    backend: &DeliveryStatus,
     report: Option<&VerifyReport>,
-) -> StatusJson<'a> {
+) -> StatusJson {
     StatusJson {
         spool_dir: config.spool_dir.display().to_string(),
-        endpoint: None,
+        endpoint: config.delivery.endpoint.as_ref().map(|u| u.to_string()),
         batches: stats.batches,
         spans: stats.spans,
         bytes: stats.bytes,
@@ -175,9 +225,9 @@ fn status_json<'a>(
         rejected_spans: stats.rejected_spans,
         torn_records: stats.torn_records,
         quarantine_bytes: stats.quarantine_bytes,
-        backend: "no_endpoint",
-        retry_at: None,
-        last_error: None,
+        backend: backend.backend,
+        retry_at: backend.retry_at,
+        last_error: backend.last_error.clone(),
         corrupt_records: report.map(|r| r.corrupt_records),
         unsupported_segments: report.map(|r| {
             r.unsupported_segments
@@ -192,6 +242,7 @@ fn write_status(
     out: &mut impl Write,
     config: &Config,
     stats: &Stats,
+    backend: &DeliveryStatus,
     report: Option<&VerifyReport>,
 ) -> std::io::Result<()> {
     writeln!(out, "spool      {}", config.spool_dir.display())?;
@@ -204,7 +255,22 @@ fn write_status(
         Some(age) => writeln!(out, "; oldest {age:.0}s old")?,
         None => writeln!(out)?,
     }
-    writeln!(out, "backend    no endpoint configured: spooling only")?;
+    match &config.delivery.endpoint {
+        None => writeln!(out, "backend    no endpoint configured: spooling only")?,
+        Some(endpoint) => {
+            write!(out, "backend    {endpoint}: {}", backend.backend)?;
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            match backend.retry_at.filter(|t| *t > now) {
+                Some(t) => writeln!(out, ", next attempt in {:.0}s", t - now)?,
+                None => writeln!(out)?,
+            }
+            if let Some(e) = &backend.last_error {
+                writeln!(out, "last error {e}")?;
+            }
+        }
+    }
     if stats.dropped_batches > 0 || stats.rejected_spans > 0 {
         writeln!(
             out,

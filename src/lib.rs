@@ -7,6 +7,7 @@ pub mod circuit;
 pub mod cli;
 pub mod config;
 pub mod encode;
+pub mod exporter;
 pub mod spool;
 pub mod transport;
 pub mod units;

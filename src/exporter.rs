@@ -1,0 +1,644 @@
+//! Delivery: send within the budget, else spool the same bytes; flush the spool oldest first.
+//!
+//! [`Delivery`] composes the [`transport`](crate::transport) (HTTP), the
+//! [`spool`](crate::spool) (disk) and the [`circuit`](crate::circuit) (shared backoff);
+//! [`SpoolExporter`] puts it behind the OpenTelemetry SDK's `SpanExporter`.
+//!
+//! One delivery, as [`Delivery::export`] runs it (CONTRACT §5):
+//! 1. no endpoint, or TLS not ready (an https endpoint whose CA, certificate or key file is
+//!    missing) → spool; nothing is sent, never in clear;
+//! 2. the shared backoff is open (`retry_at` in the future) → spool, no connection attempt;
+//! 3. take the flush lease: flush the spool oldest first, one batch at a time, stopping at the
+//!    first failure or when the budget is spent; then, if the spool is empty, send the new batch;
+//! 4. lease held by another process: send the new batch directly while the backend is up or
+//!    unknown; when the backoff has just expired only the lease holder probes, so spool it;
+//! 5. whatever was not delivered is spooled. Bad data goes to the dead-letter area.
+//!
+//! A batch is acknowledged in the spool only after a 2xx. The budget bounds the whole of it.
+
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use http::Uri;
+use http::header::{HeaderName, HeaderValue};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+
+use crate::circuit::{self, Backend, Outcome, State};
+use crate::encode::{EncodedBatch, Encoder};
+use crate::spool::{AppendError, AppendOutcome, Reader, Spool, SpoolError};
+use crate::transport::{Compression, SendError, TlsError, TlsFiles, Transport, TransportSettings};
+
+/// Where to deliver, and how long a delivery may take.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// `None`: spool only.
+    pub endpoint: Option<Uri>,
+    /// Sent with every request; never written to disk.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub compression: Compression,
+    pub tls: TlsFiles,
+    /// Wall time one delivery may spend on the network.
+    pub budget: Duration,
+    /// Per request; `None` means the budget alone bounds it.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> DeliverySettings {
+        DeliverySettings {
+            endpoint: None,
+            headers: Vec::new(),
+            compression: Compression::None,
+            tls: TlsFiles::default(),
+            budget: Duration::from_secs(2),
+            timeout: None,
+        }
+    }
+}
+
+impl DeliverySettings {
+    /// Identifies the endpoint and the TLS material: the backoff learnt with other settings is
+    /// void. File contents count, so a replaced certificate resets it too.
+    pub fn fingerprint(&self) -> String {
+        let mut crc = crc32c::crc32c(
+            self.endpoint
+                .as_ref()
+                .map(|u| u.to_string())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        for path in [
+            &self.tls.ca_file,
+            &self.tls.client_cert,
+            &self.tls.client_key,
+        ] {
+            let part = match path {
+                Some(p) => {
+                    let mut v = p.as_os_str().as_encoded_bytes().to_vec();
+                    v.extend(std::fs::read(p).unwrap_or_else(|_| b"\0absent".to_vec()));
+                    v
+                }
+                None => b"\0none".to_vec(),
+            };
+            crc = crc32c::crc32c_append(crc, &part);
+        }
+        format!("{crc:08x}")
+    }
+}
+
+/// A delivery could not keep a batch: neither sent nor stored. The batch comes back.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("could not spool {} spans: {source}", batch.spans)]
+    Unspooled {
+        batch: EncodedBatch,
+        #[source]
+        source: AppendError,
+    },
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    #[error("the exporter is shut down")]
+    Shutdown,
+    #[error("the delivery thread did not answer in time")]
+    Timeout,
+}
+
+/// What one delivery did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Batches and spans the backend accepted (spooled ones and the new one).
+    pub sent_batches: u64,
+    pub sent_spans: u64,
+    /// The new batch went to the spool.
+    pub spooled: bool,
+    /// Stored batches dropped by the bound to make room for it.
+    pub dropped: AppendOutcome,
+    pub dead_lettered: u64,
+    pub rejected_spans: u64,
+    /// The spool still holds deliverable batches.
+    pub remaining: bool,
+    /// What stopped delivery, if anything did.
+    pub stopped: Option<Stop>,
+    pub backend: Backend,
+    pub last_error: Option<String>,
+}
+
+/// Why delivery did not (entirely) happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    NoEndpoint,
+    TlsNotReady(String),
+    BackingOff {
+        retry_at: SystemTime,
+    },
+    /// Another process is flushing, and the backoff has just expired: it probes, not us.
+    LeaseHeld,
+    Failed(String),
+    Budget,
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::NoEndpoint => f.write_str("no endpoint configured"),
+            Stop::TlsNotReady(e) => write!(f, "TLS not ready: {e}"),
+            Stop::BackingOff { retry_at } => {
+                let left = retry_at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default();
+                write!(
+                    f,
+                    "backend down; next attempt in {:.1}s",
+                    left.as_secs_f64()
+                )
+            }
+            Stop::LeaseHeld => f.write_str("another process is flushing the spool"),
+            Stop::Failed(e) => write!(f, "backend down: {e}"),
+            Stop::Budget => f.write_str("time budget spent"),
+        }
+    }
+}
+
+/// How the delivery settings stand, for `status` (no network, no change).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryStatus {
+    pub backend: &'static str,
+    pub retry_at: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+/// The delivery engine: one spool, one endpoint.
+#[derive(Debug)]
+pub struct Delivery {
+    spool: Spool,
+    settings: DeliverySettings,
+    fingerprint: String,
+    transport: Mutex<Option<Arc<Transport>>>,
+}
+
+enum Target {
+    NoEndpoint,
+    NotReady(TlsError),
+    Ready(Arc<Transport>),
+}
+
+impl Delivery {
+    pub fn new(spool: Spool, settings: DeliverySettings) -> Delivery {
+        Delivery {
+            fingerprint: settings.fingerprint(),
+            spool,
+            settings,
+            transport: Mutex::new(None),
+        }
+    }
+
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    pub fn settings(&self) -> &DeliverySettings {
+        &self.settings
+    }
+
+    /// The transport, built on first use; rebuilt while TLS is not ready (a file may appear).
+    fn target(&self) -> Target {
+        let Some(endpoint) = &self.settings.endpoint else {
+            return Target::NoEndpoint;
+        };
+        let mut cached = self.transport.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = cached.as_ref() {
+            return Target::Ready(t.clone());
+        }
+        let settings = TransportSettings {
+            endpoint: endpoint.clone(),
+            headers: self.settings.headers.clone(),
+            compression: self.settings.compression,
+            tls: self.settings.tls.clone(),
+        };
+        match Transport::new(settings) {
+            Ok(t) => Target::Ready(cached.insert(Arc::new(t)).clone()),
+            Err(e) => Target::NotReady(e),
+        }
+    }
+
+    fn load_state(&self) -> State {
+        let bytes = self
+            .spool
+            .load_delivery_state()
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        State::decode(&bytes).for_settings(&self.fingerprint)
+    }
+
+    fn store_state(&self, before: &State, after: &State) {
+        if before != after
+            && let Err(e) = self.spool.store_delivery_state(&after.encode())
+        {
+            tracing::warn!("could not record the delivery state: {e}");
+        }
+    }
+
+    /// The backend's state as last recorded, without touching the network.
+    pub fn status(&self) -> DeliveryStatus {
+        let state = self.load_state();
+        let (backend, last_error) = match self.settings.endpoint {
+            None => ("no_endpoint", None),
+            Some(ref uri) if uri.scheme() == Some(&http::uri::Scheme::HTTPS) => {
+                match crate::transport::tls_files_present(&self.settings.tls) {
+                    Err(e) => ("tls_not_ready", Some(e.to_string())),
+                    Ok(()) => (state.backend.as_str(), state.last_error.clone()),
+                }
+            }
+            Some(_) => (state.backend.as_str(), state.last_error.clone()),
+        };
+        DeliveryStatus {
+            backend,
+            retry_at: state.retry_at,
+            last_error,
+        }
+    }
+
+    /// Delivers `batch` within the budget, flushing the spool first; spools what is not
+    /// delivered (steps in the module doc).
+    ///
+    /// # Errors
+    ///
+    /// [`ExportError::Unspooled`], with the batch, when it could be neither sent nor stored.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropping the future may leave the new batch neither sent nor spooled.
+    pub async fn export(&self, batch: EncodedBatch) -> Result<Report, ExportError> {
+        let deadline = Instant::now() + self.settings.budget;
+        let mut run = Run::new(self);
+        let transport = match self.target() {
+            Target::NoEndpoint => return run.spool_and_finish(batch, Stop::NoEndpoint),
+            Target::NotReady(e) => return run.tls_not_ready(batch, e),
+            Target::Ready(t) => t,
+        };
+        if let Some(retry_at) = run
+            .state
+            .retry_at_time()
+            .filter(|_| run.state.is_open(SystemTime::now()))
+        {
+            return run.spool_and_finish(batch, Stop::BackingOff { retry_at });
+        }
+        let probing = run.state.backend == Backend::Down;
+        match self.spool.reader() {
+            Ok(mut reader) => {
+                if !run.drain(&mut reader, &transport, deadline).await? {
+                    let stop = run.report.stopped.clone().unwrap_or(Stop::Budget);
+                    return run.spool_and_finish(batch, stop);
+                }
+            }
+            Err(SpoolError::FlushLeaseHeld { .. }) if probing => {
+                return run.spool_and_finish(batch, Stop::LeaseHeld);
+            }
+            Err(SpoolError::FlushLeaseHeld { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match run
+            .send(&transport, &batch.bytes, batch.spans, deadline)
+            .await
+        {
+            Sent::Accepted => run.finish(),
+            Sent::BadData => {
+                self.spool.dead_letter(&batch.bytes, batch.spans)?;
+                run.finish()
+            }
+            Sent::Keep(stop) => run.spool_and_finish(batch, stop),
+        }
+    }
+
+    /// Delivers the spool oldest first within the budget, stopping at the first failure.
+    /// With `ignore_backoff` (an explicit `flush`), the shared backoff does not stop it.
+    ///
+    /// # Errors
+    ///
+    /// Spool I/O errors; [`SpoolError::FlushLeaseHeld`] when another process is flushing.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a batch is acknowledged only after the backend accepted it.
+    pub async fn flush(&self, ignore_backoff: bool) -> Result<Report, ExportError> {
+        let deadline = Instant::now() + self.settings.budget;
+        let mut run = Run::new(self);
+        let transport = match self.target() {
+            Target::NoEndpoint => return run.finish_stopped(Stop::NoEndpoint),
+            Target::NotReady(e) => {
+                let error = e.to_string();
+                run.record(Outcome::TlsNotReady {
+                    error: error.clone(),
+                });
+                return run.finish_stopped(Stop::TlsNotReady(error));
+            }
+            Target::Ready(t) => t,
+        };
+        if !ignore_backoff
+            && let Some(retry_at) = run
+                .state
+                .retry_at_time()
+                .filter(|_| run.state.is_open(SystemTime::now()))
+        {
+            return run.finish_stopped(Stop::BackingOff { retry_at });
+        }
+        let mut reader = self.spool.reader()?;
+        run.drain(&mut reader, &transport, deadline).await?;
+        drop(reader);
+        run.finish()
+    }
+}
+
+/// One delivery in progress: the state before and after, and what happened.
+struct Run<'a> {
+    delivery: &'a Delivery,
+    before: State,
+    state: State,
+    report: Report,
+}
+
+/// What the answer to one send asks the caller to do with the batch.
+enum Sent {
+    /// Accepted (rejected spans already counted): acknowledge it.
+    Accepted,
+    /// Rejected as bad data: move it to the dead-letter area.
+    BadData,
+    /// Not delivered: keep it.
+    Keep(Stop),
+}
+
+impl<'a> Run<'a> {
+    fn new(delivery: &'a Delivery) -> Run<'a> {
+        let state = delivery.load_state();
+        Run {
+            delivery,
+            before: state.clone(),
+            state,
+            report: Report::default(),
+        }
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        self.state = circuit::next(&self.state, &outcome, SystemTime::now(), jitter());
+    }
+
+    fn tls_not_ready(mut self, batch: EncodedBatch, e: TlsError) -> Result<Report, ExportError> {
+        let error = e.to_string();
+        self.record(Outcome::TlsNotReady {
+            error: error.clone(),
+        });
+        self.spool_and_finish(batch, Stop::TlsNotReady(error))
+    }
+
+    /// Sends one batch within what is left of the budget, and learns from the answer.
+    async fn send(
+        &mut self,
+        transport: &Transport,
+        bytes: &[u8],
+        spans: u32,
+        deadline: Instant,
+    ) -> Sent {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Sent::Keep(Stop::Budget);
+        }
+        let timeout = match self.delivery.settings.timeout {
+            Some(t) if !t.is_zero() => t.min(left),
+            _ => left,
+        };
+        match transport.send(bytes, timeout).await {
+            Ok(accepted) => {
+                self.report.sent_batches += 1;
+                self.report.sent_spans += u64::from(spans);
+                self.report.rejected_spans += accepted.rejected_spans;
+                if let Err(e) = self.delivery.spool.count_rejected(accepted.rejected_spans) {
+                    tracing::warn!("could not count rejected spans: {e}");
+                }
+                if accepted.rejected_spans > 0 {
+                    tracing::warn!(
+                        rejected_spans = accepted.rejected_spans,
+                        message = accepted.message.as_deref().unwrap_or(""),
+                        "the backend rejected part of a batch"
+                    );
+                }
+                self.record(Outcome::Answered { note: None });
+                Sent::Accepted
+            }
+            Err(e @ SendError::BadData { .. }) => {
+                tracing::warn!("{e}; keeping the batch in the dead-letter area");
+                self.report.dead_lettered += 1;
+                self.report.rejected_spans += u64::from(spans);
+                self.record(Outcome::Answered {
+                    note: Some(e.to_string()),
+                });
+                Sent::BadData
+            }
+            Err(e) => {
+                tracing::info!("delivery failed: {e}");
+                self.record(Outcome::Failed {
+                    error: e.to_string(),
+                    retry_after: e.retry_after(),
+                });
+                Sent::Keep(Stop::Failed(e.to_string()))
+            }
+        }
+    }
+
+    /// Flushes the spool oldest first. True when it is empty; false when delivery stopped.
+    async fn drain(
+        &mut self,
+        reader: &mut Reader<'_>,
+        transport: &Transport,
+        deadline: Instant,
+    ) -> Result<bool, ExportError> {
+        loop {
+            let Some(record) = reader.next()? else {
+                return Ok(true);
+            };
+            match self
+                .send(transport, &record.payload, record.span_count, deadline)
+                .await
+            {
+                Sent::Accepted => reader.ack(&record)?,
+                Sent::BadData => reader.dead_letter(&record)?,
+                Sent::Keep(stop) => {
+                    self.report.remaining = true;
+                    self.report.stopped = Some(stop);
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
+    fn spool_and_finish(mut self, batch: EncodedBatch, stop: Stop) -> Result<Report, ExportError> {
+        match self.delivery.spool.append(&batch.bytes, batch.spans) {
+            Ok(outcome) => {
+                if outcome.dropped_batches > 0 {
+                    tracing::warn!(
+                        batches = outcome.dropped_batches,
+                        spans = outcome.dropped_spans,
+                        "spool full: dropped the oldest batches"
+                    );
+                }
+                self.report.spooled = true;
+                self.report.dropped = outcome;
+            }
+            Err(source) => {
+                self.finish_stopped(stop)?;
+                return Err(ExportError::Unspooled { batch, source });
+            }
+        }
+        self.finish_stopped(stop)
+    }
+
+    fn finish_stopped(mut self, stop: Stop) -> Result<Report, ExportError> {
+        self.report.stopped = Some(stop);
+        self.report.remaining = true;
+        self.finish()
+    }
+
+    fn finish(mut self) -> Result<Report, ExportError> {
+        self.delivery.store_state(&self.before, &self.state);
+        self.report.backend = self.state.backend;
+        self.report.last_error = self.state.last_error.clone();
+        if let Ok(stats) = self.delivery.spool.stats() {
+            self.report.remaining = stats.batches > 0;
+        }
+        Ok(self.report)
+    }
+}
+
+/// A number in [-1, 1] that differs between processes and calls: enough to spread retries.
+fn jitter() -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let x = crc32c::crc32c(&[nanos.to_le_bytes(), std::process::id().to_le_bytes()].concat());
+    f64::from(x) / f64::from(u32::MAX) * 2.0 - 1.0
+}
+
+enum Job {
+    Export(
+        EncodedBatch,
+        tokio::sync::oneshot::Sender<Result<Report, ExportError>>,
+    ),
+    Flush(mpsc::Sender<Result<Report, ExportError>>),
+}
+
+/// An OpenTelemetry `SpanExporter` that never loses a span to a missing backend: it sends
+/// within the budget and spools what it could not send, flushing the spool on later exports.
+///
+/// Deliveries run on a thread of the exporter's own, with a tokio runtime of its own, so the
+/// exporter works under `with_simple_exporter` and `with_batch_exporter`, in programs with or
+/// without a runtime of their own.
+#[derive(Debug)]
+pub struct SpoolExporter {
+    encoder: Encoder,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    budget: Duration,
+}
+
+impl SpoolExporter {
+    /// Starts the delivery thread.
+    ///
+    /// # Errors
+    ///
+    /// When the thread or its runtime cannot be started.
+    pub fn new(spool: Spool, settings: DeliverySettings) -> std::io::Result<SpoolExporter> {
+        let budget = settings.budget;
+        let delivery = Delivery::new(spool, settings);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("tracespool-delivery".into())
+            .spawn(move || {
+                for job in rx {
+                    match job {
+                        Job::Export(batch, reply) => {
+                            let _ = reply.send(runtime.block_on(delivery.export(batch)));
+                        }
+                        Job::Flush(reply) => {
+                            let _ = reply.send(runtime.block_on(delivery.flush(false)));
+                        }
+                    }
+                }
+            })?;
+        Ok(SpoolExporter {
+            encoder: Encoder::default(),
+            jobs: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+            budget,
+        })
+    }
+
+    fn submit(&self, job: Job) -> Result<(), ExportError> {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.as_ref()
+            .ok_or(ExportError::Shutdown)?
+            .send(job)
+            .map_err(|_| ExportError::Shutdown)
+    }
+
+    /// Flushes the spool within the budget, waiting at most `timeout` for it.
+    fn flush_blocking(&self, timeout: Duration) -> Result<Report, ExportError> {
+        let (tx, rx) = mpsc::channel();
+        self.submit(Job::Flush(tx))?;
+        rx.recv_timeout(timeout).map_err(|_| ExportError::Timeout)?
+    }
+}
+
+fn sdk_error(e: ExportError) -> OTelSdkError {
+    match e {
+        ExportError::Shutdown => OTelSdkError::AlreadyShutdown,
+        ExportError::Timeout => OTelSdkError::Timeout(Duration::ZERO),
+        e => OTelSdkError::InternalFailure(e.to_string()),
+    }
+}
+
+impl SpanExporter for SpoolExporter {
+    /// Encodes the batch once and hands it to the delivery thread.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future does not cancel the delivery: the batch is still sent or spooled.
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let encoded = self.encoder.encode(batch);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(Job::Export(encoded, tx)).map_err(sdk_error)?;
+        match rx.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(sdk_error(e)),
+            Err(_) => Err(OTelSdkError::AlreadyShutdown),
+        }
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.flush_blocking(self.budget + Duration::from_millis(500))
+            .map(|_| ())
+            .map_err(sdk_error)
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        let flushed = self.flush_blocking(timeout.min(self.budget + Duration::from_millis(500)));
+        // Closing the channel ends the thread once its queue is empty.
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = thread.join();
+        }
+        match flushed {
+            Ok(_) | Err(ExportError::Spool(SpoolError::FlushLeaseHeld { .. })) => Ok(()),
+            Err(e) => Err(sdk_error(e)),
+        }
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.encoder = Encoder::new(resource);
+    }
+}

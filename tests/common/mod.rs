@@ -1,0 +1,469 @@
+//! Test harness: the real peers (rotel, nginx, Python SDK), a fault server for answers no real
+//! backend gives on demand, and the built `tracespool` binary with a clean environment.
+//!
+//! The peers are installed by `.ci/peers` (run by `.ci/test`); their paths come from
+//! `TRACESPOOL_ROTEL`, `TRACESPOOL_PYTHON`, `TRACESPOOL_NGINX`, else from `target/peers`.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Path of an installed peer; panics with the fix when it is missing.
+pub fn peer(var: &str, default: &str) -> PathBuf {
+    let path = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(default));
+    assert!(
+        path.exists(),
+        "{} not found ({var} unset): run `bash .ci/test`, which installs the test peers (or `bash .ci/peers`)",
+        path.display()
+    );
+    path
+}
+
+pub fn rotel_bin() -> PathBuf {
+    peer(
+        "TRACESPOOL_ROTEL",
+        "target/peers/venv/lib/python3.11/site-packages/rotel/rotel-agent",
+    )
+}
+
+pub fn python() -> PathBuf {
+    peer("TRACESPOOL_PYTHON", "target/peers/venv/bin/python")
+}
+
+pub fn nginx_bin() -> PathBuf {
+    std::env::var_os("TRACESPOOL_NGINX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_for_port(port: u16, within: Duration) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < within,
+            "nothing listens on port {port} after {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Polls `f` until it returns true or `within` passes.
+pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() > within {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The built binary, with none of the caller's OTel or tracespool settings.
+pub fn tracespool() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tracespool"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OTEL_")
+            || key.starts_with("TRACESPOOL_")
+            || key == "TRACEPARENT"
+            || key == "RUST_LOG"
+        {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// One span as rotel printed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenSpan {
+    pub trace_id: String,
+    pub parent_id: String,
+    pub id: String,
+    pub name: String,
+    pub attributes: HashMap<String, String>,
+}
+
+/// A real OTLP collector on loopback that prints every span it receives.
+pub struct Rotel {
+    pub http_port: u16,
+    pub grpc_port: u16,
+    out: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Rotel {
+    pub fn start() -> Rotel {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rotel = Rotel {
+            http_port: free_port(),
+            grpc_port: free_port(),
+            out: dir.path().join("rotel.out"),
+            child: None,
+            _dir: dir,
+        };
+        rotel.resume();
+        rotel
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/traces", self.http_port)
+    }
+
+    /// Starts it again on the same ports (output is appended).
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none());
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.out)
+            .unwrap();
+        let mut cmd = Command::new(rotel_bin());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ROTEL_") || key.starts_with("OTEL_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.args([
+            "start",
+            "--exporter",
+            "blackhole",
+            "--debug-log",
+            "traces",
+            "--debug-log-verbosity",
+            "detailed",
+        ])
+        .arg("--otlp-http-endpoint")
+        .arg(format!("127.0.0.1:{}", self.http_port))
+        .arg("--otlp-grpc-endpoint")
+        .arg(format!("127.0.0.1:{}", self.grpc_port))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+        self.child = Some(cmd.spawn().expect("start rotel"));
+        wait_for_port(self.http_port, Duration::from_secs(10));
+    }
+
+    /// Stops it (SIGTERM), waiting for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // Safety: plain kill(2) on our own child's pid.
+            unsafe { libc_kill(child.id() as i32, 15) };
+            let _ = child.wait();
+        }
+    }
+
+    pub fn spans(&self) -> Vec<SeenSpan> {
+        parse_rotel(&std::fs::read_to_string(&self.out).unwrap_or_default())
+    }
+
+    /// Waits until at least `n` spans arrived; returns them all.
+    pub fn wait_for_spans(&self, n: usize, within: Duration) -> Vec<SeenSpan> {
+        let mut spans = Vec::new();
+        eventually(within, || {
+            spans = self.spans();
+            spans.len() >= n
+        });
+        spans
+    }
+}
+
+impl Drop for Rotel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Sends signal `sig` to `pid`.
+pub fn signal(pid: u32, sig: i32) {
+    // Safety: plain kill(2).
+    unsafe { libc_kill(pid as i32, sig) };
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn parse_rotel(dump: &str) -> Vec<SeenSpan> {
+    let dump = strip_ansi(dump);
+    let mut spans: Vec<SeenSpan> = Vec::new();
+    let mut in_span_attrs = false;
+    for line in dump.lines() {
+        let field = |prefix: &str| line.strip_prefix(prefix).map(|v| v.trim().to_owned());
+        if line.starts_with("Span #") {
+            spans.push(SeenSpan {
+                trace_id: String::new(),
+                parent_id: String::new(),
+                id: String::new(),
+                name: String::new(),
+                attributes: HashMap::new(),
+            });
+            in_span_attrs = false;
+            continue;
+        }
+        let Some(span) = spans.last_mut() else {
+            continue;
+        };
+        if let Some(v) = field("    Trace ID       :") {
+            span.trace_id = v;
+        } else if let Some(v) = field("    Parent ID      :") {
+            span.parent_id = v;
+        } else if let Some(v) = field("    ID             :") {
+            span.id = v;
+        } else if let Some(v) = field("    Name           :") {
+            span.name = v;
+        } else if line.starts_with("Attributes:") {
+            in_span_attrs = true;
+        } else if in_span_attrs && let Some(kv) = line.strip_prefix("     -> ") {
+            if let Some((k, v)) = kv.split_once(": ") {
+                let v = v
+                    .strip_prefix("Str(")
+                    .or_else(|| v.strip_prefix("Int("))
+                    .and_then(|v| v.strip_suffix(')'))
+                    .unwrap_or(v);
+                span.attributes.insert(k.to_owned(), v.to_owned());
+            }
+        } else if !line.starts_with("     ") {
+            in_span_attrs = false;
+        }
+    }
+    spans
+}
+
+/// What the fault server does with the next request.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Respond {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    /// Accept, read the request, never answer.
+    Hang,
+}
+
+impl Answer {
+    pub fn status(status: u16) -> Answer {
+        Answer::Respond {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn with(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+        Answer::Respond {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Default)]
+struct FaultState {
+    answer: Option<Answer>,
+    requests: Vec<SeenRequest>,
+    connections: usize,
+    unparsable: usize,
+}
+
+/// A tiny HTTP/1.1 server on loopback whose answer the test sets.
+pub struct FaultServer {
+    pub port: u16,
+    state: Arc<Mutex<FaultState>>,
+}
+
+impl FaultServer {
+    pub fn start(answer: Answer) -> FaultServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(FaultState {
+            answer: Some(answer),
+            ..FaultState::default()
+        }));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let shared = shared.clone();
+                std::thread::spawn(move || serve(stream, shared));
+            }
+        });
+        FaultServer { port, state }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/traces", self.port)
+    }
+
+    pub fn set(&self, answer: Answer) {
+        self.state.lock().unwrap().answer = Some(answer);
+    }
+
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.state.lock().unwrap().connections
+    }
+
+    /// Connections whose first bytes were not an HTTP request (e.g. a TLS handshake).
+    pub fn unparsable(&self) -> usize {
+        self.state.lock().unwrap().unparsable
+    }
+}
+
+fn serve(stream: TcpStream, state: Arc<Mutex<FaultState>>) {
+    state.lock().unwrap().connections += 1;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(_method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next())
+        else {
+            state.lock().unwrap().unparsable += 1;
+            return;
+        };
+        if !version.starts_with("HTTP/1") {
+            state.lock().unwrap().unparsable += 1;
+            return;
+        }
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            }
+        }
+        let len: usize = headers
+            .get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let answer = {
+            let mut st = state.lock().unwrap();
+            st.requests.push(SeenRequest {
+                path: path.to_owned(),
+                headers,
+                body,
+            });
+            st.answer.clone().unwrap_or(Answer::status(200))
+        };
+        match answer {
+            Answer::Hang => {
+                std::thread::sleep(Duration::from_secs(60));
+                return;
+            }
+            Answer::Respond {
+                status,
+                headers,
+                body,
+            } => {
+                let mut out = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\n", body.len());
+                for (k, v) in headers {
+                    out += &format!("{k}: {v}\r\n");
+                }
+                out += "\r\n";
+                let mut w = &stream;
+                if w.write_all(out.as_bytes())
+                    .and_then(|()| w.write_all(&body))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `status --json` of a spool, parsed.
+pub fn status_json(spool_dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let out = tracespool()
+        .arg("--spool-dir")
+        .arg(spool_dir)
+        .args(extra)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+pub mod nginx;
