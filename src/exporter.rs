@@ -215,8 +215,9 @@ impl Delivery {
         let settings = TransportSettings {
             endpoint: endpoint.clone(),
             headers: self.settings.headers.clone(),
-            compression: self.settings.compression,
+                        compression: self.settings.compression,
             tls: self.settings.tls.clone(),
+            connect_timeout: Some(self.settings.timeout.unwrap_or(self.settings.budget)),
         };
         match Transport::new(settings) {
             Ok(t) => Target::Ready(cached.insert(Arc::new(t)).clone()),
