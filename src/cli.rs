@@ -134,6 +134,16 @@ struct StatusJson {
     unsupported_segments: Option<Vec<String>>,
 }
 
+/// "1 batch (3 spans)", "2 batches (1 span)".
+fn batches(batches: u64, spans: u64) -> String {
+    let s = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    format!(
+        "{} ({})",
+        s(batches, "batch", "batches"),
+        s(spans, "span", "spans")
+    )
+}
+
 fn flush(config: &Config) -> Result<ExitCode, CliError> {
     let delivery = Delivery::new(
         Spool::open(&config.spool_dir, config.spool)?,
@@ -144,8 +154,8 @@ fn flush(config: &Config) -> Result<ExitCode, CliError> {
         .build()?;
     let report = runtime.block_on(delivery.flush(true))?;
     let mut line = format!(
-        "flushed {} batches ({} spans)",
-        report.sent_batches, report.sent_spans
+        "flushed {}",
+        batches(report.sent_batches, report.sent_spans)
     );
     if report.dead_lettered > 0 {
         line += &format!(
@@ -162,9 +172,8 @@ fn flush(config: &Config) -> Result<ExitCode, CliError> {
         .stopped
         .map_or_else(|| "stopped".to_owned(), |s| s.to_string());
     say!(
-        "{line}; {} batches ({} spans) remain: {why}",
-        left.batches,
-        left.spans
+        "{line}; {} remain: {why}",
+        batches(left.batches, left.spans)
     );
     Ok(ExitCode::from(1))
 }

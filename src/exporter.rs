@@ -144,7 +144,8 @@ impl std::fmt::Display for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Stop::NoEndpoint => f.write_str("no endpoint configured"),
-            Stop::TlsNotReady(e) => write!(f, "TLS not ready: {e}"),
+            // The message already says "TLS not ready".
+            Stop::TlsNotReady(e) => f.write_str(e),
             Stop::BackingOff { retry_at } => {
                 let left = retry_at
                     .duration_since(SystemTime::now())
@@ -215,7 +216,7 @@ impl Delivery {
         let settings = TransportSettings {
             endpoint: endpoint.clone(),
             headers: self.settings.headers.clone(),
-                        compression: self.settings.compression,
+            compression: self.settings.compression,
             tls: self.settings.tls.clone(),
             connect_timeout: Some(self.settings.timeout.unwrap_or(self.settings.budget)),
         };
