@@ -71,7 +71,7 @@ macro_rules! say {
 pub fn run(cli: Cli) -> ExitCode {
     init_logging(cli.verbose);
     let env: HashMap<String, String> = std::env::vars().collect();
-    let (config, warnings) = Config::resolve(&cli.flags, &env);
+    let (config, warnings) = Config::resolve(&cli.flags, &env, None);
     for w in &warnings {
         say!("{w}");
     }

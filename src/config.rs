@@ -1,9 +1,11 @@
-//! Settings, resolved from their sources (CONTRACT §1): flags > environment > defaults.
+//! Settings, resolved from their sources (CONTRACT §1): flags > environment > config file >
+//! defaults.
 //!
 //! Two stages, as in ripgrep: [`Flags`] is only what the user typed, checked by clap;
-//! [`Config::resolve`] combines it with an environment *map* (no process state, no I/O) into
-//! the values the commands use, plus one warning per invalid environment value (that source is
-//! then ignored for that setting and the next one applies).
+//! [`Config::resolve`] combines it with an environment *map* and the text of the config file (no
+//! process state, no I/O) into the values the commands use, plus one warning per invalid
+//! environment or file value (that source is then ignored for that setting and the next one
+//! applies) and one for an unreadable or unparsable file (ignored whole).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -55,6 +57,15 @@ pub struct Flags {
     /// gzip or none [env: OTEL_EXPORTER_OTLP_TRACES_COMPRESSION]
     #[arg(long, global = true, value_name = "ALG", value_parser = parse_compression)]
     pub compression: Option<Compression>,
+    /// Service name [env: OTEL_SERVICE_NAME] [default for exec: the command's file name]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub service: Option<String>,
+    /// Resource attribute K=V, repeatable [env: OTEL_RESOURCE_ATTRIBUTES]
+    #[arg(long = "resource", global = true, value_name = "K=V", value_parser = parse_key_value)]
+    pub resource: Vec<(String, String)>,
+    /// TOML config file, the lowest source but defaults [env: TRACESPOOL_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
@@ -66,6 +77,14 @@ pub struct Config {
     pub spool_dir: PathBuf,
     pub spool: SpoolOptions,
     pub delivery: DeliverySettings,
+    /// `--service`, `OTEL_SERVICE_NAME` or the file's `service_name`; the command picks the
+    /// default when none is set (for `exec`: the command's file name).
+    pub service_name: Option<String>,
+    /// Resource attributes: the file's `[resource]`, then `OTEL_RESOURCE_ATTRIBUTES`, then
+    /// `--resource`, later ones winning key by key.
+    pub resource: Vec<(String, String)>,
+    /// `OTEL_SDK_DISABLED=true`: no telemetry at all.
+    pub disabled: bool,
 }
 
 /// An invalid value in a source other than the command line: reported once, then ignored.
@@ -155,13 +174,94 @@ fn parse_millis(s: &str) -> Result<u64, String> {
         .map_err(|_| "expected a whole number of milliseconds".into())
 }
 
-/// Environment values; empty counts as unset (CONTRACT §1).
-struct Env<'a> {
+/// The config file as read by the caller: `Config::resolve` does no I/O.
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+    /// The text, or why it could not be read.
+    pub text: Result<String, String>,
+}
+
+/// The lower sources: environment (empty counts as unset) and config file.
+struct Sources<'a> {
     vars: &'a HashMap<String, String>,
+    file: toml::Table,
+    file_name: String,
     warnings: Vec<Warning>,
 }
 
-impl Env<'_> {
+/// Keys the config file may hold.
+const FILE_KEYS: [&str; 13] = [
+    "endpoint",
+    "spool_dir",
+    "max_bytes",
+    "max_spans",
+    "budget",
+    "timeout_ms",
+    "ca_file",
+    "client_cert",
+    "client_key",
+    "headers",
+    "compression",
+    "service_name",
+    "resource",
+];
+
+fn as_str(v: &toml::Value) -> Result<&str, String> {
+    v.as_str().ok_or_else(|| "expected a string".to_owned())
+}
+
+fn as_count(v: &toml::Value) -> Result<u64, String> {
+    v.as_integer()
+        .and_then(|i| u64::try_from(i).ok())
+        .ok_or_else(|| "expected a non-negative integer".to_owned())
+}
+
+/// A TOML table of strings, e.g. `[headers]`.
+fn as_pairs(v: &toml::Value) -> Result<Vec<(String, String)>, String> {
+    v.as_table()
+        .ok_or("expected a table")?
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), as_str(v)?.to_owned())))
+        .collect()
+}
+
+impl<'a> Sources<'a> {
+    fn new(vars: &'a HashMap<String, String>, file: Option<&ConfigFile>) -> Sources<'a> {
+        let mut sources = Sources {
+            vars,
+            file: toml::Table::new(),
+            file_name: String::new(),
+            warnings: Vec::new(),
+        };
+        let Some(file) = file else { return sources };
+        sources.file_name = file.path.display().to_string();
+        let warn = |reason: String| Warning {
+            source: format!("config file {}", file.path.display()),
+            value: String::new(),
+            reason,
+        };
+        match &file.text {
+            Err(e) => sources.warnings.push(warn(format!("cannot read it: {e}"))),
+            Ok(text) => match text.parse::<toml::Table>() {
+                Err(e) => sources
+                    .warnings
+                    .push(warn(format!("not valid TOML: {}", e.message()))),
+                Ok(table) => {
+                    for key in table.keys().filter(|k| !FILE_KEYS.contains(&k.as_str())) {
+                        sources.warnings.push(Warning {
+                            source: format!("{} key {key}", sources.file_name),
+                            value: table[key].to_string(),
+                            reason: "unknown setting".into(),
+                        });
+                    }
+                    sources.file = table;
+                }
+            },
+        }
+        sources
+    }
+
     fn get(&self, key: &str) -> Option<&str> {
         self.vars
             .get(key)
@@ -169,8 +269,8 @@ impl Env<'_> {
             .filter(|v| !v.is_empty())
     }
 
-    /// The first of `keys` that is set and valid; every invalid one is warned about.
-    fn pick<T>(&mut self, keys: &[&str], parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+    /// The first of the environment `keys` that is set and valid; every invalid one is warned about.
+    fn env<T>(&mut self, keys: &[&str], parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
         for key in keys {
             let Some(value) = self.vars.get(*key).filter(|v| !v.is_empty()) else {
                 continue;
@@ -186,59 +286,135 @@ impl Env<'_> {
         }
         None
     }
+
+    /// The config file's `key`, if present and valid.
+    fn file<T>(
+        &mut self,
+        key: &str,
+        parse: impl Fn(&toml::Value) -> Result<T, String>,
+    ) -> Option<T> {
+        let value = self.file.get(key)?;
+        match parse(value) {
+            Ok(v) => Some(v),
+            Err(reason) => {
+                self.warnings.push(Warning {
+                    source: format!("{} key {key}", self.file_name),
+                    value: value.to_string(),
+                    reason,
+                });
+                None
+            }
+        }
+    }
+
+    /// A string setting in the file, parsed like its environment variable.
+    fn file_str<T>(&mut self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        self.file(key, |v| parse(as_str(v)?))
+    }
+}
+
+/// `k=v,k2=v2` with `,` and `=` percent-encoded (`OTEL_RESOURCE_ATTRIBUTES`); a decoding error
+/// discards the whole value.
+pub fn parse_resource_list(s: &str) -> Result<Vec<(String, String)>, String> {
+    s.split(',')
+        .filter(|item| !item.trim().is_empty())
+        .map(|item| {
+            let (k, v) = item
+                .split_once('=')
+                .ok_or_else(|| format!("{item:?} is not K=V"))?;
+            let k = percent_decode(k.trim())?;
+            if k.is_empty() {
+                return Err(format!("{item:?} has an empty key"));
+            }
+            Ok((k, percent_decode(v.trim())?))
+        })
+        .collect()
+}
+
+pub fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or("expected K=V")?;
+    if k.is_empty() {
+        return Err("the key is empty".into());
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+/// Later pairs win over earlier ones with the same key; order of first appearance is kept.
+fn merge(layers: impl IntoIterator<Item = Vec<(String, String)>>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (k, v) in layers.into_iter().flatten() {
+        match out.iter_mut().find(|(key, _)| *key == k) {
+            Some(slot) => slot.1 = v,
+            None => out.push((k, v)),
+        }
+    }
+    out
 }
 
 impl Config {
-    pub fn resolve(flags: &Flags, vars: &HashMap<String, String>) -> (Config, Vec<Warning>) {
-        let mut env = Env {
-            vars,
-            warnings: Vec::new(),
+    /// Resolves every setting from its sources. `file` is the config file named by `--config`
+    /// or `TRACESPOOL_CONFIG`, already read by the caller.
+    pub fn resolve(
+        flags: &Flags,
+        vars: &HashMap<String, String>,
+        file: Option<&ConfigFile>,
+    ) -> (Config, Vec<Warning>) {
+        let mut src = Sources::new(vars, file);
+        let size = |v: &str| parse_size(v).map_err(|e| e.to_string());
+        let duration = |v: &str| parse_duration(v).map_err(|e| e.to_string());
+        let count = |v: &str| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| "expected a whole number".to_owned())
         };
+
         let max_bytes = flags
             .max_bytes
+            .or_else(|| src.env(&["TRACESPOOL_MAX_BYTES"], size))
             .or_else(|| {
-                env.pick(&["TRACESPOOL_MAX_BYTES"], |v| {
-                    parse_size(v).map_err(|e| e.to_string())
+                src.file("max_bytes", |v| match v.as_str() {
+                    Some(s) => size(s),
+                    None => as_count(v),
                 })
             })
             .unwrap_or(DEFAULT_MAX_BYTES);
-        let max_spans = flags.max_spans.or_else(|| {
-            env.pick(&["TRACESPOOL_MAX_SPANS"], |v| {
-                v.trim()
-                    .parse()
-                    .map_err(|_| "expected a whole number of spans".to_owned())
-            })
-        });
+        let max_spans = flags
+            .max_spans
+            .or_else(|| src.env(&["TRACESPOOL_MAX_SPANS"], count))
+            .or_else(|| src.file("max_spans", as_count));
         let spool_dir = flags
             .spool_dir
             .clone()
-            .or_else(|| env.get("TRACESPOOL_DIR").map(PathBuf::from))
+            .or_else(|| src.get("TRACESPOOL_DIR").map(PathBuf::from))
+            .or_else(|| src.file_str("spool_dir", |v| Ok(PathBuf::from(v))))
             .unwrap_or_else(|| default_spool_dir(vars));
 
         let endpoint = flags.endpoint.clone().or_else(|| {
-            env.pick(&["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"], parse_endpoint)
-                .or_else(|| env.pick(&["OTEL_EXPORTER_OTLP_ENDPOINT"], traces_endpoint_from_base))
+            src.env(&["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"], parse_endpoint)
+                .or_else(|| src.env(&["OTEL_EXPORTER_OTLP_ENDPOINT"], traces_endpoint_from_base))
+                .or_else(|| src.file_str("endpoint", parse_endpoint))
         });
         let budget = flags
             .budget
-            .or_else(|| {
-                env.pick(&["TRACESPOOL_BUDGET"], |v| {
-                    parse_duration(v).map_err(|e| e.to_string())
-                })
-            })
+            .or_else(|| src.env(&["TRACESPOOL_BUDGET"], duration))
+            .or_else(|| src.file_str("budget", duration))
             .unwrap_or(DEFAULT_BUDGET);
-        let timeout_ms = flags.timeout.or_else(|| {
-            env.pick(
-                &[
-                    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-                    "OTEL_EXPORTER_OTLP_TIMEOUT",
-                ],
-                parse_millis,
-            )
-        });
-        let path = |keys: &[&str], flag: &Option<PathBuf>, env: &mut Env| {
+        let timeout_ms = flags
+            .timeout
+            .or_else(|| {
+                src.env(
+                    &[
+                        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                        "OTEL_EXPORTER_OTLP_TIMEOUT",
+                    ],
+                    parse_millis,
+                )
+            })
+            .or_else(|| src.file("timeout_ms", as_count));
+        let mut path = |keys: &[&str], file_key: &str, flag: &Option<PathBuf>| {
             flag.clone()
-                .or_else(|| env.pick(keys, |v| Ok(PathBuf::from(v))))
+                .or_else(|| src.env(keys, |v| Ok(PathBuf::from(v))))
+                .or_else(|| src.file_str(file_key, |v| Ok(PathBuf::from(v))))
         };
         let tls = TlsFiles {
             ca_file: path(
@@ -246,34 +422,42 @@ impl Config {
                     "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
                     "OTEL_EXPORTER_OTLP_CERTIFICATE",
                 ],
+                "ca_file",
                 &flags.ca_file,
-                &mut env,
             ),
             client_cert: path(
                 &[
                     "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
                     "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
                 ],
+                "client_cert",
                 &flags.client_cert,
-                &mut env,
             ),
             client_key: path(
                 &[
                     "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
                     "OTEL_EXPORTER_OTLP_CLIENT_KEY",
                 ],
+                "client_key",
                 &flags.client_key,
-                &mut env,
             ),
         };
         let headers = if flags.headers.is_empty() {
-            env.pick(
+            src.env(
                 &[
                     "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
                     "OTEL_EXPORTER_OTLP_HEADERS",
                 ],
                 parse_header_list,
             )
+            .or_else(|| {
+                src.file("headers", |v| {
+                    as_pairs(v)?
+                        .iter()
+                        .map(|(k, v)| header(k, v))
+                        .collect::<Result<Vec<_>, _>>()
+                })
+            })
             .unwrap_or_default()
         } else {
             flags.headers.clone()
@@ -281,7 +465,7 @@ impl Config {
         let compression = flags
             .compression
             .or_else(|| {
-                env.pick(
+                src.env(
                     &[
                         "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
                         "OTEL_EXPORTER_OTLP_COMPRESSION",
@@ -289,7 +473,23 @@ impl Config {
                     parse_compression,
                 )
             })
+            .or_else(|| src.file_str("compression", parse_compression))
             .unwrap_or_default();
+
+        let resource = merge([
+            src.file("resource", as_pairs).unwrap_or_default(),
+            src.env(&["OTEL_RESOURCE_ATTRIBUTES"], parse_resource_list)
+                .unwrap_or_default(),
+            flags.resource.clone(),
+        ]);
+        let service_name = flags
+            .service
+            .clone()
+            .or_else(|| src.get("OTEL_SERVICE_NAME").map(str::to_owned))
+            .or_else(|| src.file_str("service_name", |v| Ok(v.to_owned())));
+        let disabled = src
+            .get("OTEL_SDK_DISABLED")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
 
         let config = Config {
             spool_dir,
@@ -310,8 +510,11 @@ impl Config {
                     Some(ms) => Some(Duration::from_millis(ms)),
                 },
             },
+            service_name,
+            resource,
+            disabled,
         };
-        (config, env.warnings)
+        (config, src.warnings)
     }
 }
 
@@ -339,7 +542,7 @@ mod tests {
     }
 
     fn resolve(pairs: &[(&str, &str)]) -> (Config, Vec<Warning>) {
-        Config::resolve(&Flags::default(), &env(pairs))
+        Config::resolve(&Flags::default(), &env(pairs), None)
     }
 
     #[test]
@@ -348,7 +551,7 @@ mod tests {
             ("TRACESPOOL_MAX_BYTES", "1MiB"),
             ("TRACESPOOL_DIR", "/env/dir"),
         ]);
-        let (c, w) = Config::resolve(&Flags::default(), &e);
+        let (c, w) = Config::resolve(&Flags::default(), &e, None);
         assert_eq!(
             (c.spool.max_bytes, c.spool_dir.clone()),
             (1 << 20, PathBuf::from("/env/dir"))
@@ -359,7 +562,7 @@ mod tests {
             spool_dir: Some("/flag".into()),
             ..Flags::default()
         };
-        let (c, _) = Config::resolve(&flags, &e);
+        let (c, _) = Config::resolve(&flags, &e, None);
         assert_eq!(
             (c.spool.max_bytes, c.spool_dir),
             (5, PathBuf::from("/flag"))
@@ -513,5 +716,131 @@ mod tests {
         assert_eq!(c.delivery.tls.ca_file, Some(PathBuf::from("/traces.pem")));
         assert_eq!(c.delivery.tls.client_key, Some(PathBuf::from("/k.pem")));
         assert_eq!(c.delivery.compression, Compression::Gzip);
+    }
+
+    fn file(text: &str) -> ConfigFile {
+        ConfigFile {
+            path: "/etc/tracespool.toml".into(),
+            text: Ok(text.to_owned()),
+        }
+    }
+
+    #[test]
+    fn the_config_file_is_below_the_environment_and_above_defaults() {
+        let f = file(
+            r#"
+            endpoint = "http://file:4318/v1/traces"
+            max_bytes = "1MiB"
+            max_spans = 50
+            budget = "500ms"
+            timeout_ms = 0
+            service_name = "from-file"
+            [headers]
+            api-key = "k"
+            [resource]
+            "deployment.environment" = "prod"
+            "service.name" = "res"
+        "#,
+        );
+        let (c, w) = Config::resolve(
+            &Flags::default(),
+            &env(&[("TRACESPOOL_MAX_BYTES", "2MiB")]),
+            Some(&f),
+        );
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            c.delivery.endpoint.unwrap().to_string(),
+            "http://file:4318/v1/traces"
+        );
+        assert_eq!(
+            c.spool.max_bytes,
+            2 << 20,
+            "the environment wins over the file"
+        );
+        assert_eq!(c.spool.max_spans, Some(50));
+        assert_eq!(
+            (c.delivery.budget, c.delivery.timeout),
+            (Duration::from_millis(500), None)
+        );
+        assert_eq!(c.delivery.headers[0].0.as_str(), "api-key");
+        assert_eq!(c.service_name.as_deref(), Some("from-file"));
+        assert!(
+            c.resource
+                .contains(&("deployment.environment".into(), "prod".into()))
+        );
+    }
+
+    #[test]
+    fn bad_file_values_and_unknown_keys_warn_once_each_and_an_unparsable_file_is_ignored() {
+        let f = file("max_bytes = \"huge\"\nbogus = 1\nbudget = \"2s\"");
+        let (c, w) = Config::resolve(&Flags::default(), &env(&[]), Some(&f));
+        assert_eq!(c.spool.max_bytes, DEFAULT_MAX_BYTES);
+        assert_eq!(c.delivery.budget, Duration::from_secs(2));
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].to_string().contains("bogus") && w[1].to_string().contains("max_bytes"),
+            "{w:?}"
+        );
+
+        let (c, w) = Config::resolve(
+            &Flags::default(),
+            &env(&[]),
+            Some(&file("this is = = not toml")),
+        );
+        assert_eq!((w.len(), c.spool.max_bytes), (1, DEFAULT_MAX_BYTES));
+        assert!(w[0].to_string().contains("/etc/tracespool.toml"));
+        let unreadable = ConfigFile {
+            path: "/nope.toml".into(),
+            text: Err("No such file or directory".into()),
+        };
+        let (_, w) = Config::resolve(&Flags::default(), &env(&[]), Some(&unreadable));
+        assert!(
+            w[0].to_string().contains("/nope.toml") && w[0].to_string().contains("cannot read")
+        );
+    }
+
+    #[test]
+    fn resource_attributes_merge_key_by_key_and_a_bad_list_is_dropped_whole() {
+        let f = file("[resource]\nteam = \"file\"\nregion = \"eu\"");
+        let flags = Flags {
+            resource: vec![("region".into(), "us".into())],
+            ..Flags::default()
+        };
+        let (c, w) = Config::resolve(
+            &flags,
+            &env(&[("OTEL_RESOURCE_ATTRIBUTES", "team=env%2Cops,host=h1")]),
+            Some(&f),
+        );
+        assert!(w.is_empty());
+        let mut got = c.resource.clone();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("host".into(), "h1".into()),
+                ("region".into(), "us".into()),
+                ("team".into(), "env,ops".into())
+            ]
+        );
+        let (c, w) = Config::resolve(
+            &Flags::default(),
+            &env(&[("OTEL_RESOURCE_ATTRIBUTES", "ok=1,broken%zz=2")]),
+            None,
+        );
+        assert!(c.resource.is_empty());
+        assert!(w[0].to_string().contains("OTEL_RESOURCE_ATTRIBUTES"));
+    }
+
+    #[test]
+    fn service_name_and_sdk_disabled_follow_the_otel_variables() {
+        let (c, _) = resolve(&[("OTEL_SERVICE_NAME", "svc"), ("OTEL_SDK_DISABLED", "TRUE")]);
+        assert_eq!(c.service_name.as_deref(), Some("svc"));
+        assert!(c.disabled);
+        for not_true in ["", "1", "yes", "false"] {
+            assert!(
+                !resolve(&[("OTEL_SDK_DISABLED", not_true)]).0.disabled,
+                "{not_true:?}"
+            );
+        }
     }
 }

@@ -8,6 +8,8 @@ pub mod cli;
 pub mod config;
 pub mod encode;
 pub mod exporter;
+pub mod propagation;
+pub mod receiver;
 pub mod spool;
 pub mod transport;
 pub mod units;

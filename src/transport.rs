@@ -55,7 +55,7 @@ pub struct TlsFiles {
 pub struct TransportSettings {
     pub endpoint: Uri,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-        pub compression: Compression,
+    pub compression: Compression,
     pub tls: TlsFiles,
     /// Gives up on a TCP connect after this long (each send is also bounded as a whole).
     pub connect_timeout: Option<Duration>,
@@ -262,7 +262,7 @@ impl Transport {
         // HttpConnector won't enforce the scheme, but HttpsConnector will: an https URI always
         // goes through TLS, never in clear.
         http.enforce_http(false);
-                http.set_nodelay(true);
+        http.set_nodelay(true);
         http.set_connect_timeout(settings.connect_timeout);
         let connector = HttpsConnectorBuilder::new()
             .with_tls_config(tls)

@@ -1,0 +1,239 @@
+//! Trace context through the environment: `TRACEPARENT` in, a child's copy of the environment
+//! out. Pure: it never reads or changes the process environment (CONTRACT §2).
+//!
+//! `TRACEPARENT` is valid only as W3C Trace Context version `00`: exactly `00-` + 32 lowercase
+//! hex (trace id, not all zero) + `-` + 16 lowercase hex (parent id, not all zero) + `-` + 2 hex
+//! (flags). Version `ff`, upper case, any other length: invalid.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+
+use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
+
+/// A valid incoming `TRACEPARENT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parent {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub sampled: bool,
+}
+
+/// What the environment's `TRACEPARENT` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    /// None: start a new trace.
+    Absent,
+    Valid(Parent),
+    /// Present but not valid: start a new trace, and warn once.
+    Invalid(String),
+}
+
+fn lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Parses a `TRACEPARENT` value.
+pub fn parse_traceparent(value: &str) -> Option<Parent> {
+    let mut parts = value.split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some()
+        || version != "00"
+        || !lower_hex(trace, 32)
+        || !lower_hex(span, 16)
+        || !lower_hex(flags, 2)
+    {
+        return None;
+    }
+    let trace_id = TraceId::from_hex(trace)
+        .ok()
+        .filter(|t| *t != TraceId::INVALID)?;
+    let span_id = SpanId::from_hex(span)
+        .ok()
+        .filter(|s| *s != SpanId::INVALID)?;
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    Some(Parent {
+        trace_id,
+        span_id,
+        sampled: flags & 1 == 1,
+    })
+}
+
+/// Reads `TRACEPARENT` out of an environment map (empty counts as unset).
+pub fn incoming(env: &BTreeMap<OsString, OsString>) -> Incoming {
+    match env
+        .get(&OsString::from("TRACEPARENT"))
+        .filter(|v| !v.is_empty())
+    {
+        None => Incoming::Absent,
+        Some(v) => match v.to_str().and_then(parse_traceparent) {
+            Some(p) => Incoming::Valid(p),
+            None => Incoming::Invalid(v.to_string_lossy().into_owned()),
+        },
+    }
+}
+
+/// The `TRACEPARENT` of a sampled span.
+pub fn traceparent(trace_id: TraceId, span_id: SpanId) -> String {
+    format!(
+        "00-{trace_id}-{span_id}-{:02x}",
+        TraceFlags::SAMPLED.to_u8()
+    )
+}
+
+/// The variables a capturing `exec` points at its own receiver.
+const CAPTURE_OVERRIDES: [&str; 4] = [
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+];
+
+/// Certificate settings that would make the child's SDK try TLS against a plain receiver.
+const CAPTURE_REMOVALS: [&str; 6] = [
+    "OTEL_EXPORTER_OTLP_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+];
+
+/// The child's environment: a copy of ours with `TRACEPARENT` set to the new span and, when
+/// capturing, the OTLP variables pointed at the receiver on `capture_port`. `TRACESTATE` and
+/// `BAGGAGE` pass through untouched.
+pub fn child_env(
+    mut env: BTreeMap<OsString, OsString>,
+    traceparent: &str,
+    capture_port: Option<u16>,
+) -> BTreeMap<OsString, OsString> {
+    env.insert("TRACEPARENT".into(), traceparent.into());
+    if let Some(port) = capture_port {
+        let base = format!("http://127.0.0.1:{port}");
+        let values = [
+            base.clone(),
+            format!("{base}/v1/traces"),
+            "http/protobuf".to_owned(),
+            "http/protobuf".to_owned(),
+        ];
+        for (key, value) in CAPTURE_OVERRIDES.iter().zip(values) {
+            env.insert((*key).into(), value.into());
+        }
+        for key in CAPTURE_REMOVALS {
+            env.remove(&OsString::from(key));
+        }
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn a_w3c_version_00_traceparent_parses() {
+        let p = parse_traceparent(GOOD).unwrap();
+        assert_eq!(p.trace_id.to_string(), "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(p.span_id.to_string(), "b7ad6b7169203331");
+        assert!(p.sampled);
+        assert!(
+            !parse_traceparent(&GOOD.replace("-01", "-00"))
+                .unwrap()
+                .sampled
+        );
+        assert!(
+            parse_traceparent(&GOOD.replace("-01", "-03"))
+                .unwrap()
+                .sampled
+        );
+    }
+
+    #[test]
+    fn anything_else_is_invalid() {
+        for bad in [
+            "",
+            "00",
+            &GOOD.to_uppercase(),
+            &GOOD.replace("0af7", "0AF7"),
+            &GOOD.replacen("00-", "ff-", 1),
+            &GOOD.replacen("00-", "01-", 1),
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",
+            "00-0af7651916cd43dd8448eb211c80319-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319cc-b7ad6b7169203331-01",
+            &format!("{GOOD}-extra"),
+            &GOOD.replace("-01", "-1"),
+            &GOOD.replace("-01", "-0g"),
+            " 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ] {
+            assert_eq!(parse_traceparent(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_environment_says_absent_valid_or_invalid() {
+        let env = |v: &str| BTreeMap::from([(OsString::from("TRACEPARENT"), OsString::from(v))]);
+        assert_eq!(incoming(&BTreeMap::new()), Incoming::Absent);
+        assert_eq!(incoming(&env("")), Incoming::Absent);
+        assert!(matches!(incoming(&env(GOOD)), Incoming::Valid(_)));
+        assert_eq!(incoming(&env("junk")), Incoming::Invalid("junk".into()));
+    }
+
+    #[test]
+    fn the_child_gets_the_new_span_and_when_capturing_our_receiver() {
+        let ours = BTreeMap::from([
+            (OsString::from("PATH"), OsString::from("/bin")),
+            (OsString::from("TRACESTATE"), OsString::from("k=v")),
+            (
+                OsString::from("OTEL_EXPORTER_OTLP_CERTIFICATE"),
+                OsString::from("/ca.pem"),
+            ),
+            (
+                OsString::from("OTEL_EXPORTER_OTLP_ENDPOINT"),
+                OsString::from("https://far"),
+            ),
+        ]);
+        let tp = traceparent(TraceId::from(1u128), SpanId::from(2u64));
+        assert_eq!(
+            tp,
+            "00-00000000000000000000000000000001-0000000000000002-01"
+        );
+
+        let plain = child_env(ours.clone(), &tp, None);
+        assert_eq!(plain[&OsString::from("TRACEPARENT")], OsString::from(&tp));
+        assert_eq!(
+            plain[&OsString::from("OTEL_EXPORTER_OTLP_ENDPOINT")],
+            OsString::from("https://far")
+        );
+        assert_eq!(
+            plain[&OsString::from("OTEL_EXPORTER_OTLP_CERTIFICATE")],
+            OsString::from("/ca.pem")
+        );
+
+        let captured = child_env(ours, &tp, Some(4999));
+        let get = |k: &str| {
+            captured
+                .get(&OsString::from(k))
+                .map(|v| v.to_string_lossy().into_owned())
+        };
+        assert_eq!(
+            get("OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
+            Some("http://127.0.0.1:4999")
+        );
+        assert_eq!(
+            get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").as_deref(),
+            Some("http://127.0.0.1:4999/v1/traces")
+        );
+        assert_eq!(
+            get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").as_deref(),
+            Some("http/protobuf")
+        );
+        assert_eq!(get("OTEL_EXPORTER_OTLP_CERTIFICATE"), None);
+        assert_eq!(get("TRACESTATE").as_deref(), Some("k=v"));
+        assert_eq!(get("PATH").as_deref(), Some("/bin"));
+    }
+}

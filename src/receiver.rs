@@ -1,0 +1,385 @@
+//! OTLP/HTTP receiver: takes `ExportTraceServiceRequest`s and hands them, as protobuf bytes, to a
+//! [`Sink`]. Knows HTTP, not disk: `exec` and `serve` plug the spool in as the sink.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /v1/traces`, `application/x-protobuf` or `application/json`, optionally gzip | 200 once the sink has stored it, with an empty `ExportTraceServiceResponse` |
+//! | body over the limit, on the wire or decompressed | 413 |
+//! | undecodable body or gzip | 400 with a `google.rpc.Status` |
+//! | other content type or content encoding | 415 |
+//! | other path / method | 404 / 405 |
+//! | missing or wrong bearer token (when one is required) | 401 |
+//! | the sink cannot store it (spool full, disk full, I/O error) | 503 with `Retry-After` |
+//!
+//! Error bodies and successes use the request's content type. A protobuf request that needed no
+//! decompression is stored as the very bytes received.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{
+    ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+
+use crate::encode::{EncodedBatch, count_spans};
+
+pub const TRACES_PATH: &str = "/v1/traces";
+pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
+/// What a refused client is told to wait.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// Where received batches go. `store` returns once the batch is safe (or cannot be made so).
+pub trait Sink: Send + Sync + 'static {
+    /// # Errors
+    ///
+    /// A message for the log: the client is answered 503 and will retry.
+    fn store(&self, batch: EncodedBatch) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceiverSettings {
+    /// Applies to the bytes on the wire and to the decompressed body.
+    pub body_limit: usize,
+    /// When set, `Authorization: Bearer <token>` is required.
+    pub token: Option<String>,
+}
+
+impl Default for ReceiverSettings {
+    fn default() -> ReceiverSettings {
+        ReceiverSettings {
+            body_limit: DEFAULT_BODY_LIMIT,
+            token: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Protobuf,
+    Json,
+}
+
+impl Format {
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Protobuf => "application/x-protobuf",
+            Format::Json => "application/json",
+        }
+    }
+}
+
+fn format_of(content_type: Option<&str>) -> Option<Format> {
+    let ct = content_type?.split(';').next()?.trim();
+    if ct.eq_ignore_ascii_case("application/x-protobuf") {
+        Some(Format::Protobuf)
+    } else if ct.eq_ignore_ascii_case("application/json") {
+        Some(Format::Json)
+    } else {
+        None
+    }
+}
+
+/// `google.rpc.Status`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// gRPC status codes used in error bodies.
+const INVALID_ARGUMENT: i32 = 3;
+const UNAUTHENTICATED: i32 = 16;
+const UNAVAILABLE: i32 = 14;
+const RESOURCE_EXHAUSTED: i32 = 8;
+
+fn error(status: StatusCode, format: Format, code: i32, message: &str) -> Response<Full<Bytes>> {
+    let body = match format {
+        Format::Protobuf => RpcStatus {
+            code,
+            message: message.to_owned(),
+        }
+        .encode_to_vec(),
+        Format::Json => serde_json::json!({ "code": code, "message": message })
+            .to_string()
+            .into_bytes(),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static(format.content_type()),
+    );
+    resp
+}
+
+fn success(format: Format) -> Response<Full<Bytes>> {
+    let body = match format {
+        Format::Protobuf => ExportTraceServiceResponse {
+            partial_success: None,
+        }
+        .encode_to_vec(),
+        Format::Json => b"{}".to_vec(),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        http::HeaderValue::from_static(format.content_type()),
+    );
+    resp
+}
+
+fn bare(status: StatusCode) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// Reads up to `limit` decompressed bytes; `None` when there are more.
+fn gunzip(body: &[u8], limit: usize) -> Result<Option<Vec<u8>>, std::io::Error> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)?;
+    Ok((out.len() <= limit).then_some(out))
+}
+
+/// Turns a request into a batch, or the answer that refuses it.
+async fn decode(
+    req: Request<Incoming>,
+    settings: &ReceiverSettings,
+) -> Result<(EncodedBatch, Format), Response<Full<Bytes>>> {
+    if req.uri().path() != TRACES_PATH {
+        return Err(bare(StatusCode::NOT_FOUND));
+    }
+    if req.method() != Method::POST {
+        let mut resp = bare(StatusCode::METHOD_NOT_ALLOWED);
+        resp.headers_mut()
+            .insert(ALLOW, http::HeaderValue::from_static("POST"));
+        return Err(resp);
+    }
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+    };
+    let format =
+        format_of(header(CONTENT_TYPE)).ok_or_else(|| bare(StatusCode::UNSUPPORTED_MEDIA_TYPE))?;
+    if let Some(token) = &settings.token {
+        let given = header(AUTHORIZATION)
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return Err(error(
+                StatusCode::UNAUTHORIZED,
+                format,
+                UNAUTHENTICATED,
+                "missing or wrong bearer token",
+            ));
+        }
+    }
+    let gzip = match header(CONTENT_ENCODING).map(str::trim) {
+        None | Some("") | Some("identity") => false,
+        Some(e) if e.eq_ignore_ascii_case("gzip") => true,
+        Some(_) => return Err(bare(StatusCode::UNSUPPORTED_MEDIA_TYPE)),
+    };
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format,
+            RESOURCE_EXHAUSTED,
+            &format!(
+                "request body over the limit of {} bytes",
+                settings.body_limit
+            ),
+        )
+    };
+    if header(CONTENT_LENGTH)
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > settings.body_limit)
+    {
+        return Err(too_large());
+    }
+    let body = Limited::new(req.into_body(), settings.body_limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                too_large()
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format,
+                    INVALID_ARGUMENT,
+                    "could not read the request body",
+                )
+            }
+        })?
+        .to_bytes();
+    let raw = if gzip {
+        match gunzip(&body, settings.body_limit) {
+            Ok(Some(plain)) => Bytes::from(plain),
+            Ok(None) => return Err(too_large()),
+            Err(e) => {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format,
+                    INVALID_ARGUMENT,
+                    &format!("bad gzip body: {e}"),
+                ));
+            }
+        }
+    } else {
+        body
+    };
+    let bad = |e: String| error(StatusCode::BAD_REQUEST, format, INVALID_ARGUMENT, &e);
+    let request = match format {
+        Format::Protobuf => ExportTraceServiceRequest::decode(&raw[..])
+            .map_err(|e| bad(format!("not an ExportTraceServiceRequest: {e}")))?,
+        Format::Json => serde_json::from_slice::<ExportTraceServiceRequest>(&raw)
+            .map_err(|e| bad(format!("not an OTLP/JSON ExportTraceServiceRequest: {e}")))?,
+    };
+    let spans = u32::try_from(count_spans(&request)).unwrap_or(u32::MAX);
+    let bytes = match format {
+        Format::Protobuf => raw.to_vec(),
+        Format::Json => request.encode_to_vec(),
+    };
+    Ok((EncodedBatch { bytes, spans }, format))
+}
+
+async fn handle<S: Sink>(
+    req: Request<Incoming>,
+    settings: Arc<ReceiverSettings>,
+    sink: Arc<S>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (batch, format) = match decode(req, &settings).await {
+        Ok(decoded) => decoded,
+        Err(resp) => return Ok(resp),
+    };
+    if batch.spans == 0 {
+        return Ok(success(format));
+    }
+    match sink.store(batch).await {
+        Ok(()) => Ok(success(format)),
+        Err(e) => {
+            tracing::warn!("refusing a batch: {e}");
+            let mut resp = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format,
+                UNAVAILABLE,
+                "cannot store the batch now",
+            );
+            resp.headers_mut().insert(
+                RETRY_AFTER,
+                http::HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+            Ok(resp)
+        }
+    }
+}
+
+/// A receiver running on a listener until `shutdown` completes; then it stops accepting and
+/// lets in-flight requests finish (for at most `drain`).
+pub async fn serve<S: Sink>(
+    listener: TcpListener,
+    settings: ReceiverSettings,
+    sink: Arc<S>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let settings = Arc::new(settings);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let (settings, sink) = (settings.clone(), sink.clone());
+                let service = service_fn(move |req| handle(req, settings.clone(), sink.clone()));
+                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("receiver connection: {e}");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+}
+
+/// Binds `addr` (port 0 for any free port).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_are_recognised_with_parameters() {
+        assert_eq!(
+            format_of(Some("application/x-protobuf")),
+            Some(Format::Protobuf)
+        );
+        assert_eq!(
+            format_of(Some("application/json; charset=utf-8")),
+            Some(Format::Json)
+        );
+        assert_eq!(format_of(Some("text/plain")), None);
+        assert_eq!(format_of(None), None);
+    }
+
+    #[test]
+    fn gzip_bodies_are_limited_after_decompression() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(&vec![0u8; 10_000]).unwrap();
+        let gz = enc.finish().unwrap();
+        assert_eq!(gunzip(&gz, 10_000).unwrap().map(|v| v.len()), Some(10_000));
+        assert_eq!(gunzip(&gz, 9_999).unwrap(), None);
+        assert!(gunzip(b"not gzip", 100).is_err());
+    }
+
+    #[test]
+    fn error_bodies_follow_the_request_format() {
+        let r = error(
+            StatusCode::BAD_REQUEST,
+            Format::Json,
+            INVALID_ARGUMENT,
+            "nope",
+        );
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
+        let r = error(
+            StatusCode::BAD_REQUEST,
+            Format::Protobuf,
+            INVALID_ARGUMENT,
+            "nope",
+        );
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/x-protobuf");
+    }
+}
