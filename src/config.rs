@@ -147,7 +147,15 @@ pub fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
     header(k, v)
 }
 
+/// Strict: a `%` must start a two-digit hex escape (the crate passes malformed ones through).
 fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    if let Some(i) = (0..b.len()).find(|&i| {
+        b[i] == b'%'
+            && !(i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit())
+    }) {
+        return Err(format!("malformed percent escape at {:?}", &s[i..]));
+    }
     percent_encoding::percent_decode_str(s)
         .decode_utf8()
         .map(|c| c.into_owned())
