@@ -140,10 +140,13 @@ impl SpoolDir {
                 .mode(0o600),
             0,
         )?;
-        use std::io::Write;
-        (&file).write_all(contents).map_err(io_err)?;
-        if durable {
-            file.sync_all().map_err(io_err)?;
+                use std::io::Write;
+        let written = (&file)
+            .write_all(contents)
+            .and_then(|()| if durable { file.sync_all() } else { Ok(()) });
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(e));
         }
         if fs::symlink_metadata(&target).is_ok() {
             let _ = fs::remove_file(&tmp);

@@ -72,9 +72,19 @@ pub enum AppendError {
         #[source]
         source: io::Error,
     },
-    /// Any other failure. The spool is unchanged as far as the failure allowed.
+        /// Any other failure. The spool is unchanged as far as the failure allowed.
     #[error(transparent)]
-    Spool(#[from] SpoolError),
+    Spool(SpoolError),
+}
+
+impl From<SpoolError> for AppendError {
+    /// A full disk is [`AppendError::NoSpace`] wherever in the append it was met.
+    fn from(e: SpoolError) -> AppendError {
+        match e {
+            SpoolError::Io { path, source } => AppendError::from_io(path, source),
+            other => AppendError::Spool(other),
+        }
+    }
 }
 
 impl AppendError {
