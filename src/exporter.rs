@@ -644,3 +644,22 @@ impl SpanExporter for SpoolExporter {
         self.encoder = Encoder::new(resource);
     }
 }
+
+/// Received batches (from `exec`'s capture or `serve`) go to the spool; delivery takes them
+/// from there, oldest first, like everything else.
+impl crate::receiver::Sink for Delivery {
+    async fn store(&self, batch: EncodedBatch) -> Result<(), String> {
+        let outcome = self
+            .spool
+            .append(&batch.bytes, batch.spans)
+            .map_err(|e| e.to_string())?;
+        if outcome.dropped_batches > 0 {
+            tracing::warn!(
+                batches = outcome.dropped_batches,
+                spans = outcome.dropped_spans,
+                "spool full: dropped the oldest batches"
+            );
+        }
+        Ok(())
+    }
+}

@@ -158,7 +158,7 @@ mod tests {
         c.offset = 200;
         c.write(&file, false).unwrap();
         assert_eq!(Cursor::read(&file).unwrap().offset, 200);
-                preallocate(&file).unwrap();
+        preallocate(&file).unwrap();
         assert_eq!(file.metadata().unwrap().len(), 128);
         assert_eq!(Cursor::read(&file).unwrap().offset, 200);
         // Tear the newest slot (seq 2 lives in slot 0).

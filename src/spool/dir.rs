@@ -140,7 +140,7 @@ impl SpoolDir {
                 .mode(0o600),
             0,
         )?;
-                use std::io::Write;
+        use std::io::Write;
         let written = (&file)
             .write_all(contents)
             .and_then(|()| if durable { file.sync_all() } else { Ok(()) });

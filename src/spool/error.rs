@@ -72,7 +72,7 @@ pub enum AppendError {
         #[source]
         source: io::Error,
     },
-        /// Any other failure. The spool is unchanged as far as the failure allowed.
+    /// Any other failure. The spool is unchanged as far as the failure allowed.
     #[error(transparent)]
     Spool(SpoolError),
 }

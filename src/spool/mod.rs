@@ -168,7 +168,7 @@ impl Spool {
     pub fn open(path: impl AsRef<Path>, opts: SpoolOptions) -> Result<Spool, SpoolError> {
         let dir = SpoolDir::open(path.as_ref())?;
         let ledger_file = dir.open_rw(dir::LEDGER)?;
-                let cursor_file = dir.open_rw(dir::CURSOR)?;
+        let cursor_file = dir.open_rw(dir::CURSOR)?;
         if let Err(e) = cursor::preallocate(&cursor_file) {
             // Only a full disk gets here; acknowledging will fail the same way until it has room.
             tracing::warn!(path = %dir.join(dir::CURSOR).display(), "cannot size the cursor file: {e}");

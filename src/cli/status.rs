@@ -1,114 +1,13 @@
-//! The command line: the only module that prints, exits, or sets anything process-wide.
+//! `status` and `flush`: what the spool holds, and delivering it now.
 
-use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use clap::{Parser, Subcommand};
-
-use crate::config::{Config, Flags};
+use super::{CliError, say};
+use crate::config::Config;
 use crate::exporter::{Delivery, DeliveryStatus};
 use crate::spool::{Spool, Stats, VerifyReport};
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "tracespool",
-    version,
-    about = "OpenTelemetry tracing for intermittent runtimes"
-)]
-pub struct Cli {
-    #[command(flatten)]
-    pub flags: Flags,
-    /// Diagnostics on stderr (also RUST_LOG)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Show what the spool holds; never touches the network
-    Status {
-        /// Exactly one JSON object on stdout
-        #[arg(long)]
-        json: bool,
-        /// Read every stored record and count the damaged ones (exit 1 if any)
-        #[arg(long)]
-        verify: bool,
-    },
-    /// Deliver the spool now, ignoring the shared backoff (exit 1 if anything remains)
-    Flush,
-}
-
-pub fn parse() -> Cli {
-    Cli::parse()
-}
-
-fn init_logging(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .without_time()
-        .try_init();
-}
-
-macro_rules! say {
-    ($($tt:tt)*) => { eprintln!("tracespool: {}", format_args!($($tt)*)) };
-}
-
-pub fn run(cli: Cli) -> ExitCode {
-    init_logging(cli.verbose);
-    let env: HashMap<String, String> = std::env::vars().collect();
-    let (config, warnings) = Config::resolve(&cli.flags, &env, None);
-    for w in &warnings {
-        say!("{w}");
-    }
-    let result = match cli.command {
-        Command::Status { json, verify } => status(&config, json, verify),
-        Command::Flush => flush(&config),
-    };
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            if err.is_broken_pipe() {
-                return ExitCode::SUCCESS;
-            }
-            say!("{err}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-/// An error at the edge, with its message ready.
-#[derive(Debug, thiserror::Error)]
-enum CliError {
-    #[error(transparent)]
-    Spool(#[from] crate::spool::SpoolError),
-    #[error("writing output: {0}")]
-    Output(#[from] std::io::Error),
-    #[error("encoding status: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error(transparent)]
-    Export(#[from] crate::exporter::ExportError),
-}
-
-impl CliError {
-    fn is_broken_pipe(&self) -> bool {
-        matches!(self, CliError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
-    }
-}
 
 #[derive(Debug, serde::Serialize)]
 struct StatusJson {
@@ -144,7 +43,7 @@ fn batches(batches: u64, spans: u64) -> String {
     )
 }
 
-fn flush(config: &Config) -> Result<ExitCode, CliError> {
+pub(super) fn flush(config: &Config) -> Result<ExitCode, CliError> {
     let delivery = Delivery::new(
         Spool::open(&config.spool_dir, config.spool)?,
         config.delivery.clone(),
@@ -178,7 +77,7 @@ fn flush(config: &Config) -> Result<ExitCode, CliError> {
     Ok(ExitCode::from(1))
 }
 
-fn status(config: &Config, json: bool, verify: bool) -> Result<ExitCode, CliError> {
+pub(super) fn status(config: &Config, json: bool, verify: bool) -> Result<ExitCode, CliError> {
     let delivery = Delivery::new(
         Spool::open(&config.spool_dir, config.spool)?,
         config.delivery.clone(),

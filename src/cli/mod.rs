@@ -1,0 +1,160 @@
+//! The command line: the only module that prints, exits, or sets anything process-wide.
+//!
+//! `main` calls [`parse`] then [`run`]; each command lives in its own file and returns an exit
+//! code or a [`CliError`], printed once here as `tracespool: …`.
+
+mod status;
+mod trace;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigFile, Flags};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tracespool",
+    version,
+    about = "OpenTelemetry tracing for intermittent runtimes: hooks, cron jobs, CI steps",
+    after_help = "Spans are sent to the OTLP/HTTP endpoint when it answers within the budget, \
+                  and kept in the spool otherwise; later runs deliver the spool first."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub flags: Flags,
+    /// Diagnostics on stderr; repeat for more (also RUST_LOG)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run CMD in a span; pass it TRACEPARENT; capture its own spans; return its exit code
+    Exec(trace::ExecArgs),
+    /// Record one span (parent from TRACEPARENT)
+    Span(trace::SpanArgs),
+    /// Show what the spool holds; never touches the network
+    Status {
+        /// Exactly one JSON object on stdout
+        #[arg(long)]
+        json: bool,
+        /// Read every stored record and count the damaged ones (exit 1 if any)
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Deliver the spool now, ignoring the shared backoff (exit 1 if anything remains)
+    Flush,
+}
+
+/// Parses the command line; on a usage error prints it and exits 2 (nothing runs).
+pub fn parse() -> Cli {
+    Cli::parse()
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+macro_rules! say {
+    ($($tt:tt)*) => { eprintln!("tracespool: {}", format_args!($($tt)*)) };
+}
+pub(crate) use say;
+
+/// The environment as strings; a variable whose name or value is not UTF-8 is none of ours.
+fn env_map() -> HashMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// Reads the config file named by `--config` or `TRACESPOOL_CONFIG`, if any.
+fn config_file(flags: &Flags, env: &HashMap<String, String>) -> Option<ConfigFile> {
+    let path = flags.config.clone().or_else(|| {
+        env.get("TRACESPOOL_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(Into::into)
+    })?;
+    let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
+    Some(ConfigFile { path, text })
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    init_logging(cli.verbose);
+    let env = env_map();
+    let file = config_file(&cli.flags, &env);
+    let (config, warnings) = Config::resolve(&cli.flags, &env, file.as_ref());
+    for w in &warnings {
+        say!("{w}");
+    }
+    // `exec` never fails on our account: its exit code is the child's.
+    if let Command::Exec(args) = cli.command {
+        return trace::exec(&config, args);
+    }
+    if config.disabled {
+        match cli.command {
+            Command::Span(_) => {}
+            _ => say!("tracing is disabled (OTEL_SDK_DISABLED=true)"),
+        }
+        return ExitCode::SUCCESS;
+    }
+    let result = match cli.command {
+        Command::Exec(_) => unreachable!("handled above"),
+        Command::Span(args) => trace::span(&config, args),
+        Command::Status { json, verify } => status::status(&config, json, verify),
+        Command::Flush => status::flush(&config),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) if err.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(err) => {
+            say!("{err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// An error at the edge, with its message ready.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+    #[error("writing output: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("encoding status: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Export(#[from] crate::exporter::ExportError),
+}
+
+impl CliError {
+    fn is_broken_pipe(&self) -> bool {
+        matches!(self, CliError::Output(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// The command line as given, for `process.command_args`.
+fn lossy(args: &[OsString]) -> Vec<String> {
+    args.iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}

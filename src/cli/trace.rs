@@ -1,0 +1,360 @@
+//! `exec` and `span`: the spans users record (CONTRACT §2, §3).
+//!
+//! `exec` never lets tracing break the hook: whatever happens to the config, the spool or the
+//! network, the command runs and its exit code comes back. Problems are said once on stderr.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry::{Array, KeyValue, StringValue, Value};
+
+use super::{CliError, lossy, say};
+use crate::config::{Config, parse_key_value};
+use crate::encode::Encoder;
+use crate::exec::{self, Outcome};
+use crate::exporter::Delivery;
+use crate::propagation::{self, Incoming, Parent};
+use crate::receiver::{self, ReceiverSettings};
+use crate::record::{self, Placement, SpanSpec, parse_kind, parse_time};
+use crate::spool::Spool;
+
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Span name [default: the command's file name]
+    #[arg(long)]
+    name: Option<String>,
+    /// Span kind: internal, server, client, producer or consumer
+    #[arg(long, default_value = "internal", value_parser = parse_kind)]
+    kind: SpanKind,
+    /// Span attribute K=V (a string), repeatable
+    #[arg(long = "attr", value_name = "K=V", value_parser = parse_key_value)]
+    attrs: Vec<(String, String)>,
+    /// Record the command line as process.command_args
+    #[arg(long)]
+    record_args: bool,
+    /// Leave the command's OTEL_EXPORTER_OTLP_* variables alone (no capture of its own spans)
+    #[arg(long)]
+    no_capture: bool,
+    /// The command to run, and its arguments
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<OsString>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum StatusArg {
+    Ok,
+    Error,
+    Unset,
+}
+
+fn parse_status(s: &str) -> Result<StatusArg, String> {
+    match s {
+        "ok" => Ok(StatusArg::Ok),
+        "error" => Ok(StatusArg::Error),
+        "unset" => Ok(StatusArg::Unset),
+        _ => Err("expected ok, error or unset".into()),
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SpanArgs {
+    /// Span name
+    #[arg(long)]
+    name: String,
+    /// Start time: RFC 3339 or unix seconds [default: now]
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    start: Option<SystemTime>,
+    /// End time: RFC 3339 or unix seconds [default: now]
+    #[arg(long, value_name = "T", value_parser = parse_time)]
+    end: Option<SystemTime>,
+    /// Span attribute K=V (a string), repeatable
+    #[arg(long = "attr", value_name = "K=V", value_parser = parse_key_value)]
+    attrs: Vec<(String, String)>,
+    /// Span kind: internal, server, client, producer or consumer
+    #[arg(long, default_value = "internal", value_parser = parse_kind)]
+    kind: SpanKind,
+    /// ok, error or unset
+    #[arg(long, default_value = "unset", value_parser = parse_status)]
+    status: StatusArg,
+    /// Print TRACEPARENT=… of the new span on stdout, for its children
+    #[arg(long)]
+    print_traceparent: bool,
+}
+
+/// How long in-flight captured requests may take to finish once the command has exited.
+const CAPTURE_DRAIN: Duration = Duration::from_millis(500);
+
+/// The parent from `TRACEPARENT`, warning once about an invalid one.
+fn parent(env: &BTreeMap<OsString, OsString>) -> Option<Parent> {
+    match propagation::incoming(env) {
+        Incoming::Valid(p) => Some(p),
+        Incoming::Invalid(v) => {
+            say!("ignoring TRACEPARENT={v:?}: not a valid W3C traceparent; starting a new trace");
+            None
+        }
+        Incoming::Absent => None,
+    }
+}
+
+fn trace_state(env: &BTreeMap<OsString, OsString>) -> Option<&str> {
+    env.get(OsStr::new("TRACESTATE")).and_then(|v| v.to_str())
+}
+
+/// Runs the command with our environment untouched (tracing off, or not recorded).
+fn run_untraced(program: &OsStr, args: &[OsString]) -> ExitCode {
+    let outcome = exec::run(program, args, None);
+    report_spawn_failure(program, &outcome);
+    ExitCode::from(outcome.exit_code())
+}
+
+fn report_spawn_failure(program: &OsStr, outcome: &Outcome) {
+    match outcome {
+        Outcome::NotFound(_) => say!("{}: command not found", program.to_string_lossy()),
+        Outcome::NotExecutable(e) => say!("{}: cannot execute ({e})", program.to_string_lossy()),
+        _ => {}
+    }
+}
+
+fn file_name(program: &OsStr) -> String {
+    Path::new(program)
+        .file_name()
+        .unwrap_or(program)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The receiver that takes the command's own spans for the command's lifetime.
+struct Capture {
+    port: u16,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Capture {
+    fn start(
+        runtime: &tokio::runtime::Runtime,
+        delivery: Arc<Delivery>,
+    ) -> std::io::Result<Capture> {
+        let listener = runtime.block_on(receiver::bind(([127, 0, 0, 1], 0).into()))?;
+        let port = listener.local_addr()?.port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let task = runtime.spawn(receiver::serve(
+            listener,
+            ReceiverSettings::default(),
+            delivery,
+            shutdown,
+            CAPTURE_DRAIN,
+        ));
+        Ok(Capture { port, stop, task })
+    }
+
+    fn stop(self, runtime: &tokio::runtime::Runtime) {
+        let _ = self.stop.send(());
+        let _ = runtime.block_on(self.task);
+    }
+}
+
+fn exec_span(
+    args: &ExecArgs,
+    program: &OsStr,
+    outcome: &Outcome,
+    start: SystemTime,
+    end: SystemTime,
+) -> SpanSpec {
+    let executable = file_name(program);
+    let mut attributes = vec![KeyValue::new("process.executable.name", executable.clone())];
+    if let Some(pid) = outcome.pid() {
+        attributes.push(KeyValue::new("process.pid", i64::from(pid)));
+    }
+    let status = match outcome {
+        Outcome::Exited { code, .. } => {
+            attributes.push(KeyValue::new("process.exit.code", i64::from(*code)));
+            if *code == 0 {
+                Status::Unset
+            } else {
+                Status::error(format!("exit code {code}"))
+            }
+        }
+        Outcome::Signaled { signal, .. } => {
+            Status::error(format!("killed by signal {}", exec::signal_name(*signal)))
+        }
+        Outcome::NotFound(_) | Outcome::NotExecutable(_) => {
+            let code = outcome.exit_code();
+            attributes.push(KeyValue::new("process.exit.code", i64::from(code)));
+            Status::error(if code == 127 {
+                "command not found"
+            } else {
+                "command not executable"
+            })
+        }
+    };
+    if args.record_args {
+        let argv: Vec<StringValue> = lossy(&args.command)
+            .into_iter()
+            .map(StringValue::from)
+            .collect();
+        attributes.push(KeyValue::new(
+            "process.command_args",
+            Value::Array(Array::String(argv)),
+        ));
+    }
+    attributes.extend(
+        args.attrs
+            .iter()
+            .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+    );
+    SpanSpec {
+        name: args.name.clone().unwrap_or(executable),
+        kind: args.kind.clone(),
+        start,
+        end,
+        attributes,
+        status,
+    }
+}
+
+/// Encodes the span under the configured resource and delivers it (or spools it) within the
+/// budget, after whatever the spool holds.
+fn deliver(
+    runtime: &tokio::runtime::Runtime,
+    delivery: &Delivery,
+    config: &Config,
+    placement: &Placement,
+    spec: SpanSpec,
+    default_service: &str,
+) {
+    let service = record::service_name(
+        config.service_name.as_deref(),
+        &config.resource,
+        default_service,
+    );
+    let resource = record::resource(&service, &config.resource);
+    let batch = Encoder::new(&resource).encode(vec![record::span_data(placement, spec)]);
+    match runtime.block_on(delivery.export(batch)) {
+        Ok(report) => tracing::info!(
+            sent = report.sent_batches,
+            spooled = report.spooled,
+            stopped = ?report.stopped.map(|s| s.to_string()),
+            "delivery done"
+        ),
+        Err(e) => say!("{e}"),
+    }
+}
+
+pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
+    let (program, rest) = args.command.split_first().expect("clap requires CMD");
+    if config.disabled {
+        return run_untraced(program, rest);
+    }
+    let env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    let parent = parent(&env);
+    if parent.is_some_and(|p| !p.sampled) {
+        return run_untraced(program, rest);
+    }
+    let delivery = match Spool::open(&config.spool_dir, config.spool) {
+        Ok(spool) => Arc::new(Delivery::new(spool, config.delivery.clone())),
+        Err(e) => {
+            say!("not tracing this run: {e}");
+            return run_untraced(program, rest);
+        }
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.worker_threads(1).enable_all();
+    let runtime = match runtime.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            say!("not tracing this run: {e}");
+            return run_untraced(program, rest);
+        }
+    };
+    let placement = Placement::new(parent.as_ref(), trace_state(&env));
+    let capture = if args.no_capture {
+        None
+    } else {
+        Capture::start(&runtime, delivery.clone())
+            .inspect_err(|e| say!("not capturing the command's own spans: {e}"))
+            .ok()
+    };
+    let traceparent = propagation::traceparent(placement.trace_id, placement.span_id);
+    let child_env = propagation::child_env(env, &traceparent, capture.as_ref().map(|c| c.port));
+
+    let start = SystemTime::now();
+    let outcome = exec::run(program, rest, Some(&child_env));
+    let end = SystemTime::now();
+
+    if let Some(capture) = capture {
+        capture.stop(&runtime);
+    }
+    report_spawn_failure(program, &outcome);
+    let spec = exec_span(&args, program, &outcome, start, end);
+    deliver(
+        &runtime,
+        &delivery,
+        config,
+        &placement,
+        spec,
+        &file_name(program),
+    );
+    ExitCode::from(outcome.exit_code())
+}
+
+pub(super) fn span(config: &Config, args: SpanArgs) -> Result<ExitCode, CliError> {
+    let env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    let parent = parent(&env);
+    if parent.is_some_and(|p| !p.sampled) {
+        // Not recorded; the caller's context goes on unchanged.
+        if args.print_traceparent
+            && let Some(tp) = env.get(OsStr::new("TRACEPARENT"))
+        {
+            println!("TRACEPARENT={}", tp.to_string_lossy());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let placement = Placement::new(parent.as_ref(), trace_state(&env));
+    if args.print_traceparent {
+        println!(
+            "TRACEPARENT={}",
+            propagation::traceparent(placement.trace_id, placement.span_id)
+        );
+    }
+    let now = SystemTime::now();
+    let start = args.start.unwrap_or(now);
+    let spec = SpanSpec {
+        name: args.name,
+        kind: args.kind,
+        start,
+        end: args.end.unwrap_or(now.max(start)),
+        attributes: args
+            .attrs
+            .into_iter()
+            .map(|(k, v)| KeyValue::new(k, v))
+            .collect(),
+        status: match args.status {
+            StatusArg::Ok => Status::Ok,
+            StatusArg::Error => Status::error(""),
+            StatusArg::Unset => Status::Unset,
+        },
+    };
+    let delivery = Delivery::new(
+        Spool::open(&config.spool_dir, config.spool)?,
+        config.delivery.clone(),
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    deliver(&runtime, &delivery, config, &placement, spec, "tracespool");
+    Ok(ExitCode::SUCCESS)
+}
