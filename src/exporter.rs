@@ -319,9 +319,10 @@ impl Delivery {
     /// Delivers the spool oldest first within the budget, stopping at the first failure.
     /// With `ignore_backoff` (an explicit `flush`), the shared backoff does not stop it.
     ///
-    /// # Errors
+        /// # Errors
     ///
-    /// Spool I/O errors; [`SpoolError::FlushLeaseHeld`] when another process is flushing.
+    /// Spool I/O errors. Another process flushing is not an error: the report says
+    /// [`Stop::LeaseHeld`].
     ///
     /// # Cancel safety
     ///
@@ -348,7 +349,11 @@ impl Delivery {
         {
             return run.finish_stopped(Stop::BackingOff { retry_at });
         }
-        let mut reader = self.spool.reader()?;
+                let mut reader = match self.spool.reader() {
+            Ok(reader) => reader,
+            Err(SpoolError::FlushLeaseHeld { .. }) => return run.finish_stopped(Stop::LeaseHeld),
+            Err(e) => return Err(e.into()),
+        };
         run.drain(&mut reader, &transport, deadline).await?;
         drop(reader);
         run.finish()
@@ -634,10 +639,7 @@ impl SpanExporter for SpoolExporter {
         if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = thread.join();
         }
-        match flushed {
-            Ok(_) | Err(ExportError::Spool(SpoolError::FlushLeaseHeld { .. })) => Ok(()),
-            Err(e) => Err(sdk_error(e)),
-        }
+        flushed.map(|_| ()).map_err(sdk_error)
     }
 
     fn set_resource(&mut self, resource: &Resource) {

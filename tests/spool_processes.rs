@@ -20,7 +20,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tracespool::spool::{AppendError, Record, Spool, SpoolOptions, SyncPolicy};
+use tracespool::spool::{AppendError, Record, Spool, SpoolError, SpoolOptions, SyncPolicy};
 
 // ---------------------------------------------------------------------------------------------
 // Payloads: (writer, seq) -> bytes, checked byte for byte on the way out.
@@ -85,9 +85,22 @@ fn check_record(record: &Record, len_of: LenOf) -> (u32, u32) {
     (writer, seq)
 }
 
+/// Takes the flush lease. Tests of this binary run as threads that spawn children: a child
+/// between fork and exec briefly holds a copy of every descriptor, our lease's included (it is
+/// close-on-exec, so only briefly), and a flock lasts until every copy is closed.
+fn lease(spool: &Spool) -> tracespool::spool::Reader<'_> {
+    for _ in 0..100 {
+        match spool.reader() {
+            Err(SpoolError::FlushLeaseHeld { .. }) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            other => return other.unwrap(),
+        }
+    }
+    panic!("the flush lease stayed held for a second");
+}
+
 /// Delivers and acknowledges everything, checking each record.
 fn drain_checked(spool: &Spool, len_of: LenOf) -> Vec<(u32, u32)> {
-    let mut reader = spool.reader().unwrap();
+    let mut reader = lease(spool);
     let mut out = Vec::new();
     while let Some(record) = reader.next().unwrap() {
         out.push(check_record(&record, len_of));
@@ -421,7 +434,7 @@ fn child_process_delivering_while_others_append() {
         return;
     };
     let spool = Spool::open(args.path("DIR"), args.opts()).unwrap();
-    let mut reader = spool.reader().unwrap();
+    let mut reader = lease(&spool);
     let stop = args.path("STOP");
     emit("ready");
     wait_for_file(&args.path("GO"));
@@ -865,7 +878,7 @@ fn child_process_acknowledging_until_killed() {
         return;
     };
     let spool = Spool::open(args.path("DIR"), args.opts()).unwrap();
-    let mut reader = spool.reader().unwrap();
+    let mut reader = lease(&spool);
     emit("ready");
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
@@ -1276,7 +1289,7 @@ fn a_reader_delivers_and_frees_space_on_a_full_disk() {
     assert!(stored > 32, "only {stored} batches fitted");
 
     // Nothing else frees space: delivery must be able to.
-    let mut reader = spool.reader().unwrap();
+    let mut reader = lease(&spool);
     let mut delivered = 0u32;
     while let Some(record) = reader.next().unwrap() {
         assert_eq!(check_record(&record, |_, _| 4000), (0, delivered));
