@@ -31,22 +31,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let exporter = SpoolExporter::new(Spool::open(&spool_dir, SpoolOptions::default())?, settings)?;
 
     let provider = SdkTracerProvider::builder()
-        .with_resource(Resource::builder().with_service_name("example-hook").build())
+        .with_resource(
+            Resource::builder()
+                .with_service_name("example-hook")
+                .build(),
+        )
         .with_simple_exporter(exporter) // or .with_batch_exporter(exporter)
         .build();
     provider.tracer("example").in_span("install", |_cx| {
         // … the hook's real work …
     });
-    provider
-        .tracer("example")
-        .in_span("config-changed", |cx| {
-            use opentelemetry::trace::TraceContextExt;
-            cx.span().set_attribute(KeyValue::new("unit", "app/0"));
-        });
+    provider.tracer("example").in_span("config-changed", |cx| {
+        use opentelemetry::trace::TraceContextExt;
+        cx.span().set_attribute(KeyValue::new("unit", "app/0"));
+    });
     // Delivers (or spools) what is pending, within the budget.
     provider.shutdown()?;
 
     let stats = Spool::open(&spool_dir, SpoolOptions::default())?.stats()?;
-    println!("spool {}: {} batches ({} spans) waiting", spool_dir.display(), stats.batches, stats.spans);
+    println!(
+        "spool {}: {} batches ({} spans) waiting",
+        spool_dir.display(),
+        stats.batches,
+        stats.spans
+    );
     Ok(())
 }
