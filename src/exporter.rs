@@ -319,7 +319,7 @@ impl Delivery {
     /// Delivers the spool oldest first within the budget, stopping at the first failure.
     /// With `ignore_backoff` (an explicit `flush`), the shared backoff does not stop it.
     ///
-        /// # Errors
+    /// # Errors
     ///
     /// Spool I/O errors. Another process flushing is not an error: the report says
     /// [`Stop::LeaseHeld`].
@@ -327,9 +327,14 @@ impl Delivery {
     /// # Cancel safety
     ///
     /// Cancel safe: a batch is acknowledged only after the backend accepted it.
-    pub async fn flush(&self, ignore_backoff: bool) -> Result<Report, ExportError> {
+    pub async fn flush(
+        &self,
+        ignore_backoff: bool,
+        progress: Option<&Progress>,
+    ) -> Result<Report, ExportError> {
         let deadline = Instant::now() + self.settings.budget;
         let mut run = Run::new(self);
+        run.progress = progress;
         let transport = match self.target() {
             Target::NoEndpoint => return run.finish_stopped(Stop::NoEndpoint),
             Target::NotReady(e) => {
@@ -349,7 +354,7 @@ impl Delivery {
         {
             return run.finish_stopped(Stop::BackingOff { retry_at });
         }
-                let mut reader = match self.spool.reader() {
+        let mut reader = match self.spool.reader() {
             Ok(reader) => reader,
             Err(SpoolError::FlushLeaseHeld { .. }) => return run.finish_stopped(Stop::LeaseHeld),
             Err(e) => return Err(e.into()),
@@ -360,12 +365,16 @@ impl Delivery {
     }
 }
 
+/// Told the number of spooled batches dealt with so far, after each one.
+pub type Progress = dyn Fn(u64) + Send + Sync;
+
 /// One delivery in progress: the state before and after, and what happened.
 struct Run<'a> {
     delivery: &'a Delivery,
     before: State,
     state: State,
     report: Report,
+    progress: Option<&'a Progress>,
 }
 
 /// What the answer to one send asks the caller to do with the batch.
@@ -386,6 +395,7 @@ impl<'a> Run<'a> {
             before: state.clone(),
             state,
             report: Report::default(),
+            progress: None,
         }
     }
 
@@ -477,6 +487,9 @@ impl<'a> Run<'a> {
                     self.report.stopped = Some(stop);
                     return Ok(false);
                 }
+            }
+            if let Some(progress) = self.progress {
+                progress(self.report.sent_batches + self.report.dead_lettered);
             }
         }
     }
@@ -572,7 +585,7 @@ impl SpoolExporter {
                             let _ = reply.send(runtime.block_on(delivery.export(batch)));
                         }
                         Job::Flush(reply) => {
-                            let _ = reply.send(runtime.block_on(delivery.flush(false)));
+                            let _ = reply.send(runtime.block_on(delivery.flush(false, None)));
                         }
                     }
                 }

@@ -51,7 +51,17 @@ pub(super) fn flush(config: &Config) -> Result<ExitCode, CliError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let report = runtime.block_on(delivery.flush(true))?;
+    // A bar on stderr when it is a terminal; indicatif draws nothing otherwise.
+    let bar = indicatif::ProgressBar::new(delivery.spool().stats()?.batches);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("flushing {bar:30} {pos}/{len} batches {elapsed}")
+            .expect("a valid template"),
+    );
+    let shown = bar.clone();
+    let progress = move |done: u64| shown.set_position(done);
+    let report = runtime.block_on(delivery.flush(true, Some(&progress)));
+    bar.finish_and_clear();
+    let report = report?;
     let mut line = format!(
         "flushed {}",
         batches(report.sent_batches, report.sent_spans)
