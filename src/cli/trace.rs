@@ -151,7 +151,7 @@ impl Capture {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let task = runtime.spawn(receiver::serve(
+        let task = runtime.spawn(receiver::http::serve(
             listener,
             ReceiverSettings::default(),
             delivery,

@@ -44,6 +44,8 @@ pub(super) struct Locked<'a> {
     pub ledger: Ledger,
     /// Counters changed: the ledger is worth an fsync under `SyncPolicy::Always`.
     pub counters_dirty: bool,
+    /// Frames were written to the active segment and not yet synced.
+    pub unsynced: bool,
 }
 
 impl Drop for Locked<'_> {
@@ -69,6 +71,7 @@ impl<'a> Locked<'a> {
             inner,
             ledger: Ledger::default(),
             counters_dirty: false,
+            unsynced: false,
         };
         match Ledger::read(&locked.inner.ledger_file)
             .map_err(|e| SpoolError::io(&ledger_path, e))?
@@ -226,19 +229,19 @@ impl<'a> Locked<'a> {
 
     /// Seals the active segment (if any) and starts a new, empty one; returns its size.
     pub fn rotate(&mut self) -> Result<u64, SpoolError> {
+        // Frames written to the outgoing segment must be durable before anything is told so.
+        self.sync_written()
+            .map_err(|e| SpoolError::io(self.seg_path(self.ledger.active_id), e))?;
         self.begin_change()?;
         let had_active = self.active()?;
-        if let Some(size) = had_active {
+        // The header is the truth: a writer may have died after counting its record there.
+        let sealed = had_active.map(|size| {
             let (_, file) = self.inner.active.as_ref().expect("active() opened it");
-            // The header is the truth: a writer may have died after counting its record there.
-            let counts = match read_segment_header(file) {
-                SegmentHeader::Current(c) => c,
-                _ => SegmentCounts::default(),
-            };
-            self.ledger.sealed_bytes += size;
-            self.ledger.sealed_batches += counts.batches;
-            self.ledger.sealed_spans += counts.spans;
-        }
+            match read_segment_header(file) {
+                SegmentHeader::Current(c) => (size, c),
+                _ => (size, SegmentCounts::default()),
+            }
+        });
         // Ids only grow. A name already taken (by something that is not a segment of ours,
         // since we hold the lock) is stepped over rather than replaced.
         let mut id = self.ledger.active_id + 1;
@@ -250,6 +253,13 @@ impl<'a> Locked<'a> {
             &encode_segment_header(SegmentCounts::default()),
             self.spool.opts.sync.is_always(),
         )?;
+        // Only now that the new segment exists does the ledger change: a failed rotation (a full
+        // disk) leaves it as it was.
+        if let Some((size, counts)) = sealed {
+            self.ledger.sealed_bytes += size;
+            self.ledger.sealed_batches += counts.batches;
+            self.ledger.sealed_spans += counts.spans;
+        }
         self.inner.active = Some((id, file));
         // With nothing sealed and no active file, the new segment is the only (so oldest) one.
         if had_active.is_none() && self.ledger.sealed_bytes == 0 {
@@ -472,14 +482,7 @@ impl<'a> Locked<'a> {
             spans: before.spans + u64::from(header.span_count),
         };
         let result = sys::write_all_at_vectored(file, &[&header.encode(), payload], at)
-            .and_then(|()| file.write_all_at(&encode_counts(after), COUNTS_OFFSET))
-            .and_then(|()| {
-                if self.spool.opts.sync.is_always() {
-                    file.sync_data()
-                } else {
-                    Ok(())
-                }
-            });
+            .and_then(|()| file.write_all_at(&encode_counts(after), COUNTS_OFFSET));
         if let Err(e) = result {
             let _ = file.set_len(at);
             let _ = file.write_all_at(&encode_counts(before), COUNTS_OFFSET);
@@ -488,6 +491,19 @@ impl<'a> Locked<'a> {
         self.ledger.active_len = at + header.frame_len();
         self.ledger.active_batches = after.batches;
         self.ledger.active_spans = after.spans;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Makes the frames written since the last call durable (one `fdatasync` of the active
+    /// segment) under [`SyncPolicy::Always`](super::SyncPolicy::Always).
+    pub fn sync_written(&mut self) -> io::Result<()> {
+        if std::mem::take(&mut self.unsynced)
+            && self.spool.opts.sync.is_always()
+            && let Some((_, file)) = self.inner.active.as_ref()
+        {
+            file.sync_data()?;
+        }
         Ok(())
     }
 }

@@ -27,9 +27,50 @@ impl Spool {
     /// bounds can hold; [`AppendError::NoSpace`] when the disk is full; I/O errors otherwise.
     /// After an error the spool holds exactly what it held before (less any drops it made).
     pub fn append(&self, payload: &[u8], span_count: u32) -> Result<AppendOutcome, AppendError> {
+        let mut results = self.append_all(&[(payload, span_count)])?;
+        results.pop().expect("one batch, one result")
+    }
+
+    /// Group commit: appends `batches` in order under one hold of the append lock, with one
+    /// `fdatasync` for all of them. The result at each index is that batch's, as from
+    /// [`append`](Spool::append); the `Ok`s are durable once this returns `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// The outer error when the lock cannot be taken or the final sync fails: then none of the
+    /// group may be taken as stored (those written may still be delivered: at least once).
+    pub fn append_all(
+        &self,
+        batches: &[(&[u8], u32)],
+    ) -> Result<Vec<Result<AppendOutcome, AppendError>>, AppendError> {
+        let mut locked = Locked::acquire(self)?;
+        let results = batches
+            .iter()
+            .map(|(payload, spans)| self.append_locked(&mut locked, payload, *spans))
+            .collect();
+        let synced = locked.sync_written();
+        locked.commit()?;
+        synced.map_err(|e| {
+            AppendError::from_io(self.dir.join(&segment_name(locked.ledger.active_id)), e)
+        })?;
+        Ok(results)
+    }
+
+    fn append_locked(
+        &self,
+        locked: &mut Locked<'_>,
+        payload: &[u8],
+        span_count: u32,
+    ) -> Result<AppendOutcome, AppendError> {
         let max_bytes = self.opts.max_bytes;
         if max_bytes == 0 {
-            return self.count_disabled_drop(span_count);
+            locked.ledger.dropped_batches += 1;
+            locked.ledger.dropped_spans += u64::from(span_count);
+            locked.counters_dirty = true;
+            return Ok(AppendOutcome {
+                dropped_batches: 1,
+                dropped_spans: span_count.into(),
+            });
         }
         let Some(frame_len) = bounds::frame_len_if_fits(payload.len() as u64, max_bytes) else {
             return Err(AppendError::TooLarge {
@@ -46,7 +87,6 @@ impl Spool {
         }
 
         let header = FrameHeader::new(payload, span_count, SystemTime::now());
-        let mut locked = Locked::acquire(self)?;
         let before = (locked.ledger.dropped_batches, locked.ledger.dropped_spans);
 
         let target = bounds::segment_target(max_bytes);
@@ -87,27 +127,12 @@ impl Spool {
         }
 
         let id = locked.ledger.active_id;
-        if let Err(e) = locked.write_frame(size, &header, payload) {
-            // Drops made above stand; record them before failing.
-            let _ = locked.commit();
-            return Err(AppendError::from_io(self.dir.join(&segment_name(id)), e));
-        }
-        locked.commit()?;
+        locked
+            .write_frame(size, &header, payload)
+            .map_err(|e| AppendError::from_io(self.dir.join(&segment_name(id)), e))?;
         Ok(AppendOutcome {
             dropped_batches: locked.ledger.dropped_batches - before.0,
             dropped_spans: locked.ledger.dropped_spans - before.1,
-        })
-    }
-
-    fn count_disabled_drop(&self, span_count: u32) -> Result<AppendOutcome, AppendError> {
-        let mut locked = Locked::acquire(self)?;
-        locked.ledger.dropped_batches += 1;
-        locked.ledger.dropped_spans += u64::from(span_count);
-        locked.counters_dirty = true;
-        locked.commit().map_err(AppendError::Spool)?;
-        Ok(AppendOutcome {
-            dropped_batches: 1,
-            dropped_spans: span_count.into(),
         })
     }
 }

@@ -1,5 +1,4 @@
-//! OTLP/HTTP receiver: takes `ExportTraceServiceRequest`s and hands them, as protobuf bytes, to a
-//! [`Sink`]. Knows HTTP, not disk: `exec` and `serve` plug the spool in as the sink.
+//! OTLP/HTTP: `POST /v1/traces`.
 //!
 //! | request | answer |
 //! |---|---|
@@ -17,7 +16,6 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,40 +32,15 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
-use subtle::ConstantTimeEq;
+
 use tokio::net::TcpListener;
 
+use super::{ReceiverSettings, Sink};
 use crate::encode::{EncodedBatch, count_spans};
 
 pub const TRACES_PATH: &str = "/v1/traces";
-pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
 /// What a refused client is told to wait.
 const RETRY_AFTER_SECS: &str = "1";
-
-/// Where received batches go. `store` returns once the batch is safe (or cannot be made so).
-pub trait Sink: Send + Sync + 'static {
-    /// # Errors
-    ///
-    /// A message for the log: the client is answered 503 and will retry.
-    fn store(&self, batch: EncodedBatch) -> impl Future<Output = Result<(), String>> + Send;
-}
-
-#[derive(Debug, Clone)]
-pub struct ReceiverSettings {
-    /// Applies to the bytes on the wire and to the decompressed body.
-    pub body_limit: usize,
-    /// When set, `Authorization: Bearer <token>` is required.
-    pub token: Option<String>,
-}
-
-impl Default for ReceiverSettings {
-    fn default() -> ReceiverSettings {
-        ReceiverSettings {
-            body_limit: DEFAULT_BODY_LIMIT,
-            token: None,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -182,18 +155,13 @@ async fn decode(
     };
     let format =
         format_of(header(CONTENT_TYPE)).ok_or_else(|| bare(StatusCode::UNSUPPORTED_MEDIA_TYPE))?;
-    if let Some(token) = &settings.token {
-        let given = header(AUTHORIZATION)
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-            return Err(error(
-                StatusCode::UNAUTHORIZED,
-                format,
-                UNAUTHENTICATED,
-                "missing or wrong bearer token",
-            ));
-        }
+    if !settings.authorized(header(AUTHORIZATION)) {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            format,
+            UNAUTHENTICATED,
+            "missing or wrong bearer token",
+        ));
     }
     let gzip = match header(CONTENT_ENCODING).map(str::trim) {
         None | Some("") | Some("identity") => false,
@@ -329,11 +297,6 @@ pub async fn serve<S: Sink>(
     }
     drop(listener);
     let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
-}
-
-/// Binds `addr` (port 0 for any free port).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
 }
 
 #[cfg(test)]
