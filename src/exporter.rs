@@ -174,7 +174,7 @@ pub struct DeliveryStatus {
 /// The delivery engine: one spool, one endpoint.
 #[derive(Debug)]
 pub struct Delivery {
-    spool: Spool,
+    spool: Arc<Spool>,
     settings: DeliverySettings,
     fingerprint: String,
     transport: Mutex<Option<Arc<Transport>>>,
@@ -188,6 +188,11 @@ enum Target {
 
 impl Delivery {
     pub fn new(spool: Spool, settings: DeliverySettings) -> Delivery {
+        Delivery::shared(Arc::new(spool), settings)
+    }
+
+    /// A delivery over a spool other deliveries may share (a reconfigured `serve`).
+    pub fn shared(spool: Arc<Spool>, settings: DeliverySettings) -> Delivery {
         Delivery {
             fingerprint: settings.fingerprint(),
             spool,
@@ -198,6 +203,11 @@ impl Delivery {
 
     pub fn spool(&self) -> &Spool {
         &self.spool
+    }
+
+    /// The shared handle of the spool.
+    pub fn spool_handle(&self) -> Arc<Spool> {
+        self.spool.clone()
     }
 
     pub fn settings(&self) -> &DeliverySettings {

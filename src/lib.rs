@@ -3,6 +3,7 @@
 //! The [`spool`] is a bounded, crash-safe, multi-process on-disk queue of encoded OTLP batches.
 //! [`units`] parses the sizes and durations of the configuration.
 
+pub mod agent;
 pub mod circuit;
 pub mod cli;
 pub mod config;

@@ -3,6 +3,7 @@
 //! `main` calls [`parse`] then [`run`]; each command lives in its own file and returns an exit
 //! code or a [`CliError`], printed once here as `tracespool: …`.
 
+mod serve;
 mod status;
 mod trace;
 
@@ -50,6 +51,8 @@ pub enum Command {
     },
     /// Deliver the spool now, ignoring the shared backoff (exit 1 if anything remains)
     Flush,
+    /// Run the agent: OTLP receivers on loopback that spool, and a forwarder that delivers
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the command line; on a usage error prints it and exits 2 (nothing runs).
@@ -122,6 +125,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Span(args) => trace::span(&config, args),
         Command::Status { json, verify } => status::status(&config, json, verify),
         Command::Flush => status::flush(&config),
+        Command::Serve(args) => serve::serve(&config, &cli.flags, args),
     };
     match result {
         Ok(code) => code,

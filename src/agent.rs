@@ -1,0 +1,288 @@
+//! The long-lived agent behind `serve`: OTLP receivers that spool first, and a forwarder that
+//! drains the spool to the backend (CONTRACT §3 `serve`, §4–§6).
+//!
+//! - **Acknowledged means stored.** A client gets 200 / OK only after its batch is in the spool
+//!   under the spool's sync policy. Concurrent requests are committed together: the committer
+//!   takes every request waiting, appends them all under one lock with one `fdatasync`
+//!   ([`Spool::append_all`]), then answers each. When the spool cannot take a batch (too large
+//!   for the bound, disk full, I/O error) the client gets 503 / UNAVAILABLE, never a success.
+//! - **Forwarding** runs [`Delivery::flush`] in a loop, obeying the shared backoff: after a
+//!   failure it sleeps until `retry_at`; while TLS is not ready it re-checks the certificate
+//!   files every second; with nothing to send it waits for a commit, or polls (other processes
+//!   append to the same spool). Only the flush-lease holder delivers, so `exec` and `flush` runs
+//!   on the same spool never cause double delivery.
+//! - **Reconfiguring** swaps the delivery settings (a new endpoint or CA resets the backoff).
+//! - **Stopping**: receivers stop accepting and finish in-flight requests, the committer
+//!   finishes what was queued, then one last flush within the budget.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use crate::encode::EncodedBatch;
+use crate::exporter::{Delivery, DeliverySettings, Stop};
+use crate::receiver::{self, ReceiverSettings, Sink};
+use crate::spool::Spool;
+
+/// How many waiting requests one commit takes at most.
+const MAX_GROUP: usize = 256;
+/// How often an idle forwarder looks for batches appended by other processes.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often a forwarder with TLS not ready looks for the certificate files.
+const TLS_POLL: Duration = Duration::from_secs(1);
+
+/// Where the agent listens.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    pub http: Option<SocketAddr>,
+    pub grpc: Option<SocketAddr>,
+    pub receiver: ReceiverSettings,
+}
+
+type Reply = oneshot::Sender<Result<(), String>>;
+
+/// The receivers' sink: queues each batch for the committer and waits for its verdict.
+struct GroupCommit {
+    queue: mpsc::Sender<(EncodedBatch, Reply)>,
+}
+
+impl Sink for GroupCommit {
+    async fn store(&self, batch: EncodedBatch) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.queue
+            .send((batch, tx))
+            .await
+            .map_err(|_| "the agent is stopping".to_owned())?;
+        rx.await.map_err(|_| "the agent is stopping".to_owned())?
+    }
+}
+
+/// Commits queued batches in groups until the queue closes (every receiver has stopped).
+async fn committer(
+    spool: Arc<Spool>,
+    mut queue: mpsc::Receiver<(EncodedBatch, Reply)>,
+    committed: Arc<Notify>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(item) => group.push(item),
+                Err(_) => break,
+            }
+        }
+        let (batches, replies): (Vec<EncodedBatch>, Vec<Reply>) = group.into_iter().unzip();
+        let spool = spool.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let items: Vec<(&[u8], u32)> = batches
+                .iter()
+                .map(|b| (b.bytes.as_slice(), b.spans))
+                .collect();
+            spool.append_all(&items).map(|results| {
+                results
+                    .into_iter()
+                    .map(|r| {
+                        r.map(|outcome| {
+                            if outcome.dropped_batches > 0 {
+                                tracing::warn!(
+                                    batches = outcome.dropped_batches,
+                                    spans = outcome.dropped_spans,
+                                    "spool full: dropped the oldest batches"
+                                );
+                            }
+                        })
+                        .map_err(|e| e.to_string())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .await;
+        match outcome {
+            Ok(Ok(results)) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Ok(Err(e)) => {
+                let e = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+            Err(join) => {
+                for reply in replies {
+                    let _ = reply.send(Err(format!("commit failed: {join}")));
+                }
+            }
+        }
+        committed.notify_one();
+    }
+}
+
+/// How long to wait before the next flush, after one that stopped for `stop`.
+fn pause_after(stop: Option<&Stop>) -> Duration {
+    match stop {
+        None => IDLE_POLL,
+        Some(Stop::BackingOff { retry_at }) => retry_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default(),
+        Some(Stop::TlsNotReady(_)) => TLS_POLL,
+        Some(Stop::Budget) => Duration::ZERO,
+        // The failure opened the backoff; the next flush learns how long from the state.
+        Some(Stop::Failed(_)) => Duration::ZERO,
+        Some(Stop::LeaseHeld) | Some(Stop::NoEndpoint) => IDLE_POLL,
+    }
+}
+
+/// Drains the spool until `stopping` turns true, then makes one last flush.
+async fn forwarder(
+    spool: Arc<Spool>,
+    mut settings: watch::Receiver<DeliverySettings>,
+    committed: Arc<Notify>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut delivery = Delivery::shared(spool.clone(), settings.borrow_and_update().clone());
+    loop {
+        let stop = match delivery.flush(false, None).await {
+            Ok(report) => {
+                if report.sent_batches > 0 {
+                    tracing::info!(
+                        batches = report.sent_batches,
+                        spans = report.sent_spans,
+                        "forwarded"
+                    );
+                }
+                if report.remaining {
+                    report.stopped
+                } else {
+                    None
+                }
+            }
+            Err(e) => {
+                tracing::warn!("forwarding: {e}");
+                Some(Stop::Failed(e.to_string()))
+            }
+        };
+        if matches!(stop, Some(Stop::Failed(_))) {
+            // Let the next round read the backoff the failure just recorded.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let pause = pause_after(stop.as_ref());
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = committed.notified(), if stop.is_none() => {}
+            changed = settings.changed() => {
+                if changed.is_ok() {
+                    delivery = Delivery::shared(spool.clone(), settings.borrow_and_update().clone());
+                    tracing::info!("delivery settings reloaded");
+                }
+            }
+            _ = stopping.changed() => {}
+        }
+        if *stopping.borrow() {
+            break;
+        }
+    }
+    match delivery.flush(false, None).await {
+        Ok(r) if r.remaining => {
+            tracing::info!(reason = ?r.stopped.map(|s| s.to_string()), "stopping with batches left in the spool")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("last flush: {e}"),
+    }
+}
+
+/// Runs the agent until `shutdown` completes. `settings` carries the delivery settings; sending
+/// new ones reconfigures the forwarder.
+///
+/// # Errors
+///
+/// When a listener cannot be bound.
+pub async fn run(
+    spool: Arc<Spool>,
+    listen: Listen,
+    settings: watch::Receiver<DeliverySettings>,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(Option<SocketAddr>, Option<SocketAddr>),
+) -> std::io::Result<()> {
+    let http = match listen.http {
+        Some(addr) => Some(receiver::bind(addr).await?),
+        None => None,
+    };
+    let grpc = match listen.grpc {
+        Some(addr) => Some(receiver::bind(addr).await?),
+        None => None,
+    };
+    ready(
+        http.as_ref().and_then(|l| l.local_addr().ok()),
+        grpc.as_ref().and_then(|l| l.local_addr().ok()),
+    );
+
+    let committed = Arc::new(Notify::new());
+    let (queue, queued) = mpsc::channel(4 * MAX_GROUP);
+    let sink = Arc::new(GroupCommit { queue });
+    let commit_task = tokio::spawn(committer(spool.clone(), queued, committed.clone()));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let forward_task = tokio::spawn(forwarder(
+        spool.clone(),
+        settings,
+        committed,
+        stop_rx.clone(),
+    ));
+
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let mut receivers = Vec::new();
+    if let Some(listener) = http {
+        receivers.push(tokio::spawn(receiver::http::serve(
+            listener,
+            listen.receiver.clone(),
+            sink.clone(),
+            stopped(stop_rx.clone()),
+            Duration::from_secs(5),
+        )));
+    }
+    if let Some(listener) = grpc {
+        let (settings, sink, signal) = (
+            listen.receiver.clone(),
+            sink.clone(),
+            stopped(stop_rx.clone()),
+        );
+        receivers.push(tokio::spawn(async move {
+            if let Err(e) = receiver::grpc::serve(listener, settings, sink, signal).await {
+                tracing::warn!("gRPC receiver: {e}");
+            }
+        }));
+    }
+    drop(sink);
+
+    shutdown.await;
+    tracing::info!("stopping: finishing requests in flight");
+    let _ = stop_tx.send(true);
+    for task in receivers {
+        let _ = task.await;
+    }
+    // Every sender is gone once the receivers are: the committer ends after the last group.
+    let _ = commit_task.await;
+    let _ = forward_task.await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_forwarder_waits_for_the_backoff_and_polls_otherwise() {
+        let later = SystemTime::now() + Duration::from_secs(30);
+        let wait = pause_after(Some(&Stop::BackingOff { retry_at: later }));
+        assert!(wait > Duration::from_secs(29) && wait <= Duration::from_secs(30));
+        assert_eq!(pause_after(Some(&Stop::Budget)), Duration::ZERO);
+        assert_eq!(pause_after(Some(&Stop::TlsNotReady("x".into()))), TLS_POLL);
+        assert_eq!(pause_after(None), IDLE_POLL);
+    }
+}
