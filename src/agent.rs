@@ -85,16 +85,8 @@ async fn committer(
                 results
                     .into_iter()
                     .map(|r| {
-                        r.map(|outcome| {
-                            if outcome.dropped_batches > 0 {
-                                tracing::warn!(
-                                    batches = outcome.dropped_batches,
-                                    spans = outcome.dropped_spans,
-                                    "spool full: dropped the oldest batches"
-                                );
-                            }
-                        })
-                        .map_err(|e| e.to_string())
+                        r.map(|outcome| outcome.warn_if_dropped())
+                            .map_err(|e| e.to_string())
                     })
                     .collect::<Vec<_>>()
             })

@@ -162,17 +162,27 @@ fn percent_decode(s: &str) -> Result<String, String> {
         .map_err(|_| "not UTF-8 after percent-decoding".into())
 }
 
-/// `k=v,k2=v2`, keys and values percent-decoded (the OTel environment format).
-pub fn parse_header_list(s: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+/// `k=v,k2=v2`, keys and values percent-decoded, keys non-empty (the OTel environment format
+/// of headers and resource attributes). Any error discards the whole value.
+fn parse_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
     s.split(',')
         .filter(|item| !item.trim().is_empty())
         .map(|item| {
             let (k, v) = item
                 .split_once('=')
                 .ok_or_else(|| format!("{item:?} is not K=V"))?;
-            header(&percent_decode(k.trim())?, &percent_decode(v.trim())?)
+            let k = percent_decode(k.trim())?;
+            if k.is_empty() {
+                return Err(format!("{item:?} has an empty key"));
+            }
+            Ok((k, percent_decode(v.trim())?))
         })
         .collect()
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`.
+pub fn parse_header_list(s: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    parse_pairs(s)?.iter().map(|(k, v)| header(k, v)).collect()
 }
 
 /// Integer milliseconds (the OTel `TIMEOUT` variables); `0` means no per-request limit.
@@ -321,22 +331,9 @@ impl<'a> Sources<'a> {
     }
 }
 
-/// `k=v,k2=v2` with `,` and `=` percent-encoded (`OTEL_RESOURCE_ATTRIBUTES`); a decoding error
-/// discards the whole value.
+/// `OTEL_RESOURCE_ATTRIBUTES`: `,` and `=` in keys and values are percent-encoded.
 pub fn parse_resource_list(s: &str) -> Result<Vec<(String, String)>, String> {
-    s.split(',')
-        .filter(|item| !item.trim().is_empty())
-        .map(|item| {
-            let (k, v) = item
-                .split_once('=')
-                .ok_or_else(|| format!("{item:?} is not K=V"))?;
-            let k = percent_decode(k.trim())?;
-            if k.is_empty() {
-                return Err(format!("{item:?} has an empty key"));
-            }
-            Ok((k, percent_decode(v.trim())?))
-        })
-        .collect()
+    parse_pairs(s)
 }
 
 pub fn parse_key_value(s: &str) -> Result<(String, String), String> {

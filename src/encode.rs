@@ -46,6 +46,34 @@ impl Default for Encoder {
     }
 }
 
+/// The two OTLP/HTTP encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Protobuf,
+    Json,
+}
+
+impl Format {
+    /// The format a `Content-Type` names (parameters ignored), if it is an OTLP one.
+    pub fn from_content_type(content_type: Option<&str>) -> Option<Format> {
+        let ct = content_type?.split(';').next()?.trim();
+        if ct.eq_ignore_ascii_case("application/x-protobuf") {
+            Some(Format::Protobuf)
+        } else if ct.eq_ignore_ascii_case("application/json") {
+            Some(Format::Json)
+        } else {
+            None
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Protobuf => "application/x-protobuf",
+            Format::Json => "application/json",
+        }
+    }
+}
+
 /// Decodes a protobuf `ExportTraceServiceRequest`.
 pub fn decode(bytes: &[u8]) -> Result<ExportTraceServiceRequest, prost::DecodeError> {
     ExportTraceServiceRequest::decode(bytes)
@@ -116,6 +144,20 @@ mod tests {
                 .with_version("1.2")
                 .build(),
         }
+    }
+
+    #[test]
+    fn content_types_are_recognised_with_parameters() {
+        assert_eq!(
+            Format::from_content_type(Some("application/x-protobuf")),
+            Some(Format::Protobuf)
+        );
+        assert_eq!(
+            Format::from_content_type(Some("Application/JSON; charset=utf-8")),
+            Some(Format::Json)
+        );
+        assert_eq!(Format::from_content_type(Some("text/html")), None);
+        assert_eq!(Format::from_content_type(None), None);
     }
 
     #[test]

@@ -507,13 +507,7 @@ impl<'a> Run<'a> {
     fn spool_and_finish(mut self, batch: EncodedBatch, stop: Stop) -> Result<Report, ExportError> {
         match self.delivery.spool.append(&batch.bytes, batch.spans) {
             Ok(outcome) => {
-                if outcome.dropped_batches > 0 {
-                    tracing::warn!(
-                        batches = outcome.dropped_batches,
-                        spans = outcome.dropped_spans,
-                        "spool full: dropped the oldest batches"
-                    );
-                }
+                outcome.warn_if_dropped();
                 self.report.spooled = true;
                 self.report.dropped = outcome;
             }
@@ -678,13 +672,7 @@ impl crate::receiver::Sink for Delivery {
             .spool
             .append(&batch.bytes, batch.spans)
             .map_err(|e| e.to_string())?;
-        if outcome.dropped_batches > 0 {
-            tracing::warn!(
-                batches = outcome.dropped_batches,
-                spans = outcome.dropped_spans,
-                "spool full: dropped the oldest batches"
-            );
-        }
+        outcome.warn_if_dropped();
         Ok(())
     }
 }

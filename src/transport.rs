@@ -24,6 +24,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use prost::Message;
+
+use crate::encode::Format;
 use rustls::ClientConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -386,15 +388,9 @@ struct RpcStatus {
     message: String,
 }
 
+/// `Some(true)` for a protobuf OTLP body, `Some(false)` for JSON, `None` for anything else.
 fn is_otlp_body(content_type: Option<&str>) -> Option<bool> {
-    let ct = content_type?.split(';').next()?.trim();
-    if ct.eq_ignore_ascii_case("application/x-protobuf") {
-        Some(true)
-    } else if ct.eq_ignore_ascii_case("application/json") {
-        Some(false)
-    } else {
-        None
-    }
+    Format::from_content_type(content_type).map(|f| f == Format::Protobuf)
 }
 
 /// The message of an OTLP answer body (error or partial success), protobuf or JSON.

@@ -156,6 +156,22 @@ impl CliError {
     }
 }
 
+/// The configured spool and delivery settings, ready to deliver.
+fn open_delivery(config: &Config) -> Result<crate::exporter::Delivery, crate::spool::SpoolError> {
+    let spool = crate::spool::Spool::open(&config.spool_dir, config.spool)?;
+    Ok(crate::exporter::Delivery::new(
+        spool,
+        config.delivery.clone(),
+    ))
+}
+
+/// A runtime on this thread, for one delivery.
+fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 /// The command line as given, for `process.command_args`.
 fn lossy(args: &[OsString]) -> Vec<String> {
     args.iter()

@@ -4,10 +4,10 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use super::{CliError, say};
+use super::{CliError, current_thread, open_delivery, say};
 use crate::config::Config;
-use crate::exporter::{Delivery, DeliveryStatus};
-use crate::spool::{Spool, Stats, VerifyReport};
+use crate::exporter::DeliveryStatus;
+use crate::spool::{Stats, VerifyReport};
 
 #[derive(Debug, serde::Serialize)]
 struct StatusJson {
@@ -44,13 +44,8 @@ fn batches(batches: u64, spans: u64) -> String {
 }
 
 pub(super) fn flush(config: &Config) -> Result<ExitCode, CliError> {
-    let delivery = Delivery::new(
-        Spool::open(&config.spool_dir, config.spool)?,
-        config.delivery.clone(),
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let delivery = open_delivery(config)?;
+    let runtime = current_thread()?;
     // A bar on stderr when it is a terminal; indicatif draws nothing otherwise.
     let bar = indicatif::ProgressBar::new(delivery.spool().stats()?.batches);
     bar.set_style(
@@ -88,10 +83,7 @@ pub(super) fn flush(config: &Config) -> Result<ExitCode, CliError> {
 }
 
 pub(super) fn status(config: &Config, json: bool, verify: bool) -> Result<ExitCode, CliError> {
-    let delivery = Delivery::new(
-        Spool::open(&config.spool_dir, config.spool)?,
-        config.delivery.clone(),
-    );
+    let delivery = open_delivery(config)?;
     let spool = delivery.spool();
     let stats = spool.stats()?;
     let backend = delivery.status();

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 
-use super::{CliError, lossy, say};
+use super::{CliError, current_thread, lossy, open_delivery, say};
 use crate::config::{Config, parse_key_value};
 use crate::encode::Encoder;
 use crate::exec::{self, Outcome};
@@ -348,13 +348,8 @@ pub(super) fn span(config: &Config, args: SpanArgs) -> Result<ExitCode, CliError
             StatusArg::Unset => Status::Unset,
         },
     };
-    let delivery = Delivery::new(
-        Spool::open(&config.spool_dir, config.spool)?,
-        config.delivery.clone(),
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let delivery = open_delivery(config)?;
+    let runtime = current_thread()?;
     deliver(&runtime, &delivery, config, &placement, spec, "tracespool");
     Ok(ExitCode::SUCCESS)
 }

@@ -36,37 +36,11 @@ use prost::Message;
 use tokio::net::TcpListener;
 
 use super::{ReceiverSettings, Sink};
-use crate::encode::{EncodedBatch, count_spans};
+use crate::encode::{EncodedBatch, Format, count_spans};
 
 pub const TRACES_PATH: &str = "/v1/traces";
 /// What a refused client is told to wait.
 const RETRY_AFTER_SECS: &str = "1";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Protobuf,
-    Json,
-}
-
-impl Format {
-    fn content_type(self) -> &'static str {
-        match self {
-            Format::Protobuf => "application/x-protobuf",
-            Format::Json => "application/json",
-        }
-    }
-}
-
-fn format_of(content_type: Option<&str>) -> Option<Format> {
-    let ct = content_type?.split(';').next()?.trim();
-    if ct.eq_ignore_ascii_case("application/x-protobuf") {
-        Some(Format::Protobuf)
-    } else if ct.eq_ignore_ascii_case("application/json") {
-        Some(Format::Json)
-    } else {
-        None
-    }
-}
 
 /// `google.rpc.Status`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -153,8 +127,8 @@ async fn decode(
             .get(name)
             .and_then(|v: &http::HeaderValue| v.to_str().ok())
     };
-    let format =
-        format_of(header(CONTENT_TYPE)).ok_or_else(|| bare(StatusCode::UNSUPPORTED_MEDIA_TYPE))?;
+    let format = Format::from_content_type(header(CONTENT_TYPE))
+        .ok_or_else(|| bare(StatusCode::UNSUPPORTED_MEDIA_TYPE))?;
     if !settings.authorized(header(AUTHORIZATION)) {
         return Err(error(
             StatusCode::UNAUTHORIZED,
@@ -302,20 +276,6 @@ pub async fn serve<S: Sink>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn content_types_are_recognised_with_parameters() {
-        assert_eq!(
-            format_of(Some("application/x-protobuf")),
-            Some(Format::Protobuf)
-        );
-        assert_eq!(
-            format_of(Some("application/json; charset=utf-8")),
-            Some(Format::Json)
-        );
-        assert_eq!(format_of(Some("text/plain")), None);
-        assert_eq!(format_of(None), None);
-    }
 
     #[test]
     fn gzip_bodies_are_limited_after_decompression() {

@@ -16,6 +16,19 @@ pub struct AppendOutcome {
     pub dropped_spans: u64,
 }
 
+impl AppendOutcome {
+    /// Says so (a warning) when the append dropped stored batches to make room.
+    pub fn warn_if_dropped(&self) {
+        if self.dropped_batches > 0 {
+            tracing::warn!(
+                batches = self.dropped_batches,
+                spans = self.dropped_spans,
+                "spool full: dropped the oldest batches"
+            );
+        }
+    }
+}
+
 impl Spool {
     /// Appends one batch of `span_count` spans. When `Ok` is returned the batch is stored (synced
     /// under [`SyncPolicy::Always`](super::SyncPolicy::Always)); the outcome tells what was
