@@ -74,6 +74,18 @@ impl Format {
     }
 }
 
+/// Joins encoded requests into one: protobuf appends repeated fields of concatenated messages,
+/// so the bytes one after the other are a request holding every `resource_spans`. No decoding.
+pub fn concat(batches: &[EncodedBatch]) -> EncodedBatch {
+    EncodedBatch {
+        bytes: batches
+            .iter()
+            .flat_map(|b| b.bytes.iter().copied())
+            .collect(),
+        spans: batches.iter().fold(0u32, |n, b| n.saturating_add(b.spans)),
+    }
+}
+
 /// Decodes a protobuf `ExportTraceServiceRequest`.
 pub fn decode(bytes: &[u8]) -> Result<ExportTraceServiceRequest, prost::DecodeError> {
     ExportTraceServiceRequest::decode(bytes)
@@ -144,6 +156,25 @@ mod tests {
                 .with_version("1.2")
                 .build(),
         }
+    }
+
+    #[test]
+    fn concatenated_requests_are_one_request_with_every_span() {
+        let enc = Encoder::default();
+        let a = enc.encode(vec![span("a", "s1", 0)]);
+        let b = enc.encode(vec![span("bb", "s2", 0), span("ccc", "s2", 0)]);
+        let joined = concat(&[a, b]);
+        assert_eq!(joined.spans, 3);
+        let req = decode(&joined.bytes).unwrap();
+        assert_eq!(req.resource_spans.len(), 2);
+        let names: Vec<&str> = req
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .flat_map(|ss| &ss.spans)
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "bb", "ccc"]);
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod config;
 pub mod encode;
 pub mod exec;
 pub mod exporter;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod propagation;
 pub mod receiver;
 pub mod record;

@@ -122,13 +122,31 @@ pub fn parse_kind(s: &str) -> Result<SpanKind, String> {
 }
 
 /// RFC 3339 with any offset, or unix seconds with an optional fraction.
+/// `1704161045` or `1704161045.123`, exactly (no float rounding); `None` if not digits.
+fn unix_seconds(s: &str) -> Option<Result<SystemTime, String>> {
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(frac) {
+        return None;
+    }
+    if frac.len() > 9 {
+        return Some(Err("more than nanosecond precision".into()));
+    }
+    let Ok(secs) = whole.parse::<u64>() else {
+        return Some(Err("unix seconds out of range".into()));
+    };
+    let nanos: u32 = format!("{frac:0<9}").parse().expect("nine digits");
+    Some(
+        UNIX_EPOCH
+            .checked_add(Duration::new(secs, nanos))
+            .ok_or_else(|| "unix seconds out of range".to_owned()),
+    )
+}
+
 pub fn parse_time(s: &str) -> Result<SystemTime, String> {
     let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        if !secs.is_finite() || secs < 0.0 {
-            return Err("expected non-negative unix seconds".into());
-        }
-        return Ok(UNIX_EPOCH + Duration::from_secs_f64(secs));
+    if let Some(t) = unix_seconds(s) {
+        return t;
     }
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map_err(|e| format!("neither RFC 3339 nor unix seconds: {e}"))?;
@@ -165,6 +183,12 @@ mod tests {
         let t = |s| parse_time(s).unwrap().duration_since(UNIX_EPOCH).unwrap();
         assert_eq!(t("1700000000"), Duration::from_secs(1_700_000_000));
         assert_eq!(t("1700000000.25"), Duration::from_millis(1_700_000_000_250));
+        assert_eq!(
+            t("1704161045.123"),
+            Duration::new(1_704_161_045, 123_000_000)
+        );
+        assert_eq!(t("1704161045.000000001"), Duration::new(1_704_161_045, 1));
+        assert!(parse_time("1.0000000001").is_err());
         assert_eq!(
             t("2023-11-14T22:13:20Z"),
             Duration::from_secs(1_700_000_000)

@@ -350,17 +350,27 @@ fn a_group_commit_stores_each_batch_in_order_and_refuses_only_the_unfit_ones() {
     let spool = Spool::open(tmp.path(), opts(64 * 1024)).unwrap();
     let big = vec![9u8; 70_000];
     let results = spool
-        .append_all(&[(b"one".as_slice(), 1), (big.as_slice(), 1), (b"three".as_slice(), 3)])
+        .append_all(&[
+            (b"one".as_slice(), 1),
+            (big.as_slice(), 1),
+            (b"three".as_slice(), 3),
+        ])
         .unwrap();
     assert_eq!(results.len(), 3);
     assert!(results[0].is_ok() && results[2].is_ok());
-    assert!(matches!(results[1], Err(AppendError::TooLarge { size: 70_000, .. })));
+    assert!(matches!(
+        results[1],
+        Err(AppendError::TooLarge { size: 70_000, .. })
+    ));
     assert_eq!(drain(&spool), vec![b"one".to_vec(), b"three".to_vec()]);
     // A group larger than the bound drops its own oldest members, as single appends would.
     let many: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 1500]).collect();
     let group: Vec<(&[u8], u32)> = many.iter().map(|p| (p.as_slice(), 1)).collect();
     let results = spool.append_all(&group).unwrap();
-    let dropped: u64 = results.iter().map(|r| r.as_ref().unwrap().dropped_batches).sum();
+    let dropped: u64 = results
+        .iter()
+        .map(|r| r.as_ref().unwrap().dropped_batches)
+        .sum();
     assert!(dropped > 0);
     let kept = drain(&spool);
     assert_eq!(kept.len() as u64 + dropped, 100);

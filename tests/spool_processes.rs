@@ -91,7 +91,9 @@ fn check_record(record: &Record, len_of: LenOf) -> (u32, u32) {
 fn lease(spool: &Spool) -> tracespool::spool::Reader<'_> {
     for _ in 0..100 {
         match spool.reader() {
-            Err(SpoolError::FlushLeaseHeld { .. }) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(SpoolError::FlushLeaseHeld { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
             other => return other.unwrap(),
         }
     }

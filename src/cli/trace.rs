@@ -15,11 +15,11 @@ use opentelemetry::{Array, KeyValue, StringValue, Value};
 
 use super::{CliError, current_thread, lossy, open_delivery, say};
 use crate::config::{Config, parse_key_value};
-use crate::encode::Encoder;
+use crate::encode::{self, EncodedBatch, Encoder};
 use crate::exec::{self, Outcome};
 use crate::exporter::Delivery;
 use crate::propagation::{self, Incoming, Parent};
-use crate::receiver::{self, ReceiverSettings};
+use crate::receiver::{self, ReceiverSettings, Sink};
 use crate::record::{self, Placement, SpanSpec, parse_kind, parse_time};
 use crate::spool::Spool;
 
@@ -133,6 +133,44 @@ fn file_name(program: &OsStr) -> String {
         .into_owned()
 }
 
+/// What the command's own OpenTelemetry SDK sends: held until it exits, then delivered with
+/// our span (CONTRACT §2). Holding, rather than spooling at once, also means that a tracespool
+/// inside the command draining the same spool into us moves records here once, instead of
+/// feeding them back to itself. Past [`CAPTURE_MEMORY`] bytes, batches go to the spool at once.
+struct Captured {
+    delivery: Arc<Delivery>,
+    held: std::sync::Mutex<(Vec<EncodedBatch>, usize)>,
+}
+
+/// The most captured bytes held in memory until the command exits.
+const CAPTURE_MEMORY: usize = 16 * 1024 * 1024;
+
+impl Sink for Captured {
+    async fn store(&self, batch: EncodedBatch) -> Result<(), String> {
+        {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            if held.1 + batch.bytes.len() <= CAPTURE_MEMORY {
+                held.1 += batch.bytes.len();
+                held.0.push(batch);
+                return Ok(());
+            }
+        }
+        let outcome = self
+            .delivery
+            .spool()
+            .append(&batch.bytes, batch.spans)
+            .map_err(|e| e.to_string())?;
+        outcome.warn_if_dropped();
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn take(&self) -> Vec<EncodedBatch> {
+        std::mem::take(&mut self.held.lock().unwrap_or_else(|p| p.into_inner()).0)
+    }
+}
+
 /// The receiver that takes the command's own spans for the command's lifetime.
 struct Capture {
     port: u16,
@@ -141,10 +179,7 @@ struct Capture {
 }
 
 impl Capture {
-    fn start(
-        runtime: &tokio::runtime::Runtime,
-        delivery: Arc<Delivery>,
-    ) -> std::io::Result<Capture> {
+    fn start(runtime: &tokio::runtime::Runtime, sink: Arc<Captured>) -> std::io::Result<Capture> {
         let listener = runtime.block_on(receiver::bind(([127, 0, 0, 1], 0).into()))?;
         let port = listener.local_addr()?.port();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -154,7 +189,7 @@ impl Capture {
         let task = runtime.spawn(receiver::http::serve(
             listener,
             ReceiverSettings::default(),
-            delivery,
+            sink,
             shutdown,
             CAPTURE_DRAIN,
         ));
@@ -226,8 +261,9 @@ fn exec_span(
     }
 }
 
-/// Encodes the span under the configured resource and delivers it (or spools it) within the
-/// budget, after whatever the spool holds.
+/// Encodes the span under the configured resource and delivers it, with `captured` batches in
+/// the same request, within the budget and after whatever the spool holds; spools what is not
+/// delivered.
 fn deliver(
     runtime: &tokio::runtime::Runtime,
     delivery: &Delivery,
@@ -235,6 +271,7 @@ fn deliver(
     placement: &Placement,
     spec: SpanSpec,
     default_service: &str,
+    captured: Vec<EncodedBatch>,
 ) {
     let service = record::service_name(
         config.service_name.as_deref(),
@@ -242,7 +279,27 @@ fn deliver(
         default_service,
     );
     let resource = record::resource(&service, &config.resource);
-    let batch = Encoder::new(&resource).encode(vec![record::span_data(placement, spec)]);
+    let mut batches =
+        vec![Encoder::new(&resource).encode(vec![record::span_data(placement, spec)])];
+    batches.extend(captured);
+    // Few requests, each small enough to spool whole if it cannot be sent.
+    let chunk_limit = (config.spool.max_bytes / 4).clamp(64 * 1024, 4 * 1024 * 1024) as usize;
+    let mut chunks: Vec<Vec<EncodedBatch>> = Vec::new();
+    let mut size = usize::MAX;
+    for batch in batches {
+        if size.saturating_add(batch.bytes.len()) > chunk_limit {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += batch.bytes.len();
+        chunks.last_mut().expect("pushed above").push(batch);
+    }
+    for chunk in chunks {
+        export_one(runtime, delivery, encode::concat(&chunk));
+    }
+}
+
+fn export_one(runtime: &tokio::runtime::Runtime, delivery: &Delivery, batch: EncodedBatch) {
     match runtime.block_on(delivery.export(batch)) {
         Ok(report) => tracing::info!(
             sent = report.sent_batches,
@@ -281,10 +338,14 @@ pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
         }
     };
     let placement = Placement::new(parent.as_ref(), trace_state(&env));
+    let captured = Arc::new(Captured {
+        delivery: delivery.clone(),
+        held: Default::default(),
+    });
     let capture = if args.no_capture {
         None
     } else {
-        Capture::start(&runtime, delivery.clone())
+        Capture::start(&runtime, captured.clone())
             .inspect_err(|e| say!("not capturing the command's own spans: {e}"))
             .ok()
     };
@@ -307,6 +368,7 @@ pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
         &placement,
         spec,
         &file_name(program),
+        captured.take(),
     );
     ExitCode::from(outcome.exit_code())
 }
@@ -350,6 +412,14 @@ pub(super) fn span(config: &Config, args: SpanArgs) -> Result<ExitCode, CliError
     };
     let delivery = open_delivery(config)?;
     let runtime = current_thread()?;
-    deliver(&runtime, &delivery, config, &placement, spec, "tracespool");
+    deliver(
+        &runtime,
+        &delivery,
+        config,
+        &placement,
+        spec,
+        "tracespool",
+        Vec::new(),
+    );
     Ok(ExitCode::SUCCESS)
 }

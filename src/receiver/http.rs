@@ -177,35 +177,58 @@ async fn decode(
             }
         })?
         .to_bytes();
+    match decode_body(format, gzip, &body, settings.body_limit) {
+        Ok(batch) => Ok((batch, format)),
+        Err(BodyError::TooLarge) => Err(too_large()),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format,
+            INVALID_ARGUMENT,
+            &e.to_string(),
+        )),
+    }
+}
+
+/// Why a request body is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body inflates past the limit")]
+    TooLarge,
+    #[error("bad gzip body: {0}")]
+    BadGzip(String),
+    #[error("not an OTLP ExportTraceServiceRequest: {0}")]
+    Malformed(String),
+}
+
+/// Decodes a request body: gunzipped within `limit` when `gzip`, then protobuf or OTLP/JSON.
+/// A protobuf body that needed no decompression is kept as the very bytes received. Pure.
+pub fn decode_body(
+    format: Format,
+    gzip: bool,
+    body: &[u8],
+    limit: usize,
+) -> Result<EncodedBatch, BodyError> {
+    let inflated;
     let raw = if gzip {
-        match gunzip(&body, settings.body_limit) {
-            Ok(Some(plain)) => Bytes::from(plain),
-            Ok(None) => return Err(too_large()),
-            Err(e) => {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    format,
-                    INVALID_ARGUMENT,
-                    &format!("bad gzip body: {e}"),
-                ));
-            }
-        }
+        inflated = gunzip(body, limit)
+            .map_err(|e| BodyError::BadGzip(e.to_string()))?
+            .ok_or(BodyError::TooLarge)?;
+        &inflated[..]
     } else {
         body
     };
-    let bad = |e: String| error(StatusCode::BAD_REQUEST, format, INVALID_ARGUMENT, &e);
     let request = match format {
-        Format::Protobuf => ExportTraceServiceRequest::decode(&raw[..])
-            .map_err(|e| bad(format!("not an ExportTraceServiceRequest: {e}")))?,
-        Format::Json => serde_json::from_slice::<ExportTraceServiceRequest>(&raw)
-            .map_err(|e| bad(format!("not an OTLP/JSON ExportTraceServiceRequest: {e}")))?,
+        Format::Protobuf => ExportTraceServiceRequest::decode(raw)
+            .map_err(|e| BodyError::Malformed(e.to_string()))?,
+        Format::Json => serde_json::from_slice::<ExportTraceServiceRequest>(raw)
+            .map_err(|e| BodyError::Malformed(e.to_string()))?,
     };
     let spans = u32::try_from(count_spans(&request)).unwrap_or(u32::MAX);
     let bytes = match format {
         Format::Protobuf => raw.to_vec(),
         Format::Json => request.encode_to_vec(),
     };
-    Ok((EncodedBatch { bytes, spans }, format))
+    Ok(EncodedBatch { bytes, spans })
 }
 
 async fn handle<S: Sink>(

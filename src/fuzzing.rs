@@ -1,0 +1,130 @@
+//! Entry points shared by the fuzz targets (`fuzz/`) and the corpus replay test
+//! (`tests/fuzz_corpus.rs`): each takes arbitrary bytes and must neither panic nor hang, and
+//! checks what must hold whatever the input.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::encode::{Format, decode};
+use crate::receiver::http::decode_body;
+use crate::spool::{Spool, SpoolOptions, SyncPolicy};
+
+/// A directory of the spool's own file names filled with arbitrary contents: opening, counting,
+/// verifying, reading, acknowledging and appending must all work or fail cleanly, and nothing
+/// damaged may be delivered.
+///
+/// Input: a sequence of `[kind: u8][len: u16 le][bytes]`; kind picks the file (segments 0–3,
+/// ledger, cursor, a quarantined segment, a stray file).
+pub fn spool_dir(data: &[u8]) {
+    static RUN: AtomicU64 = AtomicU64::new(0);
+    let dir: PathBuf = std::env::temp_dir().join(format!(
+        "tracespool-fuzz-{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("quarantine")).expect("temp dir");
+    let mut rest = data;
+    while rest.len() >= 3 {
+        let (kind, len) = (rest[0], u16::from_le_bytes([rest[1], rest[2]]) as usize);
+        let body = &rest[3..(3 + len).min(rest.len())];
+        rest = &rest[(3 + len).min(rest.len())..];
+        let name = match kind % 8 {
+            k @ 0..=3 => format!("{:020}.seg", u64::from(k) + 1),
+            4 => "ledger".into(),
+            5 => "cursor".into(),
+            6 => "quarantine/00000000000000000001.seg".into(),
+            _ => "notes.txt".into(),
+        };
+        let _ = std::fs::write(dir.join(name), body);
+    }
+    let opts = SpoolOptions {
+        max_bytes: 1 << 20,
+        max_spans: None,
+        sync: SyncPolicy::Never,
+    };
+    if let Ok(spool) = Spool::open(&dir, opts) {
+        let _ = spool.stats();
+        let _ = spool.verify();
+        if let Ok(mut reader) = spool.reader() {
+            // Every record handed out passed its checksums: bounded by the input's size.
+            for _ in 0..10_000 {
+                match reader.next() {
+                    Ok(Some(record)) => {
+                        if reader.ack(&record).is_err() {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+        if spool.append(b"after the damage", 1).is_ok()
+            && let Ok(mut reader) = spool.reader()
+        {
+            let mut found = false;
+            for _ in 0..10_000 {
+                match reader.next() {
+                    Ok(Some(record)) => {
+                        found |= record.payload == b"after the damage";
+                        if reader.ack(&record).is_err() {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            assert!(found, "a fresh append after damage must come back");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The receivers' body decoding: protobuf or JSON, plain or gzip. A batch it accepts decodes as
+/// protobuf again with the same span count.
+///
+/// Input: `[flags: u8][body]`; bit 0 = JSON, bit 1 = gzip.
+pub fn otlp_decode(data: &[u8]) {
+    let Some((&flags, body)) = data.split_first() else {
+        return;
+    };
+    let format = if flags & 1 == 1 {
+        Format::Json
+    } else {
+        Format::Protobuf
+    };
+    if let Ok(batch) = decode_body(format, flags & 2 == 2, body, 1 << 20) {
+        let again = decode(&batch.bytes).expect("an accepted batch is valid protobuf");
+        let spans = u32::try_from(crate::encode::count_spans(&again)).unwrap_or(u32::MAX);
+        assert_eq!(spans, batch.spans);
+        if format == Format::Protobuf && flags & 2 == 0 {
+            assert_eq!(
+                batch.bytes, body,
+                "a plain protobuf body is stored as received"
+            );
+        }
+    }
+}
+
+/// The parsers of what users type: sizes, durations, header and resource lists, endpoints,
+/// times and `TRACEPARENT`. A traceparent that parses prints back the same.
+pub fn parsers(data: &[u8]) {
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = crate::units::parse_size(s);
+    let _ = crate::units::parse_duration(s);
+    let _ = crate::config::parse_header_list(s);
+    let _ = crate::config::parse_resource_list(s);
+    let _ = crate::config::parse_endpoint(s);
+    let _ = crate::record::parse_time(s);
+    if let Some(parent) = crate::propagation::parse_traceparent(s) {
+        let flags = if parent.sampled { "01" } else { "00" };
+        let printed = format!("00-{}-{}-", parent.trace_id, parent.span_id);
+        assert!(s.starts_with(&printed), "{s:?} parsed as {printed}");
+        assert!(
+            parent.sampled == (u8::from_str_radix(&s[53..], 16).expect("two hex digits") & 1 == 1),
+            "{flags}"
+        );
+    }
+}

@@ -1,0 +1,1329 @@
+//! The `exec` and `span` commands, driven as a user drives them: the built binary, a real
+//! collector (rotel), the Python OpenTelemetry SDK as a child, and a fault server
+//! (CONTRACT §1–§3, §5).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Answer, FaultServer, eventually, free_port, python, status_json, tracespool};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+// ---------------------------------------------------------------------------------------------
+// A collector whose whole dump we read: status, kind, times and resource too (SeenSpan has
+// neither).
+
+/// One span as rotel printed it. Attribute values are kept as printed (`Str(v)`, `Int(7)`), so
+/// that types are checked too.
+#[derive(Debug, Clone, Default)]
+struct Span {
+    trace_id: String,
+    parent_id: String,
+    id: String,
+    name: String,
+    kind: String,
+    start_ns: String,
+    end_ns: String,
+    status_code: String,
+    status_message: String,
+    attributes: HashMap<String, String>,
+    resource: HashMap<String, String>,
+}
+
+impl Span {
+    fn attr(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+
+    fn service(&self) -> Option<&str> {
+        self.resource.get("service.name").map(String::as_str)
+    }
+}
+
+/// rotel on loopback, dumping every span it receives into a file of ours.
+struct Collector {
+    http_port: u16,
+    grpc_port: u16,
+    out: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Collector {
+    fn start() -> Collector {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Collector {
+            http_port: free_port(),
+            grpc_port: free_port(),
+            out: dir.path().join("rotel.out"),
+            child: None,
+            _dir: dir,
+        };
+        c.resume();
+        c
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/traces", self.http_port)
+    }
+
+    fn resume(&mut self) {
+        assert!(self.child.is_none());
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.out)
+            .unwrap();
+        let mut cmd = Command::new(common::rotel_bin());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ROTEL_") || key.starts_with("OTEL_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.args(["start", "--exporter", "blackhole"])
+            .args(["--debug-log", "traces", "--debug-log-verbosity", "detailed"])
+            .arg("--otlp-http-endpoint")
+            .arg(format!("127.0.0.1:{}", self.http_port))
+            .arg("--otlp-grpc-endpoint")
+            .arg(format!("127.0.0.1:{}", self.grpc_port))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        self.child = Some(cmd.spawn().expect("start rotel"));
+        common::wait_for_port(self.http_port, 10 * SECOND);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            common::signal(child.id(), 15);
+            let _ = child.wait();
+        }
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        parse_dump(&std::fs::read_to_string(&self.out).unwrap_or_default())
+    }
+
+    /// Waits until `n` spans arrived, then a little longer to see that no more come; returns
+    /// them all (the caller checks the count).
+    fn exactly(&self, n: usize) -> Vec<Span> {
+        eventually(10 * SECOND, || self.spans().len() >= n);
+        std::thread::sleep(Duration::from_millis(300));
+        self.spans()
+    }
+
+    /// The one span with this name (waits for it).
+    fn named(&self, name: &str) -> Span {
+        let mut found = Vec::new();
+        eventually(10 * SECOND, || {
+            found = self
+                .spans()
+                .into_iter()
+                .filter(|s| s.name == name)
+                .collect();
+            !found.is_empty()
+        });
+        assert_eq!(
+            found.len(),
+            1,
+            "spans named {name:?}: {found:#?}\nall: {:#?}",
+            self.spans()
+        );
+        found.pop().unwrap()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' && chars.peek() == Some(&'[') {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Parses rotel's "detailed" debug dump.
+fn parse_dump(dump: &str) -> Vec<Span> {
+    #[derive(PartialEq)]
+    enum Section {
+        Other,
+        Resource,
+        SpanAttributes,
+    }
+    let mut spans: Vec<Span> = Vec::new();
+    let mut resource: HashMap<String, String> = HashMap::new();
+    let mut section = Section::Other;
+    for line in strip_ansi(dump).lines() {
+        if line.starts_with("ResourceSpans #") {
+            resource = HashMap::new();
+            section = Section::Other;
+            continue;
+        }
+        if line.starts_with("Resource attributes:") {
+            section = Section::Resource;
+            continue;
+        }
+        if line.starts_with("Span #") {
+            spans.push(Span {
+                resource: resource.clone(),
+                ..Span::default()
+            });
+            section = Section::Other;
+            continue;
+        }
+        if line.starts_with("Attributes:") {
+            section = Section::SpanAttributes;
+            continue;
+        }
+        if let Some(kv) = line.strip_prefix("     -> ") {
+            let Some((k, v)) = kv.split_once(": ") else {
+                continue;
+            };
+            match section {
+                Section::Resource => {
+                    let v = v
+                        .strip_prefix("Str(")
+                        .and_then(|v| v.strip_suffix(')'))
+                        .unwrap_or(v);
+                    resource.insert(k.to_owned(), v.to_owned());
+                }
+                Section::SpanAttributes => {
+                    if let Some(span) = spans.last_mut() {
+                        span.attributes.insert(k.to_owned(), v.to_owned());
+                    }
+                }
+                Section::Other => {}
+            }
+            continue;
+        }
+        section = Section::Other;
+        let Some(span) = spans.last_mut() else {
+            continue;
+        };
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim().to_owned();
+        match key.trim() {
+            "Trace ID" => span.trace_id = value,
+            "Parent ID" => span.parent_id = value,
+            "ID" => span.id = value,
+            "Name" => span.name = value,
+            "Kind" => span.kind = value,
+            "Start time" => span.start_ns = value,
+            "End time" => span.end_ns = value,
+            "Status code" => span.status_code = value,
+            "Status message" => span.status_message = value,
+            _ => {}
+        }
+    }
+    spans
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running things.
+
+/// The binary with a spool directory of the test's.
+fn ts(spool: &Path) -> Command {
+    let mut cmd = tracespool();
+    cmd.arg("--spool-dir").arg(spool).stdin(Stdio::null());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run tracespool")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stderr_lines(out: &Output) -> Vec<String> {
+    stderr(out).lines().map(str::to_owned).collect()
+}
+
+/// `command` with the environment `tracespool()` gives the binary: for a direct run to compare
+/// with a wrapped one.
+fn bare(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("OTEL_")
+            || key.starts_with("TRACESPOOL_")
+            || key == "TRACEPARENT"
+            || key == "RUST_LOG"
+        {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// The output of `env -0`, as a map.
+fn env0(out: &Output) -> BTreeMap<String, String> {
+    assert!(out.status.success(), "env -0 failed: {}", stderr(out));
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+/// Keys whose values differ (or that only one side has).
+fn changed_keys(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let keys: HashSet<&String> = a.keys().chain(b.keys()).collect();
+    let mut out: Vec<String> = keys
+        .into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect();
+    out.sort();
+    out
+}
+
+fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `00-<trace>-<span>-01` → (trace, span); panics on anything else.
+fn sampled_traceparent(tp: &str) -> (String, String) {
+    let parts: Vec<&str> = tp.trim().split('-').collect();
+    assert!(
+        parts.len() == 4
+            && parts[0] == "00"
+            && is_lower_hex(parts[1], 32)
+            && is_lower_hex(parts[2], 16)
+            && parts[3] == "01",
+        "not a sampled W3C traceparent: {tp:?}"
+    );
+    (parts[1].to_owned(), parts[2].to_owned())
+}
+
+/// Waits for a child, killing it if it takes longer than `within`.
+fn wait_within(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn status_with(spool: &Path, envs: &[(&str, &str)], extra: &[&str]) -> serde_json::Value {
+    let out = run(ts(spool)
+        .envs(envs.iter().copied())
+        .args(extra)
+        .args(["status", "--json"]));
+    assert!(out.status.success(), "status failed: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}: {}", stdout(&out)))
+}
+
+const PARENT_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const PARENT_SPAN: &str = "b7ad6b7169203331";
+
+fn parent_traceparent(flags: &str) -> String {
+    format!("00-{PARENT_TRACE}-{PARENT_SPAN}-{flags}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// §2: nesting, and the child's own spans.
+
+const PYTHON_CHILD: &str = r#"
+import os, sys
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+with open(sys.argv[1], "w") as f:
+    f.write(f"{os.getpid()} {os.getppid()}")
+ctx = TraceContextTextMapPropagator().extract(carrier={"traceparent": os.environ["TRACEPARENT"]})
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter()))
+with provider.get_tracer("child").start_as_current_span("python-work", context=ctx):
+    pass
+provider.shutdown()
+"#;
+
+#[test]
+fn a_nested_exec_and_a_python_child_make_one_trace_of_three_spans() {
+    let rotel = Collector::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("child.py");
+    std::fs::write(&script, PYTHON_CHILD).unwrap();
+    let pids = tmp.path().join("pids");
+    let spool = tmp.path().join("spool");
+
+    let started = Instant::now();
+    let out = run(tracespool()
+        // Both levels share the spool, as they do with the default spool directory.
+        .env("TRACESPOOL_DIR", &spool)
+        .env("TRACESPOOL_BUDGET", "5s")
+        .args(["--endpoint", &rotel.endpoint(), "exec", "--"])
+        .arg(env!("CARGO_BIN_EXE_tracespool"))
+        .args(["exec", "--"])
+        .arg(python())
+        .arg(&script)
+        .arg(&pids)
+        .stdin(Stdio::null()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "stdout: {:?}", stdout(&out));
+    assert!(stderr(&out).is_empty(), "stderr: {}", stderr(&out));
+    let elapsed = started.elapsed();
+
+    let spans = rotel.exactly(3);
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    let (python_pid, inner_pid) = {
+        let text = std::fs::read_to_string(&pids).unwrap();
+        let (a, b) = text.split_once(' ').unwrap();
+        (a.to_owned(), b.to_owned())
+    };
+
+    // The outer exec wraps the inner tracespool; the inner exec wraps python.
+    let outer = spans
+        .iter()
+        .find(|s| s.parent_id.is_empty())
+        .expect("a root");
+    assert_eq!(outer.name, "tracespool", "{spans:#?}");
+    let inner = spans
+        .iter()
+        .find(|s| s.parent_id == outer.id)
+        .expect("a child of the outer span");
+    let python_bin = python();
+    let python_name = python_bin.file_name().unwrap().to_str().unwrap();
+    assert_eq!(inner.name, python_name);
+    let work = spans
+        .iter()
+        .find(|s| s.parent_id == inner.id)
+        .expect("a child of the inner span");
+    assert_eq!(work.name, "python-work");
+    assert!(
+        spans.iter().all(|s| s.trace_id == outer.trace_id),
+        "one trace: {spans:#?}"
+    );
+
+    assert_eq!(
+        outer.attr("process.executable.name"),
+        Some("Str(tracespool)")
+    );
+    assert_eq!(outer.attr("process.exit.code"), Some("Int(0)"));
+    assert_eq!(
+        outer.attr("process.pid"),
+        Some(format!("Int({inner_pid})").as_str()),
+        "the outer span's pid is the inner tracespool's"
+    );
+    assert_eq!(
+        inner.attr("process.executable.name"),
+        Some(format!("Str({python_name})").as_str())
+    );
+    assert_eq!(inner.attr("process.exit.code"), Some("Int(0)"));
+    assert_eq!(
+        inner.attr("process.pid"),
+        Some(format!("Int({python_pid})").as_str())
+    );
+    assert_eq!(outer.service(), Some("tracespool"));
+    assert_eq!(inner.service(), Some(python_name));
+    // The child's own request is passed on as it was: its resource is the Python SDK's.
+    assert_eq!(
+        work.resource
+            .get("telemetry.sdk.language")
+            .map(String::as_str),
+        Some("python"),
+        "{work:#?}"
+    );
+    assert_eq!(
+        status_json(&spool, &["--endpoint", &rotel.endpoint()])["batches"],
+        0
+    );
+    assert!(elapsed < 10 * SECOND, "took {elapsed:?}");
+    // Once python has exited, the inner tracespool hands two spans to a receiver on loopback:
+    // that takes milliseconds, not the budget.
+    let ns = |t: &str| t.parse::<u64>().unwrap();
+    let after_python = Duration::from_nanos(ns(&outer.end_ns) - ns(&inner.end_ns));
+    assert!(
+        after_python < Duration::from_millis(1500),
+        "the inner tracespool spent {after_python:?} after its child exited (budget 5s)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// §5, §6: many runs while the backend is down, then one flush.
+
+#[test]
+fn thirty_two_concurrent_runs_against_a_down_backend_are_all_delivered_once_by_one_flush() {
+    let mut rotel = Collector::start();
+    rotel.stop();
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let endpoint = rotel.endpoint();
+
+    let children: Vec<Child> = (0..32)
+        .map(|i| {
+            ts(&spool)
+                .args(["--endpoint", &endpoint, "exec", "--name"])
+                .arg(format!("run-{i}"))
+                .args(["--attr", &format!("run={i}"), "--", "true"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(out.stdout.is_empty());
+    }
+    let before = status_json(&spool, &["--endpoint", &endpoint]);
+    assert_eq!(
+        (before["batches"].as_u64(), before["spans"].as_u64()),
+        (Some(32), Some(32)),
+        "{before}"
+    );
+    assert_eq!(before["backend"], "down", "{before}");
+
+    rotel.resume();
+    let out = run(ts(&spool).args(["--endpoint", &endpoint, "--budget", "10s", "flush"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let spans = rotel.exactly(32);
+    assert_eq!(spans.len(), 32, "{spans:#?}");
+    let names: HashSet<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    let runs: HashSet<&str> = spans.iter().filter_map(|s| s.attr("run")).collect();
+    assert_eq!(names.len(), 32, "each name once");
+    assert_eq!(runs.len(), 32, "each attribute once");
+    for i in 0..32 {
+        let span = spans.iter().find(|s| s.name == format!("run-{i}")).unwrap();
+        assert_eq!(span.attr("run"), Some(format!("Str({i})").as_str()));
+    }
+    let after = status_json(&spool, &["--endpoint", &endpoint]);
+    assert_eq!(after["batches"], 0, "{after}");
+    assert_eq!(after["backend"], "up", "{after}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// §2: exit codes and signals.
+
+#[test]
+fn the_exit_code_is_the_commands_and_a_failure_marks_the_span_as_an_error() {
+    let rotel = Collector::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let exec = |name: &str| {
+        let mut cmd = ts(&spool);
+        cmd.args([
+            "--endpoint",
+            &rotel.endpoint(),
+            "exec",
+            "--name",
+            name,
+            "--",
+        ]);
+        cmd
+    };
+
+    let ok = run(exec("ok").arg("true"));
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+    assert!(ok.stderr.is_empty(), "{}", stderr(&ok));
+    let seven = run(exec("seven").args(["sh", "-c", "exit 7"]));
+    assert_eq!(seven.status.code(), Some(7), "{}", stderr(&seven));
+    assert!(seven.stderr.is_empty(), "{}", stderr(&seven));
+
+    let missing = "/nonexistent/no-such-command-7f3a";
+    let not_found = run(exec("not-found").arg(missing));
+    assert_eq!(not_found.status.code(), Some(127));
+    assert_eq!(stderr_lines(&not_found).len(), 1, "{}", stderr(&not_found));
+    assert!(
+        stderr(&not_found).contains(missing),
+        "{}",
+        stderr(&not_found)
+    );
+    let not_on_path = run(exec("not-on-path").arg("no-such-command-7f3a"));
+    assert_eq!(not_on_path.status.code(), Some(127));
+    assert!(stderr(&not_on_path).contains("no-such-command-7f3a"));
+
+    let script = tmp.path().join("not-executable.sh");
+    std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let not_exec = run(exec("not-executable").arg(&script));
+    assert_eq!(not_exec.status.code(), Some(126));
+    assert_eq!(stderr_lines(&not_exec).len(), 1, "{}", stderr(&not_exec));
+    assert!(stderr(&not_exec).contains(script.to_str().unwrap()));
+
+    let ok = rotel.named("ok");
+    assert_eq!(ok.status_code, "STATUS_CODE_UNSET", "{ok:#?}");
+    assert_eq!(ok.attr("process.exit.code"), Some("Int(0)"));
+    assert_eq!(ok.kind, "SPAN_KIND_INTERNAL");
+    let seven = rotel.named("seven");
+    assert_eq!(
+        (seven.status_code.as_str(), seven.status_message.as_str()),
+        ("STATUS_CODE_ERROR", "exit code 7"),
+        "{seven:#?}"
+    );
+    assert_eq!(seven.attr("process.exit.code"), Some("Int(7)"));
+    assert_eq!(seven.attr("process.executable.name"), Some("Str(sh)"));
+    assert!(
+        seven
+            .attr("process.pid")
+            .is_some_and(|p| p.starts_with("Int(")),
+        "{seven:#?}"
+    );
+    for name in ["not-found", "not-executable"] {
+        let span = rotel.named(name);
+        assert_eq!(span.status_code, "STATUS_CODE_ERROR", "{span:#?}");
+    }
+}
+
+/// Waits for `path` to exist (a child says it is ready).
+fn wait_for_file(path: &Path) {
+    assert!(
+        eventually(5 * SECOND, || path.exists()),
+        "{} never appeared",
+        path.display()
+    );
+}
+
+#[test]
+fn sigterm_sent_to_tracespool_reaches_the_child_and_its_fate_is_the_exit_code() {
+    let rotel = Collector::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let got = tmp.path().join("got-term");
+    let ready = tmp.path().join("ready");
+
+    // A child that handles SIGTERM, records it, and exits 143 itself.
+    let script = r#"
+got=$1
+on_term() { echo got-term > "$got"; kill "$pid" 2>/dev/null; exit 143; }
+trap on_term TERM
+sleep 5 >/dev/null 2>&1 &
+pid=$!
+: > "$2"
+wait
+"#;
+    let started = Instant::now();
+    let mut child = ts(&spool)
+        .args(["--endpoint", &rotel.endpoint(), "exec", "--name", "trapped"])
+        .args(["--", "sh", "-c", script, "sh"])
+        .arg(&got)
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready);
+    common::signal(child.id(), 15);
+    let status = wait_within(&mut child, 4 * SECOND);
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    assert!(started.elapsed() < 4 * SECOND);
+    assert_eq!(
+        std::fs::read_to_string(&got).unwrap_or_default().trim(),
+        "got-term",
+        "the child never saw SIGTERM"
+    );
+
+    // A child that does not handle it dies of it: 128 + 15.
+    let started = Instant::now();
+    let mut child = ts(&spool)
+        .args(["--endpoint", &rotel.endpoint(), "exec", "--name", "killed"])
+        .args(["--", "sleep", "5"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    common::signal(child.id(), 15);
+    let status = wait_within(&mut child, 4 * SECOND);
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    assert!(started.elapsed() < 4 * SECOND);
+
+    let trapped = rotel.named("trapped");
+    assert_eq!(trapped.attr("process.exit.code"), Some("Int(143)"));
+    assert_eq!(trapped.status_message, "exit code 143");
+    let killed = rotel.named("killed");
+    assert_eq!(
+        (killed.status_code.as_str(), killed.status_message.as_str()),
+        ("STATUS_CODE_ERROR", "killed by signal SIGTERM"),
+        "{killed:#?}"
+    );
+    assert_eq!(
+        killed.attr("process.exit.code"),
+        None,
+        "no exit code when killed by a signal"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// §2: stdio.
+
+#[test]
+fn exec_prints_nothing_itself_and_passes_stdin_and_stdout_through() {
+    let fault = FaultServer::start(Answer::status(200));
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let exec = || {
+        let mut cmd = ts(&spool);
+        cmd.args(["--endpoint", &fault.endpoint(), "exec", "--"]);
+        cmd
+    };
+
+    let out = run(exec().arg("true"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    let out = run(exec().args(["echo", "hi"]));
+    assert_eq!(stdout(&out), "hi\n");
+
+    let mut child = exec()
+        .arg("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"data\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "data\n");
+    assert_eq!(fault.requests().len(), 3, "each run delivered its span");
+}
+
+// ---------------------------------------------------------------------------------------------
+// §2: TRACEPARENT.
+
+const PRINT_CONTEXT: &str = r#"printf '%s\n%s\n%s\n' "$TRACEPARENT" "$TRACESTATE" "$BAGGAGE""#;
+
+#[test]
+fn a_valid_traceparent_is_the_parent_and_the_child_gets_the_exec_span_with_tracestate() {
+    let rotel = Collector::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run(ts(&tmp.path().join("spool"))
+        .env("TRACEPARENT", parent_traceparent("01"))
+        .env("TRACESTATE", "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
+        .env("BAGGAGE", "user=alice")
+        .args(["--endpoint", &rotel.endpoint(), "exec", "--name", "child"])
+        .args(["--", "sh", "-c", PRINT_CONTEXT]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text:?}");
+
+    let span = rotel.named("child");
+    assert_eq!(span.trace_id, PARENT_TRACE);
+    assert_eq!(span.parent_id, PARENT_SPAN);
+    assert_ne!(span.id, PARENT_SPAN);
+    assert_eq!(
+        sampled_traceparent(lines[0]),
+        (PARENT_TRACE.to_owned(), span.id.clone()),
+        "the child's TRACEPARENT names the exec span"
+    );
+    assert_eq!(lines[1], "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7");
+    assert_eq!(lines[2], "user=alice");
+}
+
+#[test]
+fn an_invalid_traceparent_starts_a_new_trace_with_one_warning() {
+    let rotel = Collector::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let upper = parent_traceparent("01").to_uppercase();
+    let out = run(ts(&tmp.path().join("spool"))
+        .env("TRACEPARENT", &upper)
+        .args(["--endpoint", &rotel.endpoint(), "exec", "--name", "fresh"])
+        .args(["--", "sh", "-c", PRINT_CONTEXT]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let warnings = stderr_lines(&out);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("TRACEPARENT"), "{warnings:?}");
+
+    let span = rotel.named("fresh");
+    assert_eq!(span.parent_id, "", "a new trace has no parent");
+    assert_ne!(span.trace_id, PARENT_TRACE);
+    let child_sees = stdout(&out).lines().next().unwrap_or_default().to_owned();
+    assert_eq!(
+        sampled_traceparent(&child_sees),
+        (span.trace_id.clone(), span.id.clone())
+    );
+}
+
+#[test]
+fn an_unsampled_traceparent_records_nothing_and_reaches_the_child_unchanged() {
+    let fault = FaultServer::start(Answer::status(200));
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let unsampled = parent_traceparent("00");
+    let out = run(ts(&spool)
+        .env("TRACEPARENT", &unsampled)
+        .args(["--endpoint", &fault.endpoint(), "exec", "--"])
+        .args(["sh", "-c", "echo \"$TRACEPARENT\"; exit 3"]));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{unsampled}\n"));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(fault.connections(), 0, "nothing sent");
+    let status = status_json(&spool, &["--endpoint", &fault.endpoint()]);
+    assert_eq!(
+        (status["batches"].as_u64(), status["spans"].as_u64()),
+        (Some(0), Some(0)),
+        "{status}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// §2: the child's environment.
+
+#[test]
+fn with_capture_the_child_is_pointed_at_a_loopback_receiver_and_loses_its_certificates() {
+    let fault = FaultServer::start(Answer::status(200));
+    let tmp = tempfile::tempdir().unwrap();
+    let vars = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1"),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "/etc/traces-ca.pem",
+        ),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/etc/key.pem"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=secret"),
+        ("SOME_VAR", "kept"),
+    ];
+    let direct = env0(&run(bare("env").envs(vars).arg("-0")));
+    let out = run(ts(&tmp.path().join("spool")).envs(vars).args([
+        "--endpoint",
+        &fault.endpoint(),
+        "exec",
+        "--",
+        "env",
+        "-0",
+    ]));
+    let wrapped = env0(&out);
+
+    let endpoint = &wrapped["OTEL_EXPORTER_OTLP_ENDPOINT"];
+    let port: u16 = endpoint
+        .strip_prefix("http://127.0.0.1:")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("not a loopback receiver: {endpoint}"));
+    assert_ne!(port, 0);
+    assert_eq!(
+        wrapped["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"],
+        format!("http://127.0.0.1:{port}/v1/traces")
+    );
+    assert_eq!(wrapped["OTEL_EXPORTER_OTLP_PROTOCOL"], "http/protobuf");
+    assert_eq!(
+        wrapped["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"],
+        "http/protobuf"
+    );
+    for removed in [
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+    ] {
+        assert!(!wrapped.contains_key(removed), "{removed} still set");
+    }
+    sampled_traceparent(&wrapped["TRACEPARENT"]);
+    assert_eq!(
+        changed_keys(&direct, &wrapped),
+        [
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "TRACEPARENT",
+        ],
+        "nothing else changes"
+    );
+}
+
+#[test]
+fn with_no_capture_only_traceparent_is_added_to_the_childs_environment() {
+    let fault = FaultServer::start(Answer::status(200));
+    let tmp = tempfile::tempdir().unwrap();
+    let vars = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=secret"),
+    ];
+    let direct = env0(&run(bare("env").envs(vars).arg("-0")));
+    let out = run(ts(&tmp.path().join("spool"))
+        .envs(vars)
+        .args(["--endpoint", &fault.endpoint(), "exec", "--no-capture"])
+        .args(["--", "env", "-0"]));
+    let wrapped = env0(&out);
+    assert_eq!(changed_keys(&direct, &wrapped), ["TRACEPARENT"]);
+    sampled_traceparent(&wrapped["TRACEPARENT"]);
+
+    // Without any OTel variable of ours, none appears either.
+    let direct = env0(&run(bare("env").arg("-0")));
+    let wrapped = env0(&run(ts(&tmp.path().join("spool")).args([
+        "exec",
+        "--no-capture",
+        "--",
+        "env",
+        "-0",
+    ])));
+    assert_eq!(changed_keys(&direct, &wrapped), ["TRACEPARENT"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// §1: OTEL_SDK_DISABLED.
+
+#[test]
+fn with_the_sdk_disabled_the_child_sees_its_own_environment_and_nothing_is_touched() {
+    let fault = FaultServer::start(Answer::status(200));
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let traces = fault.endpoint();
+    let traceparent = parent_traceparent("01");
+    let vars = [
+        ("OTEL_SDK_DISABLED", "true"),
+        ("TRACESPOOL_DIR", spool.to_str().unwrap()),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", traces.as_str()),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+        ("TRACEPARENT", traceparent.as_str()),
+        ("TRACESTATE", "k=v"),
+    ];
+    let direct = env0(&run(bare("env").envs(vars).arg("-0")));
+    let mut wrapped = tracespool();
+    wrapped.envs(vars).stdin(Stdio::null());
+    let out = run(wrapped.args(["exec", "--", "env", "-0"]));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    assert_eq!(env0(&out), direct, "identical, TRACEPARENT included");
+
+    let out = run(tracespool()
+        .envs(vars)
+        .args(["exec", "--", "sh", "-c", "exit 5"]));
+    assert_eq!(out.status.code(), Some(5));
+    let out = run(tracespool().envs(vars).args(["span", "--name", "s"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    for command in ["status", "flush"] {
+        let out = run(tracespool().envs(vars).arg(command));
+        assert_eq!(out.status.code(), Some(0), "{command}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("disabled") || stdout(&out).contains("disabled"),
+            "{command} says tracing is disabled: {} {}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!spool.exists(), "the spool directory was created");
+    assert_eq!(fault.connections(), 0, "no network");
+}
+
+// ---------------------------------------------------------------------------------------------
+// §1: invalid values.
+
+#[test]
+fn a_bad_size_in_the_environment_warns_once_and_the_default_applies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let out = run(ts(&spool)
+        .env("TRACESPOOL_MAX_BYTES", "lots")
+        .args(["exec", "--", "sh", "-c", "exit 3"]));
+    assert_eq!(out.status.code(), Some(3), "the command still runs");
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("TRACESPOOL_MAX_BYTES") && lines[0].contains("lots"),
+        "{lines:?}"
+    );
+    let status = status_with(&spool, &[("TRACESPOOL_MAX_BYTES", "lots")], &[]);
+    assert_eq!(status["max_bytes"], 67_108_864, "{status}");
+    assert_eq!(status["batches"], 1, "the run was spooled: {status}");
+}
+
+#[test]
+fn a_bad_flag_is_a_usage_error_and_the_command_does_not_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let marker = tmp.path().join("ran");
+    for args in [
+        &["exec", "--max-bytes", "lots", "--"][..],
+        &["--max-bytes", "lots", "exec", "--"],
+        &["exec", "--kind", "sideways", "--"],
+        &["--endpoint", "ftp://127.0.0.1/", "exec", "--"],
+    ] {
+        let out = run(ts(&spool).args(args).arg("touch").arg(&marker));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(!out.stderr.is_empty(), "{args:?}: a usage message");
+        assert!(!marker.exists(), "{args:?}: the command ran");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// §5: the shared backoff.
+
+#[test]
+fn after_a_503_with_retry_after_the_next_runs_make_no_connection_and_spool() {
+    let fault = FaultServer::start(Answer::with(503, &[("Retry-After", "3")], b""));
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let exec = |name: &str| {
+        let out = run(ts(&spool)
+            .args(["--endpoint", &fault.endpoint(), "exec", "--name", name])
+            .args(["--", "true"]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    };
+
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    exec("first");
+    assert_eq!(fault.requests().len(), 1);
+    let connections = fault.connections();
+    let started = Instant::now();
+    exec("second");
+    exec("third");
+    assert!(started.elapsed() < 2 * SECOND, "within the window");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(fault.connections(), connections, "no connection attempt");
+    assert_eq!(fault.requests().len(), 1);
+
+    let status = status_json(&spool, &["--endpoint", &fault.endpoint()]);
+    assert_eq!(status["backend"], "down", "{status}");
+    assert_eq!(
+        (status["batches"].as_u64(), status["spans"].as_u64()),
+        (Some(3), Some(3)),
+        "{status}"
+    );
+    let retry_at = status["retry_at"].as_f64().expect("retry_at set");
+    assert!(
+        retry_at > before + 2.0 && retry_at < before + 5.0,
+        "retry_at {retry_at} is about 3 s after {before}"
+    );
+    assert!(status["last_error"].is_string(), "{status}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// §1: spool directories that are not ours.
+
+#[test]
+fn a_symlinked_spool_directory_is_refused_but_the_command_still_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    refused_but_the_command_runs(&link);
+    assert_eq!(
+        std::fs::read_dir(&real).unwrap().count(),
+        0,
+        "nothing was written through the link"
+    );
+}
+
+#[test]
+fn a_spool_directory_owned_by_another_user_is_refused_but_the_command_still_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let theirs = tmp.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    if let Err(e) = std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)) {
+        eprintln!("skipped: cannot chown as this user ({e})");
+        return;
+    }
+    refused_but_the_command_runs(&theirs);
+    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
+}
+
+fn refused_but_the_command_runs(dir: &Path) {
+    let path = dir.to_str().unwrap();
+    let out = run(ts(dir).args(["exec", "--", "sh", "-c", "echo ran; exit 6"]));
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "ran\n");
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains(path), "{lines:?}");
+
+    let out = run(ts(dir).arg("status"));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(path), "{}", stderr(&out));
+}
+
+// ---------------------------------------------------------------------------------------------
+// §3: span.
+
+#[test]
+fn span_prints_its_traceparent_and_records_times_kind_status_and_parent() {
+    let rotel = Collector::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let span = || {
+        let mut cmd = ts(&spool);
+        cmd.args(["--endpoint", &rotel.endpoint(), "span"]);
+        cmd
+    };
+
+    let out = run(span().args(["--name", "s", "--attr", "k=v", "--print-traceparent"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    let printed = stdout(&out);
+    assert_eq!(printed.lines().count(), 1, "{printed:?}");
+    assert!(printed.ends_with('\n'));
+    let traceparent = printed
+        .trim_end()
+        .strip_prefix("TRACEPARENT=")
+        .unwrap_or_else(|| panic!("{printed:?}"))
+        .to_owned();
+    let (trace_id, span_id) = sampled_traceparent(&traceparent);
+
+    let out = run(span()
+        .env("TRACEPARENT", &traceparent)
+        .args(["--name", "child", "--kind", "server", "--status", "error"])
+        .args(["--start", "2024-01-02T03:04:05.5+01:00"])
+        .args(["--end", "1704161046.25"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "nothing without --print-traceparent");
+
+    let out = run(span()
+        .args(["--name", "millis", "--start", "1704161045.123"])
+        .args(["--end", "2024-01-02T02:04:06.987654321Z"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let s = rotel.named("s");
+    assert_eq!(
+        (s.trace_id.as_str(), s.id.as_str()),
+        (&*trace_id, &*span_id)
+    );
+    assert_eq!(s.parent_id, "");
+    assert_eq!(s.attr("k"), Some("Str(v)"));
+    assert_eq!(s.kind, "SPAN_KIND_INTERNAL");
+    assert_eq!(s.status_code, "STATUS_CODE_UNSET");
+    assert_eq!(s.service(), Some("tracespool"));
+
+    let child = rotel.named("child");
+    assert_eq!(child.trace_id, trace_id);
+    assert_eq!(child.parent_id, span_id);
+    assert_eq!(child.kind, "SPAN_KIND_SERVER");
+    assert_eq!(child.status_code, "STATUS_CODE_ERROR");
+    assert_eq!(child.start_ns, "1704161045500000000", "{child:#?}");
+    assert_eq!(child.end_ns, "1704161046250000000", "{child:#?}");
+
+    let millis = rotel.named("millis");
+    assert_eq!(
+        (millis.start_ns.as_str(), millis.end_ns.as_str()),
+        ("1704161045123000000", "1704161046987654321"),
+        "unix seconds with a millisecond fraction, RFC 3339 with nanoseconds"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// §1: the config file.
+
+#[test]
+fn the_config_file_is_read_and_flags_then_environment_win_over_it() {
+    let rotel = Collector::start();
+    let from_file = FaultServer::start(Answer::status(200));
+    let from_env = FaultServer::start(Answer::status(200));
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let write = |name: &str, text: String| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let to_rotel = write("rotel.toml", format!("endpoint = {:?}\n", rotel.endpoint()));
+    let to_fault = write(
+        "fault.toml",
+        format!("endpoint = {:?}\n", from_file.endpoint()),
+    );
+    let broken = write("broken.toml", "this is = = not toml\n".into());
+    let exec = |name: &str, flags: &[&std::ffi::OsStr]| {
+        let mut cmd = ts(&spool);
+        cmd.args(flags).args(["exec", "--name", name, "--", "true"]);
+        cmd
+    };
+    let config = std::ffi::OsStr::new("--config");
+    let ok = |out: Output| {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    };
+
+    ok(run(&mut exec("via-flag", &[config, to_rotel.as_os_str()])));
+    ok(run(exec("via-env", &[]).env("TRACESPOOL_CONFIG", &to_rotel)));
+    rotel.named("via-flag");
+    rotel.named("via-env");
+
+    let out = run(ts(&spool)
+        .arg("--config")
+        .arg(&broken)
+        .args(["exec", "--", "sh", "-c", "exit 4"]));
+    assert_eq!(out.status.code(), Some(4), "the command still runs");
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains(broken.to_str().unwrap()), "{lines:?}");
+
+    // flag > environment > file
+    let rotel_endpoint = rotel.endpoint();
+    ok(run(exec(
+        "flag-wins",
+        &[
+            config,
+            to_fault.as_os_str(),
+            "--endpoint".as_ref(),
+            rotel_endpoint.as_ref(),
+        ],
+    )
+    .env(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        from_env.endpoint(),
+    )));
+    rotel.named("flag-wins");
+    assert_eq!(
+        (from_file.requests().len(), from_env.requests().len()),
+        (0, 0)
+    );
+    ok(run(exec("env-wins", &[config, to_fault.as_os_str()]).env(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        from_env.endpoint(),
+    )));
+    assert_eq!(
+        (from_file.requests().len(), from_env.requests().len()),
+        (0, 1)
+    );
+    ok(run(&mut exec(
+        "file-applies",
+        &[config, to_fault.as_os_str()],
+    )));
+    assert_eq!(
+        (from_file.requests().len(), from_env.requests().len()),
+        (1, 1)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// §3: status --verify.
+
+#[test]
+fn status_verify_finds_a_flipped_byte_in_a_sealed_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let pad = "x".repeat(1500);
+    for i in 0..8 {
+        let out = run(ts(&spool)
+            .args(["--max-bytes", "64KiB", "exec", "--name"])
+            .arg(format!("MARKER-{i}"))
+            .args(["--attr", &format!("pad={pad}"), "--", "true"]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let verify = |spool: &Path| {
+        let out = run(ts(spool).args(["--max-bytes", "64KiB", "status", "--json", "--verify"]));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {} {}", stdout(&out), stderr(&out)));
+        (out.status.code(), json)
+    };
+    let (code, json) = verify(&spool);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["corrupt_records"], 0, "{json}");
+    assert_eq!(json["batches"], 8, "{json}");
+
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    assert!(
+        segments.len() >= 2,
+        "the segments did not rotate: {segments:?}"
+    );
+    let sealed = &segments[0];
+    let mut bytes = std::fs::read(sealed).unwrap();
+    let at = bytes
+        .windows(6)
+        .position(|w| w == b"MARKER")
+        .expect("a span name in the sealed segment");
+    bytes[at] ^= 0x20;
+    std::fs::write(sealed, bytes).unwrap();
+
+    let (code, json) = verify(&spool);
+    assert_eq!(code, Some(1), "{json}");
+    assert!(
+        json["corrupt_records"].as_u64().is_some_and(|n| n >= 1),
+        "{json}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// §1: service name.
+
+#[test]
+fn the_service_name_is_the_commands_unless_the_environment_or_a_flag_says_otherwise() {
+    let rotel = Collector::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let exec = |name: &str, flags: &[&str]| {
+        let mut cmd = ts(&spool);
+        cmd.args(flags)
+            .args(["--endpoint", &rotel.endpoint(), "exec", "--name", name])
+            .args(["--", "sh", "-c", "exit 0"]);
+        cmd
+    };
+    let ok = |out: Output| assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    ok(run(&mut exec("default", &[])));
+    ok(run(exec("env", &[]).env("OTEL_SERVICE_NAME", "from-env")));
+    ok(run(
+        exec("flag", &["--service", "from-flag"]).env("OTEL_SERVICE_NAME", "from-env")
+    ));
+    ok(run(ts(&spool)
+        .env("OTEL_SERVICE_NAME", "from-env")
+        .args([
+            "--endpoint",
+            &rotel.endpoint(),
+            "exec",
+            "--service",
+            "late-flag",
+        ])
+        .args(["--name", "late", "--", "true"])));
+
+    assert_eq!(rotel.named("default").service(), Some("sh"));
+    assert_eq!(rotel.named("env").service(), Some("from-env"));
+    assert_eq!(rotel.named("flag").service(), Some("from-flag"));
+    assert_eq!(
+        rotel.named("late").service(),
+        Some("late-flag"),
+        "a global flag after the subcommand"
+    );
+}
