@@ -124,8 +124,9 @@ impl<'a> Locked<'a> {
                 SegmentHeader::Future(version) => {
                     tracing::warn!(path = %path.display(), version, "segment written by a newer tracespool; leaving it alone");
                 }
-                SegmentHeader::Current(counts) => data.push((id, size, counts)),
-                SegmentHeader::Damaged => data.push((id, size, SegmentCounts::default())),
+                SegmentHeader::Current(counts) => data.push((id, size, Some(counts))),
+                // Read as format 1 (its frames check themselves), never appended to.
+                SegmentHeader::Damaged => data.push((id, size, None)),
             }
         }
         let mut ledger = Ledger {
@@ -143,13 +144,16 @@ impl<'a> Locked<'a> {
         match newest {
             Some((id, size, counts)) => {
                 ledger.active_id = id;
-                ledger.active_len = if id == prev.active_id && known {
-                    prev.active_len
-                } else if size == SEGMENT_HEADER_LEN {
-                    size // an empty segment whose creator died before recording it
-                } else {
-                    0 // unknown: the next append seals it and starts a new one
+                ledger.active_len = match counts {
+                    // A damaged header: the next append seals it and starts a new segment.
+                    None => 0,
+                    Some(_) if id == prev.active_id && known => prev.active_len,
+                    // An empty segment whose creator died before recording it.
+                    Some(_) if size == SEGMENT_HEADER_LEN => size,
+                    // Unknown: the next append seals it and starts a new one.
+                    Some(_) => 0,
                 };
+                let counts = counts.unwrap_or_default();
                 ledger.active_batches = counts.batches;
                 ledger.active_spans = counts.spans;
                 data.pop();
@@ -158,6 +162,7 @@ impl<'a> Locked<'a> {
         }
         ledger.oldest_id = data.first().map_or(ledger.active_id, |&(id, _, _)| id);
         for (_, size, counts) in data {
+            let counts = counts.unwrap_or_default();
             ledger.sealed_bytes += size;
             ledger.sealed_batches += counts.batches;
             ledger.sealed_spans += counts.spans;

@@ -6,7 +6,7 @@ use super::Spool;
 use super::bounds;
 use super::dir::segment_name;
 use super::error::AppendError;
-use super::format::FrameHeader;
+use super::format::{FrameHeader, SEGMENT_HEADER_LEN};
 use super::segments::Locked;
 
 /// What an append cost others: batches and spans dropped to make room (already counted).
@@ -105,9 +105,11 @@ impl Spool {
         let target = bounds::segment_target(max_bytes);
         let mut size = match locked.active()? {
             // Equal to the recorded length: no writer died mid-append (else its torn tail is
-            // left behind in a sealed segment), and there is room before the segment target.
+            // left behind in a sealed segment); at least a header (a file cut shorter is damage);
+            // and there is room before the segment target.
             Some(size)
-                if size == locked.ledger.active_len
+                if size >= SEGMENT_HEADER_LEN
+                    && size == locked.ledger.active_len
                     && (size + frame_len <= target || locked.ledger.active_batches == 0) =>
             {
                 size
