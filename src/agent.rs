@@ -85,8 +85,8 @@ async fn committer(
                 results
                     .into_iter()
                     .map(|r| {
-                        r.map(|outcome| outcome.warn_if_dropped())
-                            .map_err(|e| e.to_string())
+                        r.map_err(|e| e.to_string())
+                            .and_then(|outcome| outcome.accepted())
                     })
                     .collect::<Vec<_>>()
             })
@@ -138,7 +138,7 @@ async fn forwarder(
 ) {
     let mut delivery = Delivery::shared(spool.clone(), settings.borrow_and_update().clone());
     loop {
-        let stop = match delivery.flush(false, None).await {
+        let stop = match delivery.forward().await {
             Ok(report) => {
                 if report.sent_batches > 0 {
                     tracing::info!(

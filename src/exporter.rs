@@ -342,9 +342,26 @@ impl Delivery {
         ignore_backoff: bool,
         progress: Option<&Progress>,
     ) -> Result<Report, ExportError> {
+        self.flush_with(ignore_backoff, progress, false).await
+    }
+
+    /// One round of the agent's forwarding: like [`flush`](Delivery::flush) obeying the backoff,
+    /// except that the budget only stops *starting* sends; a request under way keeps its whole
+    /// timeout, so a slow backend is not abandoned mid-answer (and sent the batch twice).
+    pub async fn forward(&self) -> Result<Report, ExportError> {
+        self.flush_with(false, None, true).await
+    }
+
+    async fn flush_with(
+        &self,
+        ignore_backoff: bool,
+        progress: Option<&Progress>,
+        patient: bool,
+    ) -> Result<Report, ExportError> {
         let deadline = Instant::now() + self.settings.budget;
         let mut run = Run::new(self);
         run.progress = progress;
+        run.patient = patient;
         let transport = match self.target() {
             Target::NoEndpoint => return run.finish_stopped(Stop::NoEndpoint),
             Target::NotReady(e) => {
@@ -385,6 +402,9 @@ struct Run<'a> {
     state: State,
     report: Report,
     progress: Option<&'a Progress>,
+    /// The deadline only stops new sends; a request under way keeps its whole timeout (the
+    /// agent, which has no process exit to hurry to).
+    patient: bool,
 }
 
 /// What the answer to one send asks the caller to do with the batch.
@@ -406,6 +426,7 @@ impl<'a> Run<'a> {
             state,
             report: Report::default(),
             progress: None,
+            patient: false,
         }
     }
 
@@ -433,11 +454,23 @@ impl<'a> Run<'a> {
         if left.is_zero() {
             return Sent::Keep(Stop::Budget);
         }
-        let timeout = match self.delivery.settings.timeout {
-            Some(t) if !t.is_zero() => t.min(left),
-            _ => left,
+        // A request's own limit; a short-lived run also stops it where its budget ends.
+        let nominal = match self.delivery.settings.timeout {
+            Some(t) if !t.is_zero() => t,
+            _ => self.delivery.settings.budget,
+        };
+        let timeout = if self.patient {
+            nominal
+        } else {
+            nominal.min(left)
         };
         match transport.send(bytes, timeout).await {
+            // It answered earlier in this run, and our budget (not its own timeout) ran out:
+            // no verdict on a backend that is merely behind a backlog.
+            Err(e) if e.is_timeout() && timeout < nominal && self.report.sent_batches > 0 => {
+                tracing::info!("budget spent while waiting for an answer: {e}");
+                Sent::Keep(Stop::Budget)
+            }
             Ok(accepted) => {
                 self.report.sent_batches += 1;
                 self.report.sent_spans += u64::from(spans);
@@ -668,11 +701,9 @@ impl SpanExporter for SpoolExporter {
 /// from there, oldest first, like everything else.
 impl crate::receiver::Sink for Delivery {
     async fn store(&self, batch: EncodedBatch) -> Result<(), String> {
-        let outcome = self
-            .spool
+        self.spool
             .append(&batch.bytes, batch.spans)
-            .map_err(|e| e.to_string())?;
-        outcome.warn_if_dropped();
-        Ok(())
+            .map_err(|e| e.to_string())?
+            .accepted()
     }
 }

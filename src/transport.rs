@@ -96,6 +96,9 @@ pub enum SendError {
         reason: String,
         retry_after: Option<Duration>,
     },
+    /// No answer in time: retryable; the backend may have the batch all the same.
+    #[error("no answer from {endpoint} within {after:?}")]
+    TimedOut { endpoint: String, after: Duration },
     /// The backend says the data is bad: do not retry it.
     #[error("HTTP {status}: the backend rejected the data as invalid: {message}")]
     BadData { status: u16, message: String },
@@ -131,8 +134,12 @@ impl SendError {
         match self {
             SendError::Retryable { retry_after, .. }
             | SendError::Misconfigured { retry_after, .. } => *retry_after,
-            SendError::BadData { .. } => None,
+            SendError::BadData { .. } | SendError::TimedOut { .. } => None,
         }
+    }
+
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, SendError::TimedOut { .. })
     }
 }
 
@@ -291,12 +298,9 @@ impl Transport {
     pub async fn send(&self, body: &[u8], timeout: Duration) -> Result<Accepted, SendError> {
         match tokio::time::timeout(timeout, self.send_inner(body)).await {
             Ok(result) => result,
-            Err(_) => Err(SendError::Retryable {
-                reason: format!(
-                    "no answer from {} within {timeout:?}",
-                    self.settings.endpoint
-                ),
-                retry_after: None,
+            Err(_) => Err(SendError::TimedOut {
+                endpoint: self.settings.endpoint.to_string(),
+                after: timeout,
             }),
         }
     }

@@ -155,13 +155,11 @@ impl Sink for Captured {
                 return Ok(());
             }
         }
-        let outcome = self
-            .delivery
+        self.delivery
             .spool()
             .append(&batch.bytes, batch.spans)
-            .map_err(|e| e.to_string())?;
-        outcome.warn_if_dropped();
-        Ok(())
+            .map_err(|e| e.to_string())?
+            .accepted()
     }
 }
 

@@ -12,14 +12,31 @@ use super::segments::Locked;
 /// What an append cost others: batches and spans dropped to make room (already counted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AppendOutcome {
+    /// False when spooling is disabled (`max_bytes = 0`): the batch itself was dropped (and is
+    /// counted in the fields below).
+    pub stored: bool,
     pub dropped_batches: u64,
     pub dropped_spans: u64,
 }
 
 impl AppendOutcome {
+    /// For a receiver, whose client must never be told "stored" for data that was not: `Ok`
+    /// when the batch is in the spool (warning about older batches dropped for it).
+    ///
+    /// # Errors
+    ///
+    /// When spooling is disabled and the batch was dropped.
+    pub fn accepted(self) -> Result<(), String> {
+        if !self.stored {
+            return Err("spooling is disabled (max_bytes = 0): the batch was not stored".into());
+        }
+        self.warn_if_dropped();
+        Ok(())
+    }
+
     /// Says so (a warning) when the append dropped stored batches to make room.
     pub fn warn_if_dropped(&self) {
-        if self.dropped_batches > 0 {
+        if self.stored && self.dropped_batches > 0 {
             tracing::warn!(
                 batches = self.dropped_batches,
                 spans = self.dropped_spans,
@@ -81,6 +98,7 @@ impl Spool {
             locked.ledger.dropped_spans += u64::from(span_count);
             locked.counters_dirty = true;
             return Ok(AppendOutcome {
+                stored: false,
                 dropped_batches: 1,
                 dropped_spans: span_count.into(),
             });
@@ -146,6 +164,7 @@ impl Spool {
             .write_frame(size, &header, payload)
             .map_err(|e| AppendError::from_io(self.dir.join(&segment_name(id)), e))?;
         Ok(AppendOutcome {
+            stored: true,
             dropped_batches: locked.ledger.dropped_batches - before.0,
             dropped_spans: locked.ledger.dropped_spans - before.1,
         })
