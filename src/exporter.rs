@@ -431,7 +431,13 @@ impl<'a> Run<'a> {
     }
 
     fn record(&mut self, outcome: Outcome) {
-        self.state = circuit::next(&self.state, &outcome, SystemTime::now(), jitter());
+        // Only a failure's delay is jittered.
+        let jitter = if matches!(outcome, Outcome::Failed { .. }) {
+            jitter()
+        } else {
+            0.0
+        };
+        self.state = circuit::next(&self.state, &outcome, SystemTime::now(), jitter);
     }
 
     fn tls_not_ready(mut self, batch: EncodedBatch, e: TlsError) -> Result<Report, ExportError> {
@@ -523,7 +529,7 @@ impl<'a> Run<'a> {
                 .send(transport, &record.payload, record.span_count, deadline)
                 .await
             {
-                Sent::Accepted => reader.ack(&record)?,
+                Sent::Accepted => reader.ack_deferred(&record)?,
                 Sent::BadData => reader.dead_letter(&record)?,
                 Sent::Keep(stop) => {
                     self.report.remaining = true;

@@ -309,8 +309,11 @@ impl Transport {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(self.settings.endpoint.clone())
-            .header(CONTENT_TYPE, "application/x-protobuf")
-            .header(USER_AGENT, USER_AGENT_VALUE);
+            .header(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-protobuf"),
+            )
+            .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
         for (name, value) in &self.settings.headers {
             request = request.header(name, value);
         }

@@ -376,3 +376,25 @@ fn a_group_commit_stores_each_batch_in_order_and_refuses_only_the_unfit_ones() {
     assert_eq!(kept.len() as u64 + dropped, 100);
     assert_eq!(kept.last().unwrap()[0], 99);
 }
+
+#[test]
+fn deferred_acknowledgements_hold_once_the_reader_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = Spool::open(tmp.path(), SpoolOptions::default()).unwrap();
+    for i in 0..100u8 {
+        spool.append(&[i; 100], 1).unwrap();
+    }
+    let mut reader = spool.reader().unwrap();
+    for _ in 0..70 {
+        let r = reader.next().unwrap().unwrap();
+        reader.ack_deferred(&r).unwrap();
+    }
+    let seventy_first = reader.next().unwrap().unwrap();
+    reader.ack_deferred(&seventy_first).unwrap();
+    drop(reader);
+    drop(spool);
+    let spool = Spool::open(tmp.path(), SpoolOptions::default()).unwrap();
+    let rest = drain(&spool);
+    assert_eq!(rest.len(), 29);
+    assert_eq!(rest[0][0], 71);
+}

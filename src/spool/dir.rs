@@ -254,18 +254,18 @@ impl SpoolDir {
             .map_err(|e| SpoolError::io(path, e))
     }
 
-    /// Replaces small file `name` with `contents` atomically (and durably): a reader sees the
-    /// old contents or the new, never a mix. Safe against concurrent writers: last one wins.
+    /// Replaces small file `name` with `contents` atomically: a reader sees the old contents or
+    /// the new, never a mix. Safe against concurrent writers: last one wins. Not synced: it is
+    /// for advisory state (the delivery backoff), which a power loss may take back.
     pub fn replace(&self, name: &str, contents: &[u8]) -> Result<(), SpoolError> {
         let tmp = self.join(&format!("{name}.{}{TMP_SUFFIX}", std::process::id()));
         let _ = fs::remove_file(&tmp);
-        self.write_new(&tmp, contents, true)?;
+        self.write_new(&tmp, contents, false)?;
         let target = self.join(name);
         fs::rename(&tmp, &target).map_err(|e| {
             let _ = fs::remove_file(&tmp);
             SpoolError::io(&target, e)
-        })?;
-        self.sync()
+        })
     }
 
     /// Reads small file `name`; `None` when it does not exist.

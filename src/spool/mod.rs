@@ -51,9 +51,10 @@
 //! - An append that returned `Ok` under [`SyncPolicy::Always`] survives a crash of the process
 //!   or the machine. Under [`SyncPolicy::Never`] it survives a crash of the process only.
 //! - A record being appended when the process died is either whole or skipped as torn.
-//! - An acknowledged record is never returned again (under `Always`, even after a power loss).
-//!   The duplicate window: a record delivered but not yet acknowledged when the process died is
-//!   returned again by the next reader.
+//! - An acknowledged record is never returned again (under `Always`, even after a power loss;
+//!   with [`Reader::ack_deferred`], after a power loss up to [`DEFERRED_ACKS`] records
+//!   acknowledged since the last sync may be). The duplicate window: a record delivered but not
+//!   yet acknowledged when the process died is returned again by the next reader.
 //! - After any append returns, the spool's files total at most `max_bytes` (the bookkeeping files
 //!   counted as a fixed 1 KiB), and at most `max_spans` spans are stored. The quarantine and the
 //!   dead-letter area each keep at most an eighth of `max_bytes`, and are the first to go when
@@ -80,7 +81,7 @@ use std::time::SystemTime;
 
 pub use bounds::overhead;
 pub use error::{AppendError, SpoolError};
-pub use reader::{Reader, Record, VerifyReport};
+pub use reader::{DEFERRED_ACKS, Reader, Record, VerifyReport};
 pub use writer::AppendOutcome;
 
 use cursor::Cursor;
@@ -308,7 +309,8 @@ impl Spool {
         self.dir.read_small(dir::DELIVERY_STATE)
     }
 
-    /// Replaces the delivery state file, atomically and durably. At most
+    /// Replaces the delivery state file, atomically (not synced: the backoff is advisory, and a
+    /// power loss costs at most one more attempt). At most
     /// [`MAX_DELIVERY_STATE`] bytes: it lives in the bookkeeping allowance of the bound.
     pub fn store_delivery_state(&self, contents: &[u8]) -> Result<(), SpoolError> {
         assert!(

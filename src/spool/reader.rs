@@ -156,6 +156,19 @@ pub struct Reader<'a> {
     cursor: Cursor,
     open: Option<Open>,
     warned_future: bool,
+    /// Deferred acknowledgements written but not yet synced.
+    unsynced: u32,
+}
+
+/// Deferred acknowledgements are synced at least this often (and at every sync point).
+pub const DEFERRED_ACKS: u32 = 64;
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        // Before the lease goes: the next flusher must not find progress that a power loss
+        // could still undo.
+        let _ = self.sync();
+    }
 }
 
 impl<'a> Reader<'a> {
@@ -178,6 +191,7 @@ impl<'a> Reader<'a> {
             cursor: spool.read_cursor()?,
             open: None,
             warned_future: false,
+            unsynced: 0,
         })
     }
 
@@ -186,10 +200,31 @@ impl<'a> Reader<'a> {
     }
 
     fn save_cursor(&mut self) -> Result<(), SpoolError> {
-        let durable = self.spool.opts.sync.is_always();
+        self.write_cursor()?;
+        self.sync()
+    }
+
+    fn write_cursor(&mut self) -> Result<(), SpoolError> {
         self.cursor
-            .write(&self.spool.cursor_file, durable)
+            .write(&self.spool.cursor_file, false)
             .map_err(|e| SpoolError::io(self.spool.dir.join(dir::CURSOR), e))
+    }
+
+    /// Makes every acknowledgement so far durable (under
+    /// [`SyncPolicy::Always`](super::SyncPolicy::Always)). Dropping the reader does it too.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors syncing the cursor.
+    pub fn sync(&mut self) -> Result<(), SpoolError> {
+        self.unsynced = 0;
+        if self.spool.opts.sync.is_always() {
+            self.spool
+                .cursor_file
+                .sync_data()
+                .map_err(|e| SpoolError::io(self.spool.dir.join(dir::CURSOR), e))?;
+        }
+        Ok(())
     }
 
     /// The oldest record not yet acknowledged, or `None` when everything stored has been.
@@ -248,10 +283,36 @@ impl<'a> Reader<'a> {
         if record.segment != self.cursor.segment || record.start != self.cursor.offset {
             return Err(SpoolError::NotNext);
         }
+        self.advance(record);
+        self.save_cursor()
+    }
+
+    /// Acknowledges `record` like [`ack`](Reader::ack), except that under
+    /// [`SyncPolicy::Always`](super::SyncPolicy::Always) the cursor is synced only every
+    /// [`DEFERRED_ACKS`] acknowledgements, at [`sync`](Reader::sync), when a segment is done,
+    /// and when the reader is dropped. A crash of the process loses nothing (the cursor is in
+    /// the page cache); a power loss may return up to [`DEFERRED_ACKS`] of these again.
+    ///
+    /// # Errors
+    ///
+    /// As [`ack`](Reader::ack).
+    pub fn ack_deferred(&mut self, record: &Record) -> Result<(), SpoolError> {
+        if record.segment != self.cursor.segment || record.start != self.cursor.offset {
+            return Err(SpoolError::NotNext);
+        }
+        self.advance(record);
+        self.write_cursor()?;
+        self.unsynced += 1;
+        if self.unsynced >= DEFERRED_ACKS {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, record: &Record) {
         self.cursor.offset = record.end;
         self.cursor.batches += 1;
         self.cursor.spans += u64::from(record.span_count);
-        self.save_cursor()
     }
 
     /// Moves `record` (the one [`next`](Reader::next) returned last) to the dead-letter area,
