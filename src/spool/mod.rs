@@ -181,6 +181,7 @@ impl Spool {
             inner: Mutex::new(Inner {
                 ledger_file,
                 active: None,
+                active_ours: false,
             }),
         };
         {

@@ -35,6 +35,8 @@ pub(super) struct Inner {
     pub ledger_file: File,
     /// The active segment, kept open between appends.
     pub active: Option<(u64, File)>,
+    /// Its header is one of ours (format 1): only then may frames be appended to it.
+    pub active_ours: bool,
 }
 
 /// The append lock, held: the mutex for the threads of this process, `flock` for the others.
@@ -214,7 +216,13 @@ impl<'a> Locked<'a> {
             self.inner.active = None;
             let path = self.seg_path(id);
             match self.spool.dir.open_write(&path) {
-                Ok(f) => self.inner.active = Some((id, f)),
+                Ok(f) => {
+                    // Checked once per handle: a newer format's segment, or a damaged one, is
+                    // read (or left alone) but never appended to.
+                    self.inner.active_ours =
+                        matches!(read_segment_header(&f), SegmentHeader::Current(_));
+                    self.inner.active = Some((id, f));
+                }
                 Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                     return Ok(None);
                 }
@@ -240,11 +248,13 @@ impl<'a> Locked<'a> {
         self.begin_change()?;
         let had_active = self.active()?;
         // The header is the truth: a writer may have died after counting its record there.
-        let sealed = had_active.map(|size| {
+        // A newer format's segment is not ours to count.
+        let sealed = had_active.and_then(|size| {
             let (_, file) = self.inner.active.as_ref().expect("active() opened it");
             match read_segment_header(file) {
-                SegmentHeader::Current(c) => (size, c),
-                _ => (size, SegmentCounts::default()),
+                SegmentHeader::Current(c) => Some((size, c)),
+                SegmentHeader::Damaged => Some((size, SegmentCounts::default())),
+                SegmentHeader::Future(_) => None,
             }
         });
         // Ids only grow. A name already taken (by something that is not a segment of ours,
@@ -266,6 +276,7 @@ impl<'a> Locked<'a> {
             self.ledger.sealed_spans += counts.spans;
         }
         self.inner.active = Some((id, file));
+        self.inner.active_ours = true;
         // With nothing sealed and no active file, the new segment is the only (so oldest) one.
         if had_active.is_none() && self.ledger.sealed_bytes == 0 {
             self.ledger.oldest_id = id;

@@ -123,10 +123,11 @@ impl Spool {
         let target = bounds::segment_target(max_bytes);
         let mut size = match locked.active()? {
             // Equal to the recorded length: no writer died mid-append (else its torn tail is
-            // left behind in a sealed segment); at least a header (a file cut shorter is damage);
-            // and there is room before the segment target.
+            // left behind in a sealed segment); a header of ours (not cut short, damaged or of a
+            // newer format); and room before the segment target.
             Some(size)
-                if size >= SEGMENT_HEADER_LEN
+                if locked.inner.active_ours
+                    && size >= SEGMENT_HEADER_LEN
                     && size == locked.ledger.active_len
                     && (size + frame_len <= target || locked.ledger.active_batches == 0) =>
             {
