@@ -1,7 +1,8 @@
 //! The shared backoff: "the backend is down until T", for every process on a spool (CONTRACT §5).
 //!
 //! Pure: [`next`] computes the state after an attempt without a clock or randomness of its own;
-//! the spool stores the encoded state as a small file beside the ledger, replaced atomically.
+//! the spool stores the encoded state beside the ledger, in two alternating slots rewritten in
+//! place (see `spool::slots`).
 //!
 //! - After a retryable or misconfigured answer the delay is the server's `Retry-After` when it
 //!   gave one, else 1 s doubling per consecutive failure up to 5 min, ±20 % jitter.

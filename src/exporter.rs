@@ -250,7 +250,8 @@ impl Delivery {
         if before != after
             && let Err(e) = self.spool.store_delivery_state(&after.encode())
         {
-            tracing::warn!("could not record the delivery state: {e}");
+            // Advisory (a later run may probe once more): not worth a second line of its own.
+            tracing::info!("could not record the delivery state: {e}");
         }
     }
 

@@ -5,8 +5,9 @@
 
 use super::format::{FRAME_HEADER_LEN, MAX_PAYLOAD_LEN, SEGMENT_HEADER_LEN};
 
-/// Allowance for the bookkeeping files, which never grow past it.
-pub const META_RESERVE: u64 = 1024;
+/// Allowance for the bookkeeping files, which never grow past it: ledger (160 B), cursor
+/// (128 B), delivery state (1064 B), the lock files (empty).
+pub const META_RESERVE: u64 = 2048;
 
 #[cfg(not(test))]
 const MIN_SEGMENT: u64 = 4 * 1024;

@@ -22,16 +22,10 @@ pub const DELIVERY_STATE: &str = "delivery";
 const SEGMENT_SUFFIX: &str = ".seg";
 const TMP_SUFFIX: &str = ".tmp";
 
-/// A temporary file of ours: `<segment>.tmp`, or `delivery.<pid>.tmp`.
+/// A temporary file of ours: `<segment>.tmp`.
 fn is_our_tmp(name: &str) -> bool {
-    let Some(stem) = name.strip_suffix(TMP_SUFFIX) else {
-        return false;
-    };
-    parse_segment_name(OsStr::new(stem)).is_some()
-        || stem
-            .strip_prefix(DELIVERY_STATE)
-            .and_then(|rest| rest.strip_prefix('.'))
-            .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    name.strip_suffix(TMP_SUFFIX)
+        .is_some_and(|stem| parse_segment_name(OsStr::new(stem)).is_some())
 }
 
 pub fn segment_name(id: u64) -> String {
@@ -252,39 +246,6 @@ impl SpoolDir {
             .write_all(contents)
             .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
             .map_err(|e| SpoolError::io(path, e))
-    }
-
-    /// Replaces small file `name` with `contents` atomically: a reader sees the old contents or
-    /// the new, never a mix. Safe against concurrent writers: last one wins. Not synced: it is
-    /// for advisory state (the delivery backoff), which a power loss may take back.
-    pub fn replace(&self, name: &str, contents: &[u8]) -> Result<(), SpoolError> {
-        let tmp = self.join(&format!("{name}.{}{TMP_SUFFIX}", std::process::id()));
-        let _ = fs::remove_file(&tmp);
-        self.write_new(&tmp, contents, false)?;
-        let target = self.join(name);
-        fs::rename(&tmp, &target).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            SpoolError::io(&target, e)
-        })
-    }
-
-    /// Reads small file `name`; `None` when it does not exist.
-    pub fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>, SpoolError> {
-        let path = self.join(name);
-        let file = match self.open_read(&path) {
-            Ok(f) => f,
-            Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
-        let mut buf = Vec::new();
-        use std::io::Read;
-        (&file)
-            .take(64 * 1024)
-            .read_to_end(&mut buf)
-            .map_err(|e| SpoolError::io(&path, e))?;
-        Ok(Some(buf))
     }
 }
 

@@ -8,9 +8,9 @@
 //! ```text
 //! DIR/                       0700, owned by the user, never a symlink
 //!   ledger                   160 B: totals, counters, active segment; its flock is the append lock
-//!   cursor                   128 B: how far delivery has been acknowledged (two A/B slots)
+//!   cursor                   2 × 64 B: how far delivery has been acknowledged (two alternating slots)
 //!   flush.lock               empty; its flock is the flush lease
-//!   delivery                 ≤ 512 B: the shared backoff state (see `circuit`), replaced atomically
+//!   delivery                 2 × 532 B: the shared backoff state (see `circuit`), in two alternating slots
 //!   NNNNNNNNNNNNNNNNNNNN.seg segments, 20-digit ids, oldest first: header + frames
 //!   quarantine/NNN….seg      segments in which damage was skipped, kept for inspection
 //!   deadletter/TIME-PID.pb   batches the backend rejected as bad data, kept for inspection
@@ -56,7 +56,7 @@
 //!   acknowledged since the last sync may be). The duplicate window: a record delivered but not
 //!   yet acknowledged when the process died is returned again by the next reader.
 //! - After any append returns, the spool's files total at most `max_bytes` (the bookkeeping files
-//!   counted as a fixed 1 KiB), and at most `max_spans` spans are stored. The quarantine and the
+//!   counted as a fixed 2 KiB), and at most `max_spans` spans are stored. The quarantine and the
 //!   dead-letter area each keep at most an eighth of `max_bytes`, and are the first to go when
 //!   room is needed.
 //! - Dropped batches and spans, corrupt and torn records are counted in the ledger, across
@@ -71,6 +71,7 @@ pub mod format;
 mod ledger;
 mod reader;
 mod segments;
+mod slots;
 mod sys;
 mod writer;
 
@@ -90,8 +91,10 @@ use format::{FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, SegmentHeader};
 use ledger::Ledger;
 use segments::{Inner, Locked};
 
-/// Size allowance of the delivery state file.
+/// Size allowance of the delivery state.
 pub const MAX_DELIVERY_STATE: usize = 512;
+/// A slot of the delivery state file, which holds two (counted in `bounds::META_RESERVE`).
+const DELIVERY_SLOT: usize = slots::SLOT_HEADER + MAX_DELIVERY_STATE;
 
 /// When appended data is forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -173,6 +176,13 @@ impl Spool {
         if let Err(e) = cursor::preallocate(&cursor_file) {
             // Only a full disk gets here; acknowledging will fail the same way until it has room.
             tracing::warn!(path = %dir.join(dir::CURSOR).display(), "cannot size the cursor file: {e}");
+        }
+        // Sized now too, so that recording the backoff never needs space later.
+        if let Err(e) = dir.open_rw(dir::DELIVERY_STATE).and_then(|f| {
+            slots::preallocate(&f, DELIVERY_SLOT)
+                .map_err(|e| SpoolError::io(dir.join(dir::DELIVERY_STATE), e))
+        }) {
+            tracing::info!("cannot size the delivery state file: {e}");
         }
         let spool = Spool {
             dir,
@@ -307,18 +317,36 @@ impl Spool {
 
     /// The delivery state file's contents, if any (see `circuit`).
     pub fn load_delivery_state(&self) -> Result<Option<Vec<u8>>, SpoolError> {
-        self.dir.read_small(dir::DELIVERY_STATE)
+        let path = self.dir.join(dir::DELIVERY_STATE);
+        let file = match self.dir.open_read(&path) {
+            Ok(f) => f,
+            Err(SpoolError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let state = slots::read(&file, DELIVERY_SLOT).map_err(|e| SpoolError::io(&path, e))?;
+        Ok(state.map(|(_, payload)| payload))
     }
 
-    /// Replaces the delivery state file, atomically (not synced: the backoff is advisory, and a
-    /// power loss costs at most one more attempt). At most
-    /// [`MAX_DELIVERY_STATE`] bytes: it lives in the bookkeeping allowance of the bound.
+    /// Rewrites the delivery state in place (two alternating slots, see `slots`): a reader
+    /// sees the old state or the new, and no write needs free space, so the backoff is recorded
+    /// on a full disk too. Not synced: the backoff is advisory, and a power loss costs at most
+    /// one more attempt. At most [`MAX_DELIVERY_STATE`] bytes: it lives in the bookkeeping
+    /// allowance of the bound.
     pub fn store_delivery_state(&self, contents: &[u8]) -> Result<(), SpoolError> {
         assert!(
             contents.len() <= MAX_DELIVERY_STATE,
             "delivery state over its allowance"
         );
-        self.dir.replace(dir::DELIVERY_STATE, contents)
+        let path = self.dir.join(dir::DELIVERY_STATE);
+        let file = self.dir.open_rw(dir::DELIVERY_STATE)?;
+        let io = |e| SpoolError::io(&path, e);
+        slots::preallocate(&file, DELIVERY_SLOT).map_err(io)?;
+        let seq = slots::read(&file, DELIVERY_SLOT)
+            .map_err(io)?
+            .map_or(0, |(seq, _)| seq + 1);
+        slots::write(&file, DELIVERY_SLOT, seq, contents).map_err(io)
     }
 
     /// Reads every unacknowledged record and counts the damaged ones. Changes nothing.
