@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus};
+use std::path::PathBuf;
+use std::process::ExitStatus;
 
 use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
 use signal_hook::iterator::SignalsInfo;
@@ -90,9 +91,40 @@ fn spawn_error(e: io::Error) -> Outcome {
     }
 }
 
+/// The command as a path, searched in the child's `PATH` as `execvp` would, so that the spawn
+/// can use `posix_spawn` (std falls back to `fork` for a bare name in a replaced environment):
+/// the first executable file; else the first file found (spawning it then fails as not
+/// executable: 126); else the name as given (not found: 127).
+fn resolve(program: &OsStr, path_var: Option<&OsStr>) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    if program.as_bytes().contains(&b'/') || program.is_empty() {
+        return PathBuf::from(program);
+    }
+    let mut found = None;
+    for dir in std::env::split_paths(path_var.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin")))
+    {
+        let candidate = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        }
+        .join(program);
+        match std::fs::metadata(&candidate) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return candidate,
+            Ok(m) if m.is_file() => {
+                found.get_or_insert(candidate);
+            }
+            _ => {}
+        }
+    }
+    found.unwrap_or_else(|| PathBuf::from(program))
+}
+
 /// Runs `program` with `args`, with `env` as its whole environment (or ours when `None`), and
-/// waits for it, forwarding signals meanwhile.
-pub fn run(
+/// waits for it, forwarding signals meanwhile. The caller's runtime keeps serving its other
+/// tasks (the capture receiver) while the command runs.
+pub async fn run(
     program: &OsStr,
     args: &[OsString],
     env: Option<&BTreeMap<OsString, OsString>>,
@@ -100,8 +132,12 @@ pub fn run(
     // Register before spawning: a signal that arrives while the child starts is queued and
     // forwarded once its pid is known, never lost and never fatal to us.
     let signals = SignalsInfo::<WithOrigin>::new(FORWARDED);
-    let mut cmd = Command::new(program);
-    cmd.args(args);
+    let path_var = match env {
+        Some(env) => env.get(OsStr::new("PATH")).cloned(),
+        None => std::env::var_os("PATH"),
+    };
+    let mut cmd = tokio::process::Command::new(resolve(program, path_var.as_deref()));
+    cmd.arg0(program).args(args);
     if let Some(env) = env {
         cmd.env_clear().envs(env);
     }
@@ -109,7 +145,7 @@ pub fn run(
         Ok(child) => child,
         Err(e) => return spawn_error(e),
     };
-    let pid = child.id();
+    let pid = child.id().expect("a child not yet waited for has a pid");
     let forwarder = signals.ok().map(|mut signals| {
         let handle = signals.handle();
         let thread = std::thread::spawn(move || {
@@ -126,13 +162,7 @@ pub fn run(
         (handle, thread)
     });
     // Waiting on our own child handle (not /proc): reaping is ours, whatever PID 1 does.
-    let status = loop {
-        match child.wait() {
-            Ok(status) => break Some(status),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break None,
-        }
-    };
+    let status = child.wait().await.ok();
     if let Some((handle, thread)) = forwarder {
         handle.close();
         let _ = thread.join();
@@ -188,15 +218,50 @@ mod tests {
         assert!(!should_forward(Cause::Unknown));
     }
 
+    fn run_now(
+        program: &str,
+        args: &[&str],
+        env: Option<&BTreeMap<OsString, OsString>>,
+    ) -> Outcome {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let args: Vec<OsString> = args.iter().map(Into::into).collect();
+        rt.block_on(run(OsStr::new(program), &args, env))
+    }
+
     #[test]
     fn a_missing_command_is_127_and_a_non_executable_file_is_126() {
-        let out = run(OsStr::new("/nonexistent/cmd"), &[], None);
-        assert_eq!(out.exit_code(), 127);
+        assert_eq!(run_now("/nonexistent/cmd", &[], None).exit_code(), 127);
+        assert_eq!(
+            run_now("no-such-command-anywhere", &[], None).exit_code(),
+            127
+        );
         let tmp = tempfile::NamedTempFile::new().unwrap();
-        let out = run(tmp.path().as_os_str(), &[], None);
-        assert_eq!(out.exit_code(), 126);
-        let out = run(OsStr::new("sh"), &["-c".into(), "exit 9".into()], None);
+        assert_eq!(
+            run_now(tmp.path().to_str().unwrap(), &[], None).exit_code(),
+            126
+        );
+        let out = run_now("sh", &["-c", "exit 9"], None);
         assert_eq!(out.exit_code(), 9);
         assert!(out.pid().is_some());
+    }
+
+    #[test]
+    fn a_bare_name_is_found_in_the_childs_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let script = tmp.path().join("hook");
+        std::fs::write(&script, "#!/bin/sh\nexit 5\n").unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let path = OsString::from(format!("/nonexistent:{}", tmp.path().display()));
+        assert_eq!(resolve(OsStr::new("hook"), Some(&path)), script);
+        assert_eq!(
+            resolve(OsStr::new("./hook"), Some(&path)),
+            PathBuf::from("./hook")
+        );
+        let env = BTreeMap::from([(OsString::from("PATH"), path)]);
+        assert_eq!(run_now("hook", &[], Some(&env)).exit_code(), 5);
     }
 }

@@ -112,9 +112,28 @@ fn trace_state(env: &BTreeMap<OsString, OsString>) -> Option<&str> {
 
 /// Runs the command with our environment untouched (tracing off, or not recorded).
 fn run_untraced(program: &OsStr, args: &[OsString]) -> ExitCode {
-    let outcome = exec::run(program, args, None);
+    let outcome = match current_thread() {
+        Ok(runtime) => runtime.block_on(exec::run(program, args, None)),
+        // No runtime (cannot really happen: it starts no thread): run it plainly all the same.
+        Err(_) => return plain_run(program, args),
+    };
     report_spawn_failure(program, &outcome);
     ExitCode::from(outcome.exit_code())
+}
+
+/// The command, and nothing else of ours: the last resort that still returns its exit code.
+fn plain_run(program: &OsStr, args: &[OsString]) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+    match std::process::Command::new(program).args(args).status() {
+        Ok(status) => ExitCode::from(
+            status
+                .code()
+                .or(status.signal().map(|s| 128 + s))
+                .unwrap_or(1) as u8,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ExitCode::from(127),
+        Err(_) => ExitCode::from(126),
+    }
 }
 
 fn report_spawn_failure(program: &OsStr, outcome: &Outcome) {
@@ -177,14 +196,15 @@ struct Capture {
 }
 
 impl Capture {
-    fn start(runtime: &tokio::runtime::Runtime, sink: Arc<Captured>) -> std::io::Result<Capture> {
-        let listener = runtime.block_on(receiver::bind(([127, 0, 0, 1], 0).into()))?;
+    /// Starts the receiver as a task of the current runtime.
+    async fn start(sink: Arc<Captured>) -> std::io::Result<Capture> {
+        let listener = receiver::bind(([127, 0, 0, 1], 0).into()).await?;
         let port = listener.local_addr()?.port();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let task = runtime.spawn(receiver::http::serve(
+        let task = tokio::spawn(receiver::http::serve(
             listener,
             ReceiverSettings::default(),
             sink,
@@ -194,9 +214,9 @@ impl Capture {
         Ok(Capture { port, stop, task })
     }
 
-    fn stop(self, runtime: &tokio::runtime::Runtime) {
+    async fn stop(self) {
         let _ = self.stop.send(());
-        let _ = runtime.block_on(self.task);
+        let _ = self.task.await;
     }
 }
 
@@ -262,8 +282,7 @@ fn exec_span(
 /// Encodes the span under the configured resource and delivers it, with `captured` batches in
 /// the same request, within the budget and after whatever the spool holds; spools what is not
 /// delivered.
-fn deliver(
-    runtime: &tokio::runtime::Runtime,
+async fn deliver(
     delivery: &Delivery,
     config: &Config,
     placement: &Placement,
@@ -293,19 +312,15 @@ fn deliver(
         chunks.last_mut().expect("pushed above").push(batch);
     }
     for chunk in chunks {
-        export_one(runtime, delivery, encode::concat(&chunk));
-    }
-}
-
-fn export_one(runtime: &tokio::runtime::Runtime, delivery: &Delivery, batch: EncodedBatch) {
-    match runtime.block_on(delivery.export(batch)) {
-        Ok(report) => tracing::info!(
+        match delivery.export(encode::concat(&chunk)).await {
+            Ok(report) => tracing::info!(
             sent = report.sent_batches,
             spooled = report.spooled,
             stopped = ?report.stopped.map(|s| s.to_string()),
             "delivery done"
-        ),
-        Err(e) => say!("{e}"),
+            ),
+            Err(e) => say!("{e}"),
+        }
     }
 }
 
@@ -326,13 +341,13 @@ pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
             return run_untraced(program, rest);
         }
     };
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.worker_threads(1).enable_all();
-    let runtime = match runtime.build() {
+    // One thread does it all: the capture receiver, the wait for the command and the delivery
+    // are tasks of this runtime (signals are forwarded from a thread of their own).
+    let runtime = match current_thread() {
         Ok(rt) => rt,
         Err(e) => {
             say!("not tracing this run: {e}");
-            return run_untraced(program, rest);
+            return plain_run(program, rest);
         }
     };
     let placement = Placement::new(parent.as_ref(), trace_state(&env));
@@ -340,35 +355,41 @@ pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
         delivery: delivery.clone(),
         held: Default::default(),
     });
-    let capture = if args.no_capture {
-        None
-    } else {
-        Capture::start(&runtime, captured.clone())
-            .inspect_err(|e| say!("not capturing the command's own spans: {e}"))
-            .ok()
-    };
-    let traceparent = propagation::traceparent(placement.trace_id, placement.span_id);
-    let child_env = propagation::child_env(env, &traceparent, capture.as_ref().map(|c| c.port));
+    let code = runtime.block_on(async {
+        let capture = if args.no_capture {
+            None
+        } else {
+            Capture::start(captured.clone())
+                .await
+                .inspect_err(|e| say!("not capturing the command's own spans: {e}"))
+                .ok()
+        };
+        let traceparent = propagation::traceparent(placement.trace_id, placement.span_id);
+        let child_env = propagation::child_env(env, &traceparent, capture.as_ref().map(|c| c.port));
 
-    let start = SystemTime::now();
-    let outcome = exec::run(program, rest, Some(&child_env));
-    let end = SystemTime::now();
+        let start = SystemTime::now();
+        let outcome = exec::run(program, rest, Some(&child_env)).await;
+        let end = SystemTime::now();
 
-    if let Some(capture) = capture {
-        capture.stop(&runtime);
-    }
-    report_spawn_failure(program, &outcome);
-    let spec = exec_span(&args, program, &outcome, start, end);
-    deliver(
-        &runtime,
-        &delivery,
-        config,
-        &placement,
-        spec,
-        &file_name(program),
-        captured.take(),
-    );
-    ExitCode::from(outcome.exit_code())
+        if let Some(capture) = capture {
+            capture.stop().await;
+        }
+        report_spawn_failure(program, &outcome);
+        let spec = exec_span(&args, program, &outcome, start, end);
+        deliver(
+            &delivery,
+            config,
+            &placement,
+            spec,
+            &file_name(program),
+            captured.take(),
+        )
+        .await;
+        outcome.exit_code()
+    });
+    // Nothing of ours is worth waiting for at exit (a resolver thread, say).
+    runtime.shutdown_background();
+    ExitCode::from(code)
 }
 
 pub(super) fn span(config: &Config, args: SpanArgs) -> Result<ExitCode, CliError> {
@@ -410,14 +431,14 @@ pub(super) fn span(config: &Config, args: SpanArgs) -> Result<ExitCode, CliError
     };
     let delivery = open_delivery(config)?;
     let runtime = current_thread()?;
-    deliver(
-        &runtime,
+    runtime.block_on(deliver(
         &delivery,
         config,
         &placement,
         spec,
         "tracespool",
         Vec::new(),
-    );
+    ));
+    runtime.shutdown_background();
     Ok(ExitCode::SUCCESS)
 }
