@@ -1,6 +1,7 @@
-//! Spool benchmarks: append throughput against the raw disk, append latency with a 1 GiB spool
-//! against an empty one, the cost of open + append (one hook process), read throughput, and the
-//! reader's peak RSS.
+//! Spool benchmarks: append throughput against the raw disk, 1 KiB append latency against the
+//! spool's size (0, 256 MiB, 512 MiB, 768 MiB and 1 GiB, each size timed interleaved with a fresh
+//! empty spool; 1 GiB / empty is the target), the cost of open + append (one hook process), read
+//! throughput of a 1 GiB spool, and the reader's peak RSS.
 //!
 //! `cargo bench --bench spool` prints a table and writes the same figures to
 //! `target/bench-report/spool.json`. Spools are made in `target/bench-tmp` (the filesystem that
@@ -480,16 +481,46 @@ fn fsync_path(path: &Path) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Section 3: latency, 1 GiB spool against an empty one; open + append. Then reading it.
+// Section 3: latency against the spool's size (empty … 1 GiB, each point against a fresh empty
+// spool); open + append. Then reading a 1 GiB spool.
+
+/// The spool sizes at which 1 KiB append latency is measured: `k / (LAT_POINTS - 1)` of
+/// `Scale::fill_bytes` for k = 0 … LAT_POINTS - 1 (0, 256 MiB, 512 MiB, 768 MiB, 1 GiB).
+const LAT_POINTS: u64 = 5;
+
+/// 1 KiB append latency (Never) at one size of the growing spool, and on a fresh empty spool
+/// in the same interleaved rounds (the reference: drift and load hit both alike).
+struct SizePoint {
+    /// The size aimed at (the growing spool is filled with 64 KiB batches until it holds this
+    /// many bytes on disk, counting the 1 KiB records of the earlier points).
+    target_bytes: u64,
+    /// Bytes on disk (records + headers) when the point was measured.
+    spool_bytes: u64,
+    segments: usize,
+    /// Nanoseconds, sorted.
+    lat: Vec<u64>,
+    empty: Vec<u64>,
+}
+
+impl SizePoint {
+    fn ratio(&self) -> f64 {
+        percentile(&self.lat, 0.5) as f64 / percentile(&self.empty, 0.5).max(1) as f64
+    }
+}
 
 struct Latency {
-    /// Nanoseconds, sorted.
+    /// The last point's distributions (the largest spool, ≥ `fill_bytes`), nanoseconds, sorted.
     empty: Vec<u64>,
     full: Vec<u64>,
+    by_size: Vec<SizePoint>,
     open_never_empty: Vec<u64>,
     open_never_full: Vec<u64>,
     open_always_empty: Vec<u64>,
     open_always_full: Vec<u64>,
+    /// The 64 KiB batches and seconds that filled the latency spool up to its last point.
+    lat_fill_batches: u64,
+    lat_fill_secs: f64,
+    /// The read spool: `fill_batches` × 64 KiB and nothing else.
     fill_batches: u64,
     fill_secs: f64,
     full_bytes: u64,
@@ -532,81 +563,123 @@ impl Latency {
     }
 }
 
-fn bench_latency_and_read(tmp: &Tmp, scale: &Scale) -> Latency {
-    let max_bytes = 4 * GIB;
-    let empty_dir = tmp.dir();
-    let full_dir = tmp.dir();
-    let empty_path = empty_dir.path().join("spool");
-    let full_path = full_dir.path().join("spool");
-
-    println!(
-        "\n[2/3] append latency: {} spool vs an empty one (1 KiB, Never)",
-        size_name(scale.fill_bytes as usize)
-    );
-    // Fill with 64 KiB batches; these are also what the reader is timed on below.
-    let block = payload(64 * KIB, 7);
-    let fill_batches = scale.fill_bytes / (64 * KIB) as u64;
-    let fill_secs = {
-        let spool = Spool::open(&full_path, opts(SyncPolicy::Never, max_bytes)).expect("open");
-        let t = Instant::now();
-        for _ in 0..fill_batches {
-            spool.append(&block, 128).expect("fill");
-        }
-        t.elapsed().as_secs_f64()
-    };
-    println!(
-        "  filled: {fill_batches} × 64 KiB in {fill_secs:.2} s ({:.0} MiB/s); writing it back…",
-        mib(fill_batches * 64 * KIB as u64) / fill_secs
-    );
-    let wb = Instant::now();
-    sync_all_fs();
-    println!("  writeback took {:.2} s", wb.elapsed().as_secs_f64());
-
-    let small = payload(KIB, 11);
-    let (empty, full, full_bytes) = {
-        let e = Spool::open(&empty_path, opts(SyncPolicy::Never, max_bytes)).expect("open");
-        let f = Spool::open(&full_path, opts(SyncPolicy::Never, max_bytes)).expect("open");
-        for _ in 0..scale.lat_warmup {
-            e.append(&small, 2).expect("append");
-            f.append(&small, 2).expect("append");
-        }
-        let cap = scale.lat_rounds * scale.lat_per_round;
-        let (mut le, mut lf) = (Vec::with_capacity(cap), Vec::with_capacity(cap));
-        // Alternate blocks of appends between the two spools so that drift hits both alike.
-        for round in 0..scale.lat_rounds {
-            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for which in order {
-                let (spool, out) = if which == 0 {
-                    (&e, &mut le)
-                } else {
-                    (&f, &mut lf)
-                };
-                for _ in 0..scale.lat_per_round {
-                    let t = Instant::now();
-                    spool.append(&small, 2).expect("append");
-                    out.push(t.elapsed().as_nanos() as u64);
-                }
+/// `scale.lat_rounds` rounds of `scale.lat_per_round` timed 1 KiB appends to each of `a` and
+/// `b`, alternating which goes first, so that drift hits both alike. Sorted nanoseconds.
+fn interleaved_appends(a: &Spool, b: &Spool, small: &[u8], scale: &Scale) -> [Vec<u64>; 2] {
+    let cap = scale.lat_rounds * scale.lat_per_round;
+    let mut out = [Vec::with_capacity(cap), Vec::with_capacity(cap)];
+    for round in 0..scale.lat_rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for which in order {
+            let spool = if which == 0 { a } else { b };
+            for _ in 0..scale.lat_per_round {
+                let t = Instant::now();
+                spool.append(small, 2).expect("append");
+                out[which].push(t.elapsed().as_nanos() as u64);
             }
         }
-        let stats = f.stats().expect("stats");
-        assert_eq!(
-            stats.dropped_batches, 0,
-            "nothing dropped from the full spool"
-        );
-        le.sort_unstable();
-        lf.sort_unstable();
-        (le, lf, stats.bytes)
-    };
-    let full_segments = count_segments(&full_path);
+    }
+    for v in &mut out {
+        v.sort_unstable();
+    }
+    out
+}
+
+/// Appends 64 KiB batches until the spool holds `target` bytes on disk; (batches, seconds).
+fn fill_to(spool: &Spool, block: &[u8], target: u64) -> (u64, f64) {
+    const FRAME: u64 = 32;
+    let have = spool.stats().expect("stats").bytes;
+    let n = target
+        .saturating_sub(have)
+        .div_ceil(block.len() as u64 + FRAME);
+    let t = Instant::now();
+    for _ in 0..n {
+        spool.append(block, 128).expect("fill");
+    }
+    (n, t.elapsed().as_secs_f64())
+}
+
+fn bench_latency_and_read(tmp: &Tmp, scale: &Scale) -> Latency {
+    let max_bytes = 4 * GIB;
+    let full_dir = tmp.dir();
+    let full_path = full_dir.path().join("spool");
+    let block = payload(64 * KIB, 7);
+    let small = payload(KIB, 11);
+
     println!(
-        "  1 KiB append, median / p99: empty {} / {}, \
-         full ({:.0} MiB, {full_segments} segments) {} / {}",
-        micros(percentile(&empty, 0.5)),
-        micros(percentile(&empty, 0.99)),
-        mib(full_bytes),
-        micros(percentile(&full, 0.5)),
-        micros(percentile(&full, 0.99)),
+        "\n[2/3] append latency (1 KiB, Never) against the spool's size, 0 … {}, each size \
+         against a fresh empty spool",
+        size_name(scale.fill_bytes as usize)
     );
+    let mut by_size = Vec::new();
+    let (mut lat_fill_batches, mut lat_fill_secs) = (0u64, 0.0f64);
+    // The empty spool of the last point is kept for the open + append measurements.
+    let mut last_empty = None;
+    {
+        let f = Spool::open(&full_path, opts(SyncPolicy::Never, max_bytes)).expect("open");
+        for _ in 0..scale.lat_warmup {
+            f.append(&small, 2).expect("append");
+        }
+        println!(
+            "  {:>10} {:>10} {:>9} {:>10} {:>10} {:>12} {:>12} {:>7}",
+            "target", "spool", "segments", "p50", "p99", "empty p50", "empty p99", "ratio"
+        );
+        for k in 0..LAT_POINTS {
+            let target = scale.fill_bytes * k / (LAT_POINTS - 1);
+            let (n, secs) = fill_to(&f, &block, target);
+            if n > 0 {
+                lat_fill_batches += n;
+                lat_fill_secs += secs;
+                // Written back before timing, so that writeback does not land in the samples.
+                sync_all_fs();
+            }
+            let empty_dir = tmp.dir();
+            let empty_path = empty_dir.path().join("spool");
+            let e = Spool::open(&empty_path, opts(SyncPolicy::Never, max_bytes)).expect("open");
+            for _ in 0..scale.lat_warmup {
+                e.append(&small, 2).expect("append");
+            }
+            let spool_bytes = f.stats().expect("stats").bytes;
+            let [empty, lat] = interleaved_appends(&e, &f, &small, scale);
+            let stats = f.stats().expect("stats");
+            assert_eq!(stats.dropped_batches, 0, "nothing dropped from the spool");
+            let point = SizePoint {
+                target_bytes: target,
+                spool_bytes,
+                segments: count_segments(&full_path),
+                lat,
+                empty,
+            };
+            println!(
+                "  {:>10} {:>6.0} MiB {:>9} {:>10} {:>10} {:>12} {:>12} {:>7.2}",
+                size_name(target as usize),
+                mib(point.spool_bytes),
+                point.segments,
+                micros(percentile(&point.lat, 0.5)),
+                micros(percentile(&point.lat, 0.99)),
+                micros(percentile(&point.empty, 0.5)),
+                micros(percentile(&point.empty, 0.99)),
+                point.ratio()
+            );
+            by_size.push(point);
+            drop(e);
+            last_empty = Some(empty_dir);
+        }
+    }
+    println!(
+        "  latency spool filled with {lat_fill_batches} × 64 KiB in {lat_fill_secs:.2} s \
+         ({:.0} MiB/s)",
+        mib(lat_fill_batches * 64 * KIB as u64) / lat_fill_secs.max(1e-9)
+    );
+    let last = by_size.last().expect("latency points measured");
+    let (empty, full, full_bytes, full_segments) = (
+        last.empty.clone(),
+        last.lat.clone(),
+        last.spool_bytes,
+        last.segments,
+    );
+    let empty_dir = last_empty.expect("an empty spool");
+    let empty_path = empty_dir.path().join("spool");
 
     // One hook process: open the spool, append one batch, close it.
     let open_append = |path: &Path, sync: SyncPolicy| -> u64 {
@@ -652,11 +725,34 @@ fn bench_latency_and_read(tmp: &Tmp, scale: &Scale) -> Latency {
         micros(percentile(&open_always_full, 0.5)),
     );
     drop(empty_dir);
+    drop(full_dir);
 
-    println!("\n[3/3] reading the full spool (child process, Never, page cache warm)");
+    println!(
+        "\n[3/3] reading a {} spool of 64 KiB batches (child process, Never, page cache warm)",
+        size_name(scale.fill_bytes as usize)
+    );
+    // A spool of 64 KiB batches only (the latency spool also holds the 1 KiB records of its
+    // points): the reader is timed on these.
+    let read_dir = tmp.dir();
+    let read_path = read_dir.path().join("spool");
+    let fill_batches = scale.fill_bytes / (64 * KIB) as u64;
+    let fill_secs = {
+        let spool = Spool::open(&read_path, opts(SyncPolicy::Never, max_bytes)).expect("open");
+        let t = Instant::now();
+        for _ in 0..fill_batches {
+            spool.append(&block, 128).expect("fill");
+        }
+        t.elapsed().as_secs_f64()
+    };
+    let wb = Instant::now();
     sync_all_fs();
-    let (raw_bytes, raw_secs) = raw_read(&full_path);
-    let read = spawn_reader(&full_path, fill_batches);
+    println!(
+        "  filled: {fill_batches} × 64 KiB in {fill_secs:.2} s ({:.0} MiB/s); writeback {:.2} s",
+        mib(fill_batches * 64 * KIB as u64) / fill_secs,
+        wb.elapsed().as_secs_f64()
+    );
+    let (raw_bytes, raw_secs) = raw_read(&read_path);
+    let read = spawn_reader(&read_path, fill_batches);
     println!(
         "  raw read of the segment files: {:.0} MiB/s; \
          spool read + ack: {:.0} MiB/s, {} records/s; peak RSS {:.1} MiB",
@@ -666,15 +762,18 @@ fn bench_latency_and_read(tmp: &Tmp, scale: &Scale) -> Latency {
         read.peak_rss_mib()
     );
     assert_eq!(read.left_batches, 0, "the reader drained the spool");
-    drop(full_dir);
+    drop(read_dir);
 
     Latency {
         empty,
         full,
+        by_size,
         open_never_empty,
         open_never_full,
         open_always_empty,
         open_always_full,
+        lat_fill_batches,
+        lat_fill_secs,
         fill_batches,
         fill_secs,
         full_bytes,
@@ -981,6 +1080,28 @@ impl Report {
             l.ratio(),
             percentile(&l.full, 0.99) as f64 / percentile(&l.empty, 0.99).max(1) as f64
         );
+        println!(
+            "\nAppend latency, 1 KiB, Never, against the spool's size ({} appends per point, \
+             interleaved with a fresh empty spool)",
+            l.by_size.first().map_or(0, |p| p.lat.len())
+        );
+        println!(
+            "  {:>10} {:>10} {:>9} {:>10} {:>10} {:>10} {:>12} {:>7}",
+            "target", "spool MiB", "segments", "p50", "p90", "p99", "empty p50", "ratio"
+        );
+        for p in &l.by_size {
+            println!(
+                "  {:>10} {:>10.0} {:>9} {:>10} {:>10} {:>10} {:>12} {:>7.2}",
+                size_name(p.target_bytes as usize),
+                mib(p.spool_bytes),
+                p.segments,
+                micros(percentile(&p.lat, 0.5)),
+                micros(percentile(&p.lat, 0.9)),
+                micros(percentile(&p.lat, 0.99)),
+                micros(percentile(&p.empty, 0.5)),
+                p.ratio()
+            );
+        }
         println!("\nOpen spool + 1 append of 1 KiB + close (one hook process, excluding exec)");
         println!(
             "  {:<8} {:>6} {:>12} {:>12} {:>12} {:>12}",
@@ -1016,7 +1137,7 @@ impl Report {
             thousands(r.records_per_sec())
         );
         println!(
-            "  everything ({} records, {:.0} MiB, including the latency runs' 1 KiB ones): {:.2} s",
+            "  everything ({} records, {:.0} MiB, with the final acknowledgement): {:.2} s",
             r.total_records,
             mib(r.total_bytes),
             r.total_secs
@@ -1088,7 +1209,7 @@ impl Report {
                     "spool_layout_mib_per_sec": a.raw.mib_per_sec(&a.raw.framed_secs),
                 },
                 // Raw time / spool time for the same bytes; medians of the per-rep ratios.
-                                "ratio_64k_never_to_raw_disk": a.disk_ratio(),
+                "ratio_64k_never_to_raw_disk": a.disk_ratio(),
                 "ratio_64k_never_to_raw_disk_per_rep": a.disk_ratio_per_rep(),
                 "ratio_64k_never_to_raw_disk_device": a.device_ratio(),
                 "ratio_64k_never_to_raw_disk_device_per_rep": a.device_ratio_per_rep(),
@@ -1103,6 +1224,18 @@ impl Report {
                 "full_spool_bytes": l.full_bytes,
                 "full_spool_segments": l.full_segments,
                 "median_ratio_full_to_empty": l.ratio(),
+                // One point per spool size (0 … 1 GiB): the growing spool's latency and that of
+                // a fresh empty spool timed in the same interleaved rounds.
+                "by_spool_size": l.by_size.iter().map(|p| json!({
+                    "target_bytes": p.target_bytes,
+                    "spool_bytes": p.spool_bytes,
+                    "segments": p.segments,
+                    "latency": dist(&p.lat),
+                    "empty": dist(&p.empty),
+                    "median_ratio_to_empty": p.ratio(),
+                })).collect::<Vec<_>>(),
+                "fill_batches": l.lat_fill_batches,
+                "fill_secs": l.lat_fill_secs,
             },
             "open_plus_append": {
                 "never_empty": dist(&l.open_never_empty),
