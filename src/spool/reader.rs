@@ -64,15 +64,56 @@ enum Found {
     End,
 }
 
+/// Reads a segment in chunks, so that a run of small records costs one `pread`, not two each.
+/// Bytes below the committed limit never change (segments are append-only), so what the buffer
+/// holds stays true; it is reset when the reader moves to another file. Memory: one chunk, plus
+/// the largest record (read straight into its own buffer).
+#[derive(Debug, Default)]
+struct ReadAhead {
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    start: u64,
+}
+
+impl ReadAhead {
+    const CHUNK: usize = 64 * 1024;
+
+    fn reset(&mut self) {
+        self.buf.clear();
+    }
+
+    /// Fills `out` with the bytes at `pos`; the caller checked `pos + out.len() <= limit`.
+    fn read(&mut self, file: &File, pos: u64, out: &mut [u8], limit: u64) -> std::io::Result<()> {
+        let end = pos + out.len() as u64;
+        if pos >= self.start && end <= self.start + self.buf.len() as u64 {
+            let at = (pos - self.start) as usize;
+            out.copy_from_slice(&self.buf[at..at + out.len()]);
+            return Ok(());
+        }
+        if out.len() >= Self::CHUNK {
+            return file.read_exact_at(out, pos);
+        }
+        let want = ((limit - pos) as usize).min(Self::CHUNK).max(out.len());
+        self.buf.resize(want, 0);
+        if let Err(e) = file.read_exact_at(&mut self.buf, pos) {
+            self.buf.clear();
+            return Err(e);
+        }
+        self.start = pos;
+        out.copy_from_slice(&self.buf[..out.len()]);
+        Ok(())
+    }
+}
+
 /// Reads the frame at `pos`, looking no further than `limit`.
-fn examine(file: &File, pos: u64, limit: u64) -> std::io::Result<Found> {
+fn examine(ahead: &mut ReadAhead, file: &File, pos: u64, limit: u64) -> std::io::Result<Found> {
     if pos >= limit {
         return Ok(Found::End);
     }
     let left = limit - pos;
     if left < FRAME_HEADER_LEN {
         let mut b = vec![0u8; left as usize];
-        file.read_exact_at(&mut b, pos)?;
+        ahead.read(file, pos, &mut b, limit)?;
         let kind = if is_frame_prefix(&b) {
             Damage::Torn
         } else {
@@ -81,7 +122,7 @@ fn examine(file: &File, pos: u64, limit: u64) -> std::io::Result<Found> {
         return Ok(Found::Damage(kind, limit));
     }
     let mut b = [0u8; FRAME_HEADER_LEN as usize];
-    file.read_exact_at(&mut b, pos)?;
+    ahead.read(file, pos, &mut b, limit)?;
     let Some(header) = FrameHeader::decode(&b) else {
         return Ok(Found::Damage(
             Damage::Corrupt,
@@ -93,7 +134,7 @@ fn examine(file: &File, pos: u64, limit: u64) -> std::io::Result<Found> {
         return Ok(Found::Damage(Damage::Torn, limit));
     }
     let mut payload = vec![0u8; header.payload_len as usize];
-    file.read_exact_at(&mut payload, pos + FRAME_HEADER_LEN)?;
+    ahead.read(file, pos + FRAME_HEADER_LEN, &mut payload, limit)?;
     if header.payload_matches(&payload) {
         Ok(Found::Record(header, payload))
     } else {
@@ -158,6 +199,7 @@ pub struct Reader<'a> {
     warned_future: bool,
     /// Deferred acknowledgements written but not yet synced.
     unsynced: u32,
+    ahead: ReadAhead,
 }
 
 /// Deferred acknowledgements are synced at least this often (and at every sync point).
@@ -192,6 +234,7 @@ impl<'a> Reader<'a> {
             open: None,
             warned_future: false,
             unsynced: 0,
+            ahead: ReadAhead::default(),
         })
     }
 
@@ -254,7 +297,7 @@ impl<'a> Reader<'a> {
                 }
             }
             let open = self.open.as_ref().expect("still open");
-            let found = examine(&open.file, self.cursor.offset, open.limit)
+            let found = examine(&mut self.ahead, &open.file, self.cursor.offset, open.limit)
                 .map_err(|e| SpoolError::io(self.seg_path(open.id), e))?;
             match found {
                 Found::End => continue,
@@ -372,6 +415,7 @@ impl<'a> Reader<'a> {
                 };
             }
             self.cursor.offset = self.cursor.offset.max(SEGMENT_HEADER_LEN);
+            self.ahead.reset();
             self.open = Some(Open {
                 id,
                 file,
@@ -476,13 +520,14 @@ pub(super) fn verify(spool: &Spool) -> Result<VerifyReport, SpoolError> {
         } else {
             size
         };
+        let mut ahead = ReadAhead::default();
         let mut pos = if id == cursor.segment {
             cursor.offset.max(SEGMENT_HEADER_LEN)
         } else {
             SEGMENT_HEADER_LEN
         };
         loop {
-            match examine(&file, pos, limit).map_err(|e| SpoolError::io(&path, e))? {
+            match examine(&mut ahead, &file, pos, limit).map_err(|e| SpoolError::io(&path, e))? {
                 Found::End => break,
                 Found::Record(header, _) => {
                     report.records += 1;
