@@ -52,8 +52,8 @@
 //!   or the machine. Under [`SyncPolicy::Never`] it survives a crash of the process only.
 //! - A record being appended when the process died is either whole or skipped as torn.
 //! - An acknowledged record is never returned again (under `Always`, even after a power loss;
-//!   with [`Reader::ack_deferred`], after a power loss up to [`DEFERRED_ACKS`] records
-//!   acknowledged since the last sync may be). The duplicate window: a record delivered but not
+//!   with [`Reader::ack_deferred`], after a power loss up to twice [`DEFERRED_ACKS`] records
+//!   acknowledged since the last completed sync may be). The duplicate window: a record delivered but not
 //!   yet acknowledged when the process died is returned again by the next reader.
 //! - After any append returns, the spool's files total at most `max_bytes` (the bookkeeping files
 //!   counted as a fixed 2 KiB), and at most `max_spans` spans are stored. The quarantine and the

@@ -200,9 +200,12 @@ pub struct Reader<'a> {
     /// Deferred acknowledgements written but not yet synced.
     unsynced: u32,
     ahead: ReadAhead,
+    /// A sync of the cursor under way on a thread of its own (at most one).
+    syncing: Option<std::thread::JoinHandle<std::io::Result<()>>>,
 }
 
-/// Deferred acknowledgements are synced at least this often (and at every sync point).
+/// Deferred acknowledgements are synced in the background every this many (and waited for at
+/// every sync point): at most twice this many can be undone by a power loss.
 pub const DEFERRED_ACKS: u32 = 64;
 
 impl Drop for Reader<'_> {
@@ -235,6 +238,7 @@ impl<'a> Reader<'a> {
             warned_future: false,
             unsynced: 0,
             ahead: ReadAhead::default(),
+            syncing: None,
         })
     }
 
@@ -261,6 +265,7 @@ impl<'a> Reader<'a> {
     /// I/O errors syncing the cursor.
     pub fn sync(&mut self) -> Result<(), SpoolError> {
         self.unsynced = 0;
+        self.finish_background_sync()?;
         if self.spool.opts.sync.is_always() {
             self.spool
                 .cursor_file
@@ -331,10 +336,11 @@ impl<'a> Reader<'a> {
     }
 
     /// Acknowledges `record` like [`ack`](Reader::ack), except that under
-    /// [`SyncPolicy::Always`](super::SyncPolicy::Always) the cursor is synced only every
-    /// [`DEFERRED_ACKS`] acknowledgements, at [`sync`](Reader::sync), when a segment is done,
-    /// and when the reader is dropped. A crash of the process loses nothing (the cursor is in
-    /// the page cache); a power loss may return up to [`DEFERRED_ACKS`] of these again.
+    /// [`SyncPolicy::Always`](super::SyncPolicy::Always) the cursor is synced in the background
+    /// every [`DEFERRED_ACKS`] acknowledgements, and waited for at [`sync`](Reader::sync), when a
+    /// segment is done and when the reader is dropped. A crash of the process loses nothing (the
+    /// cursor is in the page cache); a power loss may return up to twice [`DEFERRED_ACKS`] of
+    /// these again.
     ///
     /// # Errors
     ///
@@ -347,7 +353,43 @@ impl<'a> Reader<'a> {
         self.write_cursor()?;
         self.unsynced += 1;
         if self.unsynced >= DEFERRED_ACKS {
-            self.sync()?;
+            self.sync_in_background()?;
+        }
+        Ok(())
+    }
+
+    /// Starts syncing the cursor on a thread of its own, so that delivery does not wait for
+    /// the disk; waits first for the previous one, so at most one is under way.
+    fn sync_in_background(&mut self) -> Result<(), SpoolError> {
+        self.finish_background_sync()?;
+        self.unsynced = 0;
+        if !self.spool.opts.sync.is_always() {
+            return Ok(());
+        }
+        let path = || self.spool.dir.join(dir::CURSOR);
+        let file = self
+            .spool
+            .cursor_file
+            .try_clone()
+            .map_err(|e| SpoolError::io(path(), e))?;
+        match std::thread::Builder::new().spawn(move || file.sync_data()) {
+            Ok(thread) => self.syncing = Some(thread),
+            // No thread to be had: sync here and now.
+            Err(_) => self
+                .spool
+                .cursor_file
+                .sync_data()
+                .map_err(|e| SpoolError::io(path(), e))?,
+        }
+        Ok(())
+    }
+
+    fn finish_background_sync(&mut self) -> Result<(), SpoolError> {
+        if let Some(thread) = self.syncing.take() {
+            let done = thread
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the cursor sync panicked")));
+            done.map_err(|e| SpoolError::io(self.spool.dir.join(dir::CURSOR), e))?;
         }
         Ok(())
     }
