@@ -46,6 +46,15 @@ impl Default for Encoder {
     }
 }
 
+/// `google.rpc.Status`: the body of an OTLP error answer.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
 /// The two OTLP/HTTP encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

@@ -25,7 +25,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use prost::Message;
 
-use crate::encode::Format;
+use crate::encode::{Format, RpcStatus};
 use rustls::ClientConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -384,15 +384,6 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = inner.source();
     }
     s
-}
-
-/// `google.rpc.Status`, the body of an OTLP error answer; only the message is of use.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
 }
 
 /// `Some(true)` for a protobuf OTLP body, `Some(false)` for JSON, `None` for anything else.

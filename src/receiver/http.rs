@@ -36,20 +36,11 @@ use prost::Message;
 use tokio::net::TcpListener;
 
 use super::{ReceiverSettings, Sink};
-use crate::encode::{EncodedBatch, Format, count_spans};
+use crate::encode::{EncodedBatch, Format, RpcStatus, count_spans};
 
 pub const TRACES_PATH: &str = "/v1/traces";
 /// What a refused client is told to wait.
 const RETRY_AFTER_SECS: &str = "1";
-
-/// `google.rpc.Status`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-}
 
 /// gRPC status codes used in error bodies.
 const INVALID_ARGUMENT: i32 = 3;
