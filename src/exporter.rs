@@ -569,7 +569,11 @@ impl<'a> Run<'a> {
         self.delivery.store_state(&self.before, &self.state);
         self.report.backend = self.state.backend;
         self.report.last_error = self.state.last_error.clone();
-        if let Ok(stats) = self.delivery.spool.stats() {
+        // Stopped: something remains by definition. Ran to the end: count what others added
+        // meanwhile (`flush` exits on it). A hook's spooling run skips the count.
+        if self.report.stopped.is_none()
+            && let Ok(stats) = self.delivery.spool.stats()
+        {
             self.report.remaining = stats.batches > 0;
         }
         Ok(self.report)
