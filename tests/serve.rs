@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    Answer, FaultServer, Rotel, eventually, free_port, python, signal, status_json, tracespool,
+    Answer, FaultServer, Rotel, Tmpfs, eventually, free_port, python, signal, status_json,
+    tracespool,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -1355,55 +1356,6 @@ fn a_batch_larger_than_the_spool_bound_gets_503_or_unavailable_and_is_never_deli
     );
     let status = status_json(&spool, &["--endpoint", &rotel.endpoint()]);
     assert_eq!(status["batches"], 0, "{status}");
-}
-
-/// A tmpfs mounted on a fresh temporary directory; unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// `None` (and a message) where mounting is not allowed: the test is skipped.
-    fn mount(size: &str, test: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        match Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-        {
-            Ok(out) if out.status.success() => Some(Tmpfs { dir }),
-            Ok(out) => {
-                eprintln!(
-                    "SKIPPED {test}: cannot mount a tmpfs: {}",
-                    stderr(&out).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("SKIPPED {test}: cannot run mount: {e}");
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(self.dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(self.dir.path())
-                .status();
-        }
-    }
 }
 
 /// Fills the file system of `path` until it is full.

@@ -10,6 +10,9 @@
 //! back is checked. Random delays come from a seed printed at the start of each test; set
 //! `TRACESPOOL_PROCTEST_SEED` to replay one.
 
+mod common;
+
+use common::Tmpfs;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -1040,56 +1043,6 @@ fn acknowledgements_survive_kill_9_during_delivery() {
 
 // ---------------------------------------------------------------------------------------------
 // 4. A full disk.
-
-/// A tmpfs mounted on a fresh temporary directory; unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// `None` (and a message) where mounting is not allowed: the test is skipped.
-    fn mount(size: &str, test: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let result = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output();
-        match result {
-            Ok(out) if out.status.success() => Some(Tmpfs { dir }),
-            Ok(out) => {
-                eprintln!(
-                    "SKIPPED {test}: cannot mount a tmpfs ({}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("SKIPPED {test}: cannot run mount: {e}");
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(self.dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(self.dir.path())
-                .status();
-        }
-    }
-}
 
 /// Seqs are numbered by phase so that a batch's length follows from its seq alone.
 const PHASE: u32 = 10_000;

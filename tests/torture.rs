@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Rotel, SeenSpan, status_json, tracespool};
+use common::{Rotel, SeenSpan, Tmpfs, status_json, tracespool};
 use tracespool::spool::{Spool, SpoolOptions, Stats, SyncPolicy, VerifyReport};
 
 // ---------------------------------------------------------------------------------------------
@@ -1170,56 +1170,6 @@ fn r3_runs_while_the_backend_flaps_are_delivered_or_counted_and_duplicates_stay_
 
 // ---------------------------------------------------------------------------------------------
 // R4: a full disk.
-
-/// A tmpfs mounted on a fresh temporary directory; unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// `None` (and a message) where mounting is not allowed: the test is skipped.
-    fn mount(size: &str, test: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let result = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output();
-        match result {
-            Ok(out) if out.status.success() => Some(Tmpfs { dir }),
-            Ok(out) => {
-                println!(
-                    "SKIPPED {test}: cannot mount a tmpfs ({}): {}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                println!("SKIPPED {test}: cannot run mount: {e}");
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(self.dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !unmounted {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(self.dir.path())
-                .status();
-        }
-    }
-}
 
 /// Writes `path` until the disk is full.
 fn fill_disk(path: &Path) {
