@@ -47,6 +47,10 @@
 //! found at `TRACESPOOL_ROTEL`, else `target/peers/…/rotel-agent` (installed by `.ci/peers`).
 //! Everything listens on loopback only.
 
+mod common;
+
+use common::{cpu_model, load_snapshot, read_trim, target_dir};
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
@@ -1195,21 +1199,6 @@ impl Tmp {
     }
 }
 
-/// The cargo target directory: the nearest ancestor of this executable holding `CACHEDIR.TAG`.
-fn target_dir() -> PathBuf {
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1) {
-            if dir.join("CACHEDIR.TAG").is_file() {
-                return dir.to_owned();
-            }
-        }
-    }
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
 
@@ -1265,35 +1254,4 @@ fn min(v: &[f64]) -> f64 {
 
 fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-}
-
-fn read_trim(path: &str) -> String {
-    fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn cpu_model() -> String {
-    fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
-/// The load average and the CPU pressure (share of time some task waited for a CPU): other work
-/// on the machine shows up in every figure.
-fn load_snapshot() -> String {
-    let loadavg = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let avg: Vec<&str> = loadavg.split_whitespace().take(3).collect();
-    let pressure = fs::read_to_string("/proc/pressure/cpu").unwrap_or_default();
-    let some = pressure
-        .lines()
-        .find(|l| l.starts_with("some"))
-        .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("avg10=")))
-        .unwrap_or("?");
-    format!("loadavg {}, CPU pressure avg10 {some}%", avg.join(" "))
 }

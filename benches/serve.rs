@@ -29,6 +29,10 @@
 //! the number of repetitions; `TRACESPOOL_BENCH_SERVE_GRPC=0` skips gRPC. Rotel is found at
 //! `TRACESPOOL_ROTEL`, else `target/peers/…/rotel-agent` (installed by `.ci/peers`).
 
+mod common;
+
+use common::{cpu_model, load_snapshot, read_trim, sync_all, target_dir};
+
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -1724,29 +1728,8 @@ impl Tmp {
     }
 }
 
-/// The cargo target directory: the nearest ancestor of this executable holding `CACHEDIR.TAG`.
-fn target_dir() -> PathBuf {
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1) {
-            if dir.join("CACHEDIR.TAG").is_file() {
-                return dir.to_owned();
-            }
-        }
-    }
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
-
-/// Writes dirty pages back, so that one point's spool does not land in the next one's figures.
-fn sync_all() {
-    // Safety: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
-}
 
 fn percentile(v: &[f64], q: f64) -> f64 {
     if v.is_empty() {
@@ -1757,34 +1740,4 @@ fn percentile(v: &[f64], q: f64) -> f64 {
     let pos = q * (v.len() - 1) as f64;
     let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
     v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
-}
-
-fn read_trim(path: &str) -> String {
-    fs::read_to_string(path)
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "?".into())
-}
-
-fn cpu_model() -> String {
-    fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("model name")
-                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "?".into())
-}
-
-/// The load average and the CPU pressure (share of time some task waited for a CPU).
-fn load_snapshot() -> String {
-    let loadavg = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let avg: Vec<&str> = loadavg.split_whitespace().take(3).collect();
-    let pressure = fs::read_to_string("/proc/pressure/cpu").unwrap_or_default();
-    let some = pressure
-        .lines()
-        .find(|l| l.starts_with("some"))
-        .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("avg10=")))
-        .unwrap_or("?");
-    format!("loadavg {}, CPU pressure avg10 {some}%", avg.join(" "))
 }

@@ -14,6 +14,10 @@
 //! `TRACESPOOL_BENCH_CHILD=read:<timed records>:<spool dir>`, which reads and acknowledges the
 //! whole spool and prints `key=value` lines, `vmhwm_kib` among them, on stdout.
 
+mod common;
+
+use common::{load_snapshot, sync_all, target_dir};
+
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -271,7 +275,7 @@ fn bench_appends(tmp: &Tmp, scale: &Scale) -> Appends {
     for sync in [SyncPolicy::Never, SyncPolicy::Always] {
         for size in [KIB, 64 * KIB, MIB] {
             let payload = payload(size, size as u64);
-            sync_all_fs();
+            sync_all();
             let rate = probe_rate(tmp, &payload, sync, scale.probe);
             let cap = scale
                 .rep_count_cap
@@ -293,7 +297,7 @@ fn bench_appends(tmp: &Tmp, scale: &Scale) -> Appends {
                 } else {
                     secs.push(append_rep(tmp, &payload, sync, n));
                 }
-                sync_all_fs();
+                sync_all();
             }
             let case = AppendCase {
                 size,
@@ -414,7 +418,7 @@ fn paired_rep(tmp: &Tmp, block: &[u8], n: u64, chunk: u64, rep: usize, into: &mu
     let mut frame = vec![0u8; 32];
     frame.extend_from_slice(block);
     let spans = spans_for(block.len());
-    sync_all_fs();
+    sync_all();
     let mut secs = [0.0f64; 3];
     let mut done = 0;
     let mut turn = rep;
@@ -631,7 +635,7 @@ fn bench_latency_and_read(tmp: &Tmp, scale: &Scale) -> Latency {
                 lat_fill_batches += n;
                 lat_fill_secs += secs;
                 // Written back before timing, so that writeback does not land in the samples.
-                sync_all_fs();
+                sync_all();
             }
             let empty_dir = tmp.dir();
             let empty_path = empty_dir.path().join("spool");
@@ -697,7 +701,7 @@ fn bench_latency_and_read(tmp: &Tmp, scale: &Scale) -> Latency {
     .into_iter()
     .enumerate()
     {
-        sync_all_fs();
+        sync_all();
         for i in 0..iters {
             if i % 2 == 0 {
                 open_sets[2 * k].push(open_append(&empty_path, sync));
@@ -745,7 +749,7 @@ fn bench_latency_and_read(tmp: &Tmp, scale: &Scale) -> Latency {
         t.elapsed().as_secs_f64()
     };
     let wb = Instant::now();
-    sync_all_fs();
+    sync_all();
     println!(
         "  filled: {fill_batches} × 64 KiB in {fill_secs:.2} s ({:.0} MiB/s); writeback {:.2} s",
         mib(fill_batches * 64 * KIB as u64) / fill_secs,
@@ -1367,20 +1371,6 @@ impl Machine {
     }
 }
 
-/// The load average and the CPU pressure (share of time some task waited for a CPU): other work
-/// on the machine shows up in every figure.
-fn load_snapshot() -> String {
-    let loadavg = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let avg: Vec<&str> = loadavg.split_whitespace().take(3).collect();
-    let pressure = fs::read_to_string("/proc/pressure/cpu").unwrap_or_default();
-    let some = pressure
-        .lines()
-        .find(|l| l.starts_with("some"))
-        .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("avg10=")))
-        .unwrap_or("?");
-    format!("loadavg {}, CPU pressure avg10 {some}%", avg.join(" "))
-}
-
 fn df(path: &Path) -> (String, String, String) {
     let unknown = || ("?".to_owned(), "?".to_owned(), "?".to_owned());
     let Ok(out) = Command::new("df").arg("-PT").arg(path).output() else {
@@ -1443,30 +1433,8 @@ impl Tmp {
     }
 }
 
-/// The cargo target directory: the nearest ancestor of this executable holding `CACHEDIR.TAG`.
-fn target_dir() -> PathBuf {
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1) {
-            if dir.join("CACHEDIR.TAG").is_file() {
-                return dir.to_owned();
-            }
-        }
-    }
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
-
-/// Flushes dirty pages of every filesystem so that one measurement's writeback does not land in
-/// the next one.
-fn sync_all_fs() {
-    // Safety: sync(2) has no preconditions.
-    unsafe { libc::sync() };
-}
 
 /// Incompressible bytes, the same for a given seed.
 fn payload(size: usize, seed: u64) -> Vec<u8> {
