@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::Tmpfs;
+use common::{Tmpfs, XorShift};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tracespool::spool::{AppendError, Record, Spool, SpoolError, SpoolOptions, SyncPolicy};
 
@@ -163,37 +163,6 @@ fn sync_name(sync: SyncPolicy) -> &'static str {
 
 // ---------------------------------------------------------------------------------------------
 // Randomness without a crate.
-
-struct XorShift(u64);
-
-impl XorShift {
-    /// Seeded from the clock (or `TRACESPOOL_PROCTEST_SEED`); the seed is printed for replay.
-    fn for_test(test: &str) -> XorShift {
-        let seed = std::env::var("TRACESPOOL_PROCTEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-                (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
-            })
-            | 1;
-        eprintln!("{test}: seed {seed} (set TRACESPOOL_PROCTEST_SEED={seed} to replay)");
-        XorShift(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Child processes: the parent's side.
@@ -858,7 +827,10 @@ fn kill_appends(sync: SyncPolicy, rng: &mut XorShift) {
 
 #[test]
 fn appends_survive_kill_9_at_any_instant() {
-    let mut rng = XorShift::for_test("appends_survive_kill_9_at_any_instant");
+    let mut rng = XorShift::for_test(
+        "appends_survive_kill_9_at_any_instant",
+        "TRACESPOOL_PROCTEST_SEED",
+    );
     kill_appends(SyncPolicy::Always, &mut rng);
     kill_appends(SyncPolicy::Never, &mut rng);
 }
@@ -1035,7 +1007,10 @@ fn kill_deliveries(sync: SyncPolicy, rng: &mut XorShift, batch: u32, max_delay_u
 
 #[test]
 fn acknowledgements_survive_kill_9_during_delivery() {
-    let mut rng = XorShift::for_test("acknowledgements_survive_kill_9_during_delivery");
+    let mut rng = XorShift::for_test(
+        "acknowledgements_survive_kill_9_during_delivery",
+        "TRACESPOOL_PROCTEST_SEED",
+    );
     kill_deliveries(SyncPolicy::Always, &mut rng, 200, 30_000);
     // Without syncing, delivery is an order of magnitude faster.
     kill_deliveries(SyncPolicy::Never, &mut rng, 400, 6_000);

@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Rotel, SeenSpan, Tmpfs, status_json, tracespool};
+use common::{Rotel, SeenSpan, Tmpfs, XorShift, status_json, tracespool};
 use tracespool::spool::{Spool, SpoolOptions, Stats, SyncPolicy, VerifyReport};
 
 // ---------------------------------------------------------------------------------------------
@@ -86,37 +86,6 @@ impl Scale {
 
 // ---------------------------------------------------------------------------------------------
 // Small tools.
-
-struct XorShift(u64);
-
-impl XorShift {
-    /// Seeded from the clock (or `TRACESPOOL_TORTURE_SEED`); the seed is printed for replay.
-    fn for_test(test: &str) -> XorShift {
-        let seed = std::env::var("TRACESPOOL_TORTURE_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-                (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
-            })
-            | 1;
-        eprintln!("{test}: seed {seed} (set TRACESPOOL_TORTURE_SEED={seed} to replay)");
-        XorShift(seed)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-}
 
 fn unix_now() -> f64 {
     SystemTime::now()
@@ -615,7 +584,7 @@ fn r1_kill_9_during_appends_and_flushes_delivers_nothing_corrupt_and_loses_only_
 {
     let scale = Scale::get();
     let started = Instant::now();
-    let mut rng = XorShift::for_test("r1");
+    let mut rng = XorShift::for_test("r1", "TRACESPOOL_TORTURE_SEED");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("spool");
     let backend = CheckingBackend::start();

@@ -516,4 +516,38 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A small seeded generator (xorshift) for random moments and sizes in tests; the seed is
+/// printed, and the variable `seed_var` replays it.
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn for_test(test: &str, seed_var: &str) -> XorShift {
+        let seed = std::env::var(seed_var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap();
+                (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
+            })
+            | 1;
+        eprintln!("{test}: seed {seed} (set {seed_var}={seed} to replay)");
+        XorShift(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+}
+
 pub mod nginx;
