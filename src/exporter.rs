@@ -205,11 +205,6 @@ impl Delivery {
         &self.spool
     }
 
-    /// The shared handle of the spool.
-    pub fn spool_handle(&self) -> Arc<Spool> {
-        self.spool.clone()
-    }
-
     pub fn settings(&self) -> &DeliverySettings {
         &self.settings
     }

@@ -133,7 +133,7 @@ impl Default for SpoolOptions {
 }
 
 /// What a spool holds and what it has lost, as of one moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Batches waiting for delivery.
     pub batches: u64,
@@ -141,7 +141,6 @@ pub struct Stats {
     /// Size of the data segments.
     pub bytes: u64,
     /// When the oldest waiting batch was appended.
-    #[serde(skip)]
     pub oldest_write: Option<SystemTime>,
     pub dropped_batches: u64,
     pub dropped_spans: u64,
@@ -207,10 +206,6 @@ impl Spool {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
-    }
-
-    pub fn options(&self) -> &SpoolOptions {
-        &self.opts
     }
 
     fn read_cursor(&self) -> Result<Cursor, SpoolError> {

@@ -39,7 +39,7 @@ pub struct Record {
 }
 
 /// The result of [`Spool::verify`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VerifyReport {
     /// Valid unacknowledged records.
     pub records: u64,
