@@ -157,6 +157,7 @@ pub struct Spool {
     dir: SpoolDir,
     opts: SpoolOptions,
     cursor_file: File,
+    delivery_file: File,
     inner: Mutex<Inner>,
 }
 
@@ -176,17 +177,16 @@ impl Spool {
             // Only a full disk gets here; acknowledging will fail the same way until it has room.
             tracing::warn!(path = %dir.join(dir::CURSOR).display(), "cannot size the cursor file: {e}");
         }
-        // Sized now too, so that recording the backoff never needs space later.
-        if let Err(e) = dir.open_rw(dir::DELIVERY_STATE).and_then(|f| {
-            slots::preallocate(&f, DELIVERY_SLOT)
-                .map_err(|e| SpoolError::io(dir.join(dir::DELIVERY_STATE), e))
-        }) {
+        // Kept open and sized now too, so that recording the backoff never needs space later.
+        let delivery_file = dir.open_rw(dir::DELIVERY_STATE)?;
+        if let Err(e) = slots::preallocate(&delivery_file, DELIVERY_SLOT) {
             tracing::info!("cannot size the delivery state file: {e}");
         }
         let spool = Spool {
             dir,
             opts,
             cursor_file,
+            delivery_file,
             inner: Mutex::new(Inner {
                 ledger_file,
                 active: None,
@@ -312,15 +312,8 @@ impl Spool {
 
     /// The delivery state file's contents, if any (see `circuit`).
     pub fn load_delivery_state(&self) -> Result<Option<Vec<u8>>, SpoolError> {
-        let path = self.dir.join(dir::DELIVERY_STATE);
-        let file = match self.dir.open_read(&path) {
-            Ok(f) => f,
-            Err(SpoolError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
-        let state = slots::read(&file, DELIVERY_SLOT).map_err(|e| SpoolError::io(&path, e))?;
+        let state = slots::read(&self.delivery_file, DELIVERY_SLOT)
+            .map_err(|e| SpoolError::io(self.dir.join(dir::DELIVERY_STATE), e))?;
         Ok(state.map(|(_, payload)| payload))
     }
 
@@ -335,13 +328,13 @@ impl Spool {
             "delivery state over its allowance"
         );
         let path = self.dir.join(dir::DELIVERY_STATE);
-        let file = self.dir.open_rw(dir::DELIVERY_STATE)?;
+        let file = &self.delivery_file;
         let io = |e| SpoolError::io(&path, e);
-        slots::preallocate(&file, DELIVERY_SLOT).map_err(io)?;
-        let seq = slots::read(&file, DELIVERY_SLOT)
+        slots::preallocate(file, DELIVERY_SLOT).map_err(io)?;
+        let seq = slots::read(file, DELIVERY_SLOT)
             .map_err(io)?
             .map_or(0, |(seq, _)| seq + 1);
-        slots::write(&file, DELIVERY_SLOT, seq, contents).map_err(io)
+        slots::write(file, DELIVERY_SLOT, seq, contents).map_err(io)
     }
 
     /// Reads every unacknowledged record and counts the damaged ones. Changes nothing.
