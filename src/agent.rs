@@ -200,12 +200,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(Option<SocketAddr>, Option<SocketAddr>),
 ) -> std::io::Result<()> {
+    // A bind error names the address.
+    let bind = |addr: SocketAddr| async move {
+        receiver::bind(addr)
+            .await
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+    };
     let http = match listen.http {
-        Some(addr) => Some(receiver::bind(addr).await?),
+        Some(addr) => Some(bind(addr).await?),
         None => None,
     };
     let grpc = match listen.grpc {
-        Some(addr) => Some(receiver::bind(addr).await?),
+        Some(addr) => Some(bind(addr).await?),
         None => None,
     };
     ready(

@@ -1858,3 +1858,22 @@ fn sighup_reloads_the_endpoint_and_a_new_endpoint_ends_the_backoff() {
         "the reload is logged with -v: {log}"
     );
 }
+
+#[test]
+fn a_port_already_taken_is_a_clear_error_not_a_hang() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tracespool()
+        .arg("--spool-dir")
+        .arg(tmp.path())
+        .args(["serve", "--listen", &addr, "--grpc-listen", "none"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&addr) && stderr.to_lowercase().contains("address"),
+        "{stderr}"
+    );
+}
