@@ -19,10 +19,11 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
+use futures_util::StreamExt;
 use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH};
-use signal_hook::iterator::SignalsInfo;
 use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::low_level::siginfo::{Cause, Origin};
+use signal_hook_tokio::SignalsInfo;
 
 pub const FORWARDED: [i32; 7] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH];
 
@@ -122,16 +123,35 @@ fn resolve(program: &OsStr, path_var: Option<&OsStr>) -> PathBuf {
 }
 
 /// Runs `program` with `args`, with `env` as its whole environment (or ours when `None`), and
-/// waits for it, forwarding signals meanwhile. The caller's runtime keeps serving its other
-/// tasks (the capture receiver) while the command runs.
+/// waits for it, forwarding signals meanwhile.
 pub async fn run(
     program: &OsStr,
     args: &[OsString],
     env: Option<&BTreeMap<OsString, OsString>>,
 ) -> Outcome {
+    match spawn(program, args, env) {
+        Ok(running) => running.wait().await,
+        Err(outcome) => outcome,
+    }
+}
+
+/// A started command whose signals are being taken for it.
+pub struct Running {
+    child: tokio::process::Child,
+    pid: u32,
+    signals: Option<SignalsInfo<WithOrigin>>,
+}
+
+/// Starts `program` (see [`run`]); a command that cannot start is its [`Outcome`] already.
+/// Must be called within a tokio runtime.
+pub fn spawn(
+    program: &OsStr,
+    args: &[OsString],
+    env: Option<&BTreeMap<OsString, OsString>>,
+) -> Result<Running, Outcome> {
     // Register before spawning: a signal that arrives while the child starts is queued and
     // forwarded once its pid is known, never lost and never fatal to us.
-    let signals = SignalsInfo::<WithOrigin>::new(FORWARDED);
+    let signals = SignalsInfo::<WithOrigin>::new(FORWARDED).ok();
     let path_var = match env {
         Some(env) => env.get(OsStr::new("PATH")).cloned(),
         None => std::env::var_os("PATH"),
@@ -141,35 +161,51 @@ pub async fn run(
     if let Some(env) = env {
         cmd.env_clear().envs(env);
     }
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) => return spawn_error(e),
-    };
+    let child = cmd.spawn().map_err(spawn_error)?;
     let pid = child.id().expect("a child not yet waited for has a pid");
-    let forwarder = signals.ok().map(|mut signals| {
-        let handle = signals.handle();
-        let thread = std::thread::spawn(move || {
-            for Origin { signal, cause, .. } in signals.forever() {
-                if should_forward(cause) {
-                    // The child may have exited already; ESRCH then is harmless.
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::try_from(signal).ok(),
-                    );
+    Ok(Running {
+        child,
+        pid,
+        signals,
+    })
+}
+
+impl Running {
+    /// Waits for the command, forwarding signals until it is reaped. The caller's runtime keeps
+    /// serving its other tasks (the capture receiver) meanwhile.
+    pub async fn wait(self) -> Outcome {
+        let Running {
+            mut child,
+            pid,
+            signals,
+        } = self;
+        // Waiting on our own child handle (not /proc): reaping is ours, whatever PID 1 does.
+        // The wait is polled first, so nothing is forwarded once the child is reaped (its pid
+        // may be reused then).
+        let wait = child.wait();
+        tokio::pin!(wait);
+        let status = match signals {
+            Some(mut signals) => loop {
+                tokio::select! {
+                    biased;
+                    status = &mut wait => break status.ok(),
+                    Some(Origin { signal, cause, .. }) = signals.next() => {
+                        if should_forward(cause) {
+                            // The child may have exited already; ESRCH then is harmless.
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid as i32),
+                                nix::sys::signal::Signal::try_from(signal).ok(),
+                            );
+                        }
+                    }
                 }
-            }
-        });
-        (handle, thread)
-    });
-    // Waiting on our own child handle (not /proc): reaping is ours, whatever PID 1 does.
-    let status = child.wait().await.ok();
-    if let Some((handle, thread)) = forwarder {
-        handle.close();
-        let _ = thread.join();
-    }
-    match status {
-        Some(status) => Outcome::from_status(pid, status),
-        None => Outcome::Exited { pid, code: 1 },
+            },
+            None => wait.await.ok(),
+        };
+        match status {
+            Some(status) => Outcome::from_status(pid, status),
+            None => Outcome::Exited { pid, code: 1 },
+        }
     }
 }
 

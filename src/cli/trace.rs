@@ -155,9 +155,11 @@ fn file_name(program: &OsStr) -> String {
 /// What the command's own OpenTelemetry SDK sends: held until it exits, then delivered with
 /// our span (CONTRACT §2). Holding, rather than spooling at once, also means that a tracespool
 /// inside the command draining the same spool into us moves records here once, instead of
-/// feeding them back to itself. Past [`CAPTURE_MEMORY`] bytes, batches go to the spool at once.
+/// feeding them back to itself. Past [`CAPTURE_MEMORY`] bytes, batches go to the spool at once
+/// (once it is open: the command starts first).
+#[derive(Default)]
 struct Captured {
-    delivery: Arc<Delivery>,
+    spill: std::sync::OnceLock<Arc<Delivery>>,
     held: std::sync::Mutex<(Vec<EncodedBatch>, usize)>,
 }
 
@@ -174,7 +176,8 @@ impl Sink for Captured {
                 return Ok(());
             }
         }
-        self.delivery
+        let delivery = self.spill.get().ok_or("the spool is not open yet")?;
+        delivery
             .spool()
             .append(&batch.bytes, batch.spans)
             .map_err(|e| e.to_string())?
@@ -334,15 +337,8 @@ pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
     if parent.is_some_and(|p| !p.sampled) {
         return run_untraced(program, rest);
     }
-    let delivery = match Spool::open(&config.spool_dir, config.spool) {
-        Ok(spool) => Arc::new(Delivery::new(spool, config.delivery.clone())),
-        Err(e) => {
-            say!("not tracing this run: {e}");
-            return run_untraced(program, rest);
-        }
-    };
-    // One thread does it all: the capture receiver, the wait for the command and the delivery
-    // are tasks of this runtime (signals are forwarded from a thread of their own).
+    // One thread does it all: the capture receiver, the wait for the command (and the signals
+    // forwarded to it) and the delivery are tasks of this runtime.
     let runtime = match current_thread() {
         Ok(rt) => rt,
         Err(e) => {
@@ -351,10 +347,7 @@ pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
         }
     };
     let placement = Placement::new(parent.as_ref(), trace_state(&env));
-    let captured = Arc::new(Captured {
-        delivery: delivery.clone(),
-        held: Default::default(),
-    });
+    let captured = Arc::new(Captured::default());
     let code = runtime.block_on(async {
         let capture = if args.no_capture {
             None
@@ -367,24 +360,41 @@ pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
         let traceparent = propagation::traceparent(placement.trace_id, placement.span_id);
         let child_env = propagation::child_env(env, &traceparent, capture.as_ref().map(|c| c.port));
 
+        // The command starts first; the spool is opened while it runs.
         let start = SystemTime::now();
-        let outcome = exec::run(program, rest, Some(&child_env)).await;
+        let running = exec::spawn(program, rest, Some(&child_env));
+        let delivery = match Spool::open(&config.spool_dir, config.spool) {
+            Ok(spool) => Some(Arc::new(Delivery::new(spool, config.delivery.clone()))),
+            Err(e) => {
+                say!("not tracing this run: {e}");
+                None
+            }
+        };
+        if let Some(delivery) = &delivery {
+            let _ = captured.spill.set(delivery.clone());
+        }
+        let outcome = match running {
+            Ok(running) => running.wait().await,
+            Err(outcome) => outcome,
+        };
         let end = SystemTime::now();
 
         if let Some(capture) = capture {
             capture.stop().await;
         }
         report_spawn_failure(program, &outcome);
-        let spec = exec_span(&args, program, &outcome, start, end);
-        deliver(
-            &delivery,
-            config,
-            &placement,
-            spec,
-            &file_name(program),
-            captured.take(),
-        )
-        .await;
+        if let Some(delivery) = delivery {
+            let spec = exec_span(&args, program, &outcome, start, end);
+            deliver(
+                &delivery,
+                config,
+                &placement,
+                spec,
+                &file_name(program),
+                captured.take(),
+            )
+            .await;
+        }
         outcome.exit_code()
     });
     // Nothing of ours is worth waiting for at exit (a resolver thread, say).
