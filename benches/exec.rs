@@ -22,8 +22,10 @@
 //!   empty, so each run sends its one span;
 //! - `hang_backoff`: a server that accepts and never answers, inside the backoff its first run
 //!   opened;
-//! - for the analysis only (no target): `version` (`tracespool --version`: what starting this
-//!   binary costs) and `no_endpoint_absolute_path` (`exec -- /usr/bin/true`: std then spawns the
+//! - for the analysis only (no target): `floor_rust_wrapper` (a five-line Rust program, built at
+//!   start by the same rustc, that spawns `true` and waits for it: what any Rust wrapper costs
+//!   on this machine before it does anything of its own), `version` (`tracespool --version`:
+//!   what starting this binary costs) and `no_endpoint_absolute_path` (`exec -- /usr/bin/true`: std then spawns the
 //!   child with `posix_spawn`/vfork; for a bare name with the `PATH` set in the child's
 //!   environment it falls back to `fork` + `execvp`).
 //!
@@ -99,6 +101,7 @@ enum Case {
     NoEndpointAbsolute,
     NoCapture,
     Disabled,
+    Floor,
     Refused,
     BackoffOpen,
     RotelUp,
@@ -106,13 +109,14 @@ enum Case {
 }
 
 impl Case {
-    const ALL: [Case; 10] = [
+    const ALL: [Case; 11] = [
         Case::True,
         Case::Version,
         Case::NoEndpoint,
         Case::NoEndpointAbsolute,
         Case::NoCapture,
         Case::Disabled,
+        Case::Floor,
         Case::Refused,
         Case::BackoffOpen,
         Case::RotelUp,
@@ -127,6 +131,7 @@ impl Case {
             Case::NoEndpointAbsolute => "no_endpoint_absolute_path",
             Case::NoCapture => "no_endpoint_no_capture",
             Case::Disabled => "disabled",
+            Case::Floor => "floor_rust_wrapper",
             Case::Refused => "refused",
             Case::BackoffOpen => "backoff_open",
             Case::RotelUp => "rotel_up",
@@ -142,6 +147,7 @@ impl Case {
             Case::NoEndpointAbsolute => "(info) no endpoint, abs. path",
             Case::NoCapture => "no endpoint, --no-capture",
             Case::Disabled => "OTEL_SDK_DISABLED=true",
+            Case::Floor => "(info) minimal Rust wrapper",
             Case::Refused => "endpoint refuses (each run)",
             Case::BackoffOpen => "backoff open (refused)",
             Case::RotelUp => "rotel up, spool empty",
@@ -160,7 +166,8 @@ impl Case {
             | Case::Version
             | Case::NoEndpointAbsolute
             | Case::NoCapture
-            | Case::Disabled => None,
+            | Case::Disabled
+            | Case::Floor => None,
         }
     }
 }
@@ -229,15 +236,21 @@ fn main() {
     }
 
     let logs = tmp.dir();
+    let floor = build_floor(logs.path())
+        .inspect_err(|e| println!("  no minimal wrapper to compare with: {e}"))
+        .ok();
     let mut bench = Bench {
         exe: exe.clone(),
+        floor,
         logs: logs.path().to_owned(),
         cases: BTreeMap::new(),
     };
     let dirs: BTreeMap<Case, tempfile::TempDir> =
         Case::ALL.iter().map(|&c| (c, tmp.dir())).collect();
     for case in Case::ALL {
-        if case == Case::RotelUp && rotel.is_none() {
+        if (case == Case::RotelUp && rotel.is_none())
+            || (case == Case::Floor && bench.floor.is_none())
+        {
             continue;
         }
         let endpoint = match case {
@@ -609,6 +622,34 @@ fn main() {
     assert!(checks_ok, "some checks failed (see above)");
 }
 
+/// A program that spawns its arguments as a command and waits for it, and nothing else.
+const FLOOR_SRC: &str = "fn main() {
+    let mut args = std::env::args_os().skip(1);
+    let program = args.next().expect(\"a command\");
+    let status = std::process::Command::new(program).args(args).status().expect(\"spawn\");
+    std::process::exit(status.code().unwrap_or(1));
+}
+";
+
+/// Builds [`FLOOR_SRC`] with the rustc that built this bench (optimized, linked like
+/// tracespool): what any Rust wrapper pays on this machine before doing anything of its own.
+fn build_floor(dir: &Path) -> Result<PathBuf, String> {
+    let src = dir.join("floor.rs");
+    let out = dir.join("floor");
+    fs::write(&src, FLOOR_SRC).map_err(|e| e.to_string())?;
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let status = Command::new(rustc)
+        .args(["--edition", "2021", "-C", "opt-level=3", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .map_err(|e| format!("rustc: {e}"))?;
+    if !status.success() {
+        return Err(format!("rustc: {status}"));
+    }
+    Ok(out)
+}
+
 fn fmt_budget(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs())
@@ -672,6 +713,8 @@ impl CaseRuns {
 
 struct Bench {
     exe: PathBuf,
+    /// The minimal wrapper ([`build_floor`]), if it could be built.
+    floor: Option<PathBuf>,
     logs: PathBuf,
     cases: BTreeMap<Case, CaseRuns>,
 }
@@ -745,6 +788,11 @@ impl Bench {
         let mut cmd = if case == Case::True {
             let mut cmd = Command::new("true");
             clean_env(&mut cmd);
+            cmd
+        } else if case == Case::Floor {
+            let mut cmd = Command::new(self.floor.as_ref().expect("built when the case is run"));
+            clean_env(&mut cmd);
+            cmd.arg("true");
             cmd
         } else {
             let mut cmd = self.tracespool();

@@ -752,6 +752,10 @@ fn exec_figures(sec: &'static str, j: &Value) -> Vec<Figure> {
             "(info) exec overhead: no endpoint, --no-capture",
         ),
         ("version", "(info) `tracespool --version` over `true`"),
+        (
+            "floor_rust_wrapper",
+            "(info) a minimal Rust wrapper (spawn + wait) over `true`",
+        ),
     ] {
         if let Some(v) = num(j, &format!("/cases/{key}/overhead_ms")) {
             out.push(Figure::new(sec, label, Some(v)).unit("ms"));
