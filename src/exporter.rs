@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use http::Uri;
 use http::header::{HeaderName, HeaderValue};
 use opentelemetry_sdk::Resource;
@@ -310,7 +311,12 @@ impl Delivery {
             Err(e) => return Err(e.into()),
         }
         match run
-            .send(&transport, &batch.bytes, batch.spans, deadline)
+            .send(
+                &transport,
+                Bytes::copy_from_slice(&batch.bytes),
+                batch.spans,
+                deadline,
+            )
             .await
         {
             Sent::Accepted => run.finish(),
@@ -448,7 +454,7 @@ impl<'a> Run<'a> {
     async fn send(
         &mut self,
         transport: &Transport,
-        bytes: &[u8],
+        bytes: Bytes,
         spans: u32,
         deadline: Instant,
     ) -> Sent {
@@ -522,7 +528,12 @@ impl<'a> Run<'a> {
                 return Ok(true);
             };
             match self
-                .send(transport, &record.payload, record.span_count, deadline)
+                .send(
+                    transport,
+                    record.payload.clone(),
+                    record.span_count,
+                    deadline,
+                )
                 .await
             {
                 Sent::Accepted => reader.ack_deferred(&record)?,

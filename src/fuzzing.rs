@@ -66,7 +66,7 @@ pub fn spool_dir(data: &[u8]) {
             for _ in 0..10_000 {
                 match reader.next() {
                     Ok(Some(record)) => {
-                        found |= record.payload == b"after the damage";
+                        found |= record.payload[..] == b"after the damage"[..];
                         if reader.ack(&record).is_err() {
                             break;
                         }

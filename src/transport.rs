@@ -295,7 +295,7 @@ impl Transport {
     /// # Cancel safety
     ///
     /// Dropping the future abandons the request; the backend may or may not have the batch.
-    pub async fn send(&self, body: &[u8], timeout: Duration) -> Result<Accepted, SendError> {
+    pub async fn send(&self, body: Bytes, timeout: Duration) -> Result<Accepted, SendError> {
         match tokio::time::timeout(timeout, self.send_inner(body)).await {
             Ok(result) => result,
             Err(_) => Err(SendError::TimedOut {
@@ -305,7 +305,7 @@ impl Transport {
         }
     }
 
-    async fn send_inner(&self, body: &[u8]) -> Result<Accepted, SendError> {
+    async fn send_inner(&self, body: Bytes) -> Result<Accepted, SendError> {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(self.settings.endpoint.clone())
@@ -318,10 +318,10 @@ impl Transport {
             request = request.header(name, value);
         }
         let body = match self.settings.compression {
-            Compression::None => Bytes::copy_from_slice(body),
+            Compression::None => body,
             Compression::Gzip => {
                 request = request.header(CONTENT_ENCODING, "gzip");
-                Bytes::from(gzip(body))
+                Bytes::from(gzip(&body))
             }
         };
         let request = request

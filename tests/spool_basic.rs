@@ -19,7 +19,7 @@ fn drain(spool: &Spool) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     while let Some(record) = reader.next().unwrap() {
         reader.ack(&record).unwrap();
-        out.push(record.payload);
+        out.push(record.payload.to_vec());
     }
     out
 }
@@ -51,7 +51,7 @@ fn records_come_back_oldest_first_and_acknowledged_ones_are_gone() {
 
     let mut reader = spool.reader().unwrap();
     let first = reader.next().unwrap().unwrap();
-    assert_eq!(first.payload, b"batch 0");
+    assert_eq!(first.payload, &b"batch 0"[..]);
     // Not acknowledged: the same record again.
     assert_eq!(reader.next().unwrap().unwrap(), first);
     reader.ack(&first).unwrap();

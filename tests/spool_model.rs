@@ -124,7 +124,7 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
                 if peek {
                     let record = reader.next().unwrap();
                     prop_assert_eq!(
-                        record.map(|r| r.payload),
+                        record.map(|r| r.payload.to_vec()),
                         model.queue.front().map(|&(id, len, _)| payload(id, len))
                     );
                 }

@@ -18,6 +18,8 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
+use bytes::{Bytes, BytesMut};
+
 use super::cursor::{Cursor, DAMAGED};
 use super::dir::{FLUSH_LEASE, file_len, segment_name};
 use super::error::SpoolError;
@@ -30,7 +32,8 @@ use super::{Spool, dir};
 /// One stored batch, as returned by [`Reader::next`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    pub payload: Vec<u8>,
+    /// Shared with the reader's chunk: cloning it copies nothing.
+    pub payload: Bytes,
     pub span_count: u32,
     pub written_at: SystemTime,
     segment: u64,
@@ -59,18 +62,19 @@ enum Damage {
 }
 
 enum Found {
-    Record(FrameHeader, Vec<u8>),
+    Record(FrameHeader, Bytes),
     Damage(Damage, u64),
     End,
 }
 
-/// Reads a segment in chunks, so that a run of small records costs one `pread`, not two each.
-/// Bytes below the committed limit never change (segments are append-only), so what the buffer
-/// holds stays true; it is reset when the reader moves to another file. Memory: one chunk, plus
-/// the largest record (read straight into its own buffer).
+/// Reads a segment in chunks, so that a run of small records costs one `pread`, not two each,
+/// and hands out payloads as slices of the chunk (no copy). Bytes below the committed limit never
+/// change (segments are append-only), so what a chunk holds stays true; it is dropped when the
+/// reader moves to another file. Memory: one chunk, plus the chunks that payloads still in use
+/// hold on to, plus the largest record (read into its own buffer).
 #[derive(Debug, Default)]
 struct ReadAhead {
-    buf: Vec<u8>,
+    buf: Bytes,
     /// File offset of `buf[0]`.
     start: u64,
 }
@@ -79,29 +83,53 @@ impl ReadAhead {
     const CHUNK: usize = 64 * 1024;
 
     fn reset(&mut self) {
-        self.buf.clear();
+        self.buf = Bytes::new();
+    }
+
+    /// Where `pos..pos + len` starts in the chunk, if it holds all of it.
+    fn holds(&self, pos: u64, len: usize) -> Option<usize> {
+        let at = usize::try_from(pos.checked_sub(self.start)?).ok()?;
+        (at.checked_add(len)? <= self.buf.len()).then_some(at)
+    }
+
+    /// Reads a new chunk at `pos`, of at least `len` bytes; the caller checked that
+    /// `pos + len <= limit`.
+    fn fill(&mut self, file: &File, pos: u64, len: usize, limit: u64) -> std::io::Result<()> {
+        let want = ((limit - pos) as usize).min(Self::CHUNK).max(len);
+        let mut chunk = BytesMut::zeroed(want);
+        self.buf = Bytes::new();
+        file.read_exact_at(&mut chunk, pos)?;
+        self.buf = chunk.freeze();
+        self.start = pos;
+        Ok(())
     }
 
     /// Fills `out` with the bytes at `pos`; the caller checked `pos + out.len() <= limit`.
     fn read(&mut self, file: &File, pos: u64, out: &mut [u8], limit: u64) -> std::io::Result<()> {
-        let end = pos + out.len() as u64;
-        if pos >= self.start && end <= self.start + self.buf.len() as u64 {
-            let at = (pos - self.start) as usize;
-            out.copy_from_slice(&self.buf[at..at + out.len()]);
-            return Ok(());
+        if self.holds(pos, out.len()).is_none() {
+            if out.len() >= Self::CHUNK {
+                return file.read_exact_at(out, pos);
+            }
+            self.fill(file, pos, out.len(), limit)?;
         }
-        if out.len() >= Self::CHUNK {
-            return file.read_exact_at(out, pos);
-        }
-        let want = ((limit - pos) as usize).min(Self::CHUNK).max(out.len());
-        self.buf.resize(want, 0);
-        if let Err(e) = file.read_exact_at(&mut self.buf, pos) {
-            self.buf.clear();
-            return Err(e);
-        }
-        self.start = pos;
-        out.copy_from_slice(&self.buf[..out.len()]);
+        let at = self.holds(pos, out.len()).expect("filled above");
+        out.copy_from_slice(&self.buf[at..at + out.len()]);
         Ok(())
+    }
+
+    /// The `len` bytes at `pos`, shared with the chunk; the caller checked
+    /// `pos + len <= limit`.
+    fn bytes(&mut self, file: &File, pos: u64, len: usize, limit: u64) -> std::io::Result<Bytes> {
+        if self.holds(pos, len).is_none() {
+            if len >= Self::CHUNK {
+                let mut own = BytesMut::zeroed(len);
+                file.read_exact_at(&mut own, pos)?;
+                return Ok(own.freeze());
+            }
+            self.fill(file, pos, len, limit)?;
+        }
+        let at = self.holds(pos, len).expect("filled above");
+        Ok(self.buf.slice(at..at + len))
     }
 }
 
@@ -133,8 +161,12 @@ fn examine(ahead: &mut ReadAhead, file: &File, pos: u64, limit: u64) -> std::io:
     if end > limit {
         return Ok(Found::Damage(Damage::Torn, limit));
     }
-    let mut payload = vec![0u8; header.payload_len as usize];
-    ahead.read(file, pos + FRAME_HEADER_LEN, &mut payload, limit)?;
+    let payload = ahead.bytes(
+        file,
+        pos + FRAME_HEADER_LEN,
+        header.payload_len as usize,
+        limit,
+    )?;
     if header.payload_matches(&payload) {
         Ok(Found::Record(header, payload))
     } else {
