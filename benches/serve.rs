@@ -5,8 +5,10 @@
 //! `target/bench-report/serve.json`. Spools are made in `target/bench-tmp` and deleted at the end.
 //!
 //! The load: `C` clients (1, 8, 32), each a task with its own keep-alive connection (one hyper
-//! client per task), POST OTLP/HTTP protobuf requests of 50 spans (pre-encoded
-//! `ExportTraceServiceRequest`s with realistic names, ids and attributes) in a loop. A point is a
+//! client per task), POST OTLP/HTTP protobuf requests of 512 spans (pre-encoded
+//! `ExportTraceServiceRequest`s with realistic names, ids and attributes) in a loop: 512 is the
+//! OpenTelemetry SDKs' default export batch size (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`), what an SDK
+//! under load sends (`TRACESPOOL_BENCH_SERVE_SPANS=N` changes it). A point is a
 //! warm-up, then a fixed window: spans/s counts the requests answered 200 within the window; the
 //! latency of each request started in the window is taken in the client.
 //!
@@ -26,7 +28,8 @@
 //! Without `--bench` (e.g. `cargo test --all-targets`), or with `TRACESPOOL_BENCH_QUICK=1`, the
 //! run is a short smoke run whose figures mean nothing, and no report is written.
 //! `TRACESPOOL_BENCH_SERVE_SECS` / `TRACESPOOL_BENCH_SERVE_REPS` override the window length and
-//! the number of repetitions; `TRACESPOOL_BENCH_SERVE_GRPC=0` skips gRPC. Rotel is found at
+//! the number of repetitions; `TRACESPOOL_BENCH_SERVE_GRPC=0` skips gRPC;
+//! `TRACESPOOL_BENCH_SERVE_SPANS` the spans per request. Rotel is found at
 //! `TRACESPOOL_ROTEL`, else `target/peers/…/rotel-agent` (installed by `.ci/peers`).
 
 mod common;
@@ -72,7 +75,21 @@ const ROTEL_DEFAULT: &str = "target/peers/venv/lib/python3.11/site-packages/rote
 const TMP_PREFIX: &str = "serve-bench-";
 const SERVE_BIN: &str = env!("CARGO_BIN_EXE_tracespool");
 
-const SPANS_PER_REQUEST: usize = 50;
+const SPANS_ENV: &str = "TRACESPOOL_BENCH_SERVE_SPANS";
+/// The OpenTelemetry SDKs' default `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
+const SPANS_PER_REQUEST_DEFAULT: usize = 512;
+
+/// Spans per request: [`SPANS_PER_REQUEST_DEFAULT`] unless [`SPANS_ENV`] says otherwise.
+fn spans_per_request() -> usize {
+    static SPANS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *SPANS.get_or_init(|| {
+        std::env::var(SPANS_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(SPANS_PER_REQUEST_DEFAULT)
+    })
+}
 /// Distinct request bodies the clients cycle through.
 const BODIES: usize = 64;
 const SERVE_MAX_BYTES: &str = "4GiB";
@@ -267,7 +284,8 @@ fn main() {
     let payloads = Arc::new(payloads());
     let body_bytes = payloads.iter().map(|p| p.bytes.len()).sum::<usize>() / payloads.len();
     println!(
-        "  load: {SPANS_PER_REQUEST} spans/request, {body_bytes} bytes/request on average, {} distinct bodies",
+        "  load: {} spans/request, {body_bytes} bytes/request on average, {} distinct bodies",
+        spans_per_request(),
         payloads.len()
     );
     let codec = codec_cost(&payloads);
@@ -275,8 +293,8 @@ fn main() {
         "  in-process prost cost of one request: decode {:.1} µs, re-encode {:.1} µs ({:.2} / {:.2} µs per span)",
         codec.decode_us,
         codec.encode_us,
-        codec.decode_us / SPANS_PER_REQUEST as f64,
-        codec.encode_us / SPANS_PER_REQUEST as f64
+        codec.decode_us / spans_per_request() as f64,
+        codec.encode_us / spans_per_request() as f64
     );
     let source = source_state();
     println!("  source: {source}");
@@ -459,7 +477,7 @@ fn main() {
             "load_at_end": load_end,
         },
         "setup": {
-            "spans_per_request": SPANS_PER_REQUEST,
+            "spans_per_request": spans_per_request(),
             "bytes_per_request": body_bytes,
             "window_secs": scale.window.as_secs_f64(),
             "warmup_secs": scale.warmup.as_secs_f64(),
@@ -672,7 +690,7 @@ fn run_load(
     for t in tallies {
         load.ok_in_window += t.ok_in_window;
         load.errors += t.errors;
-        load.total_spans += t.ok_total * SPANS_PER_REQUEST as u64;
+        load.total_spans += t.ok_total * spans_per_request() as u64;
         load.latencies_ms.extend(t.latencies_ms);
         if load.first_error.is_none() {
             load.first_error = t.first_error;
@@ -680,7 +698,7 @@ fn run_load(
     }
     let secs = window.as_secs_f64();
     load.requests_per_s = load.ok_in_window as f64 / secs;
-    load.spans_per_s = load.requests_per_s * SPANS_PER_REQUEST as f64;
+    load.spans_per_s = load.requests_per_s * spans_per_request() as f64;
     load.p50_ms = percentile(&load.latencies_ms, 0.50);
     load.p99_ms = percentile(&load.latencies_ms, 0.99);
     if let Some(e) = &load.first_error {
@@ -828,8 +846,8 @@ const TABLES: [&str; 4] = ["users", "orders", "order_items", "carts"];
 
 /// One request's spans: traces of one server span with client/internal children.
 fn request_spans(rng: &mut Rng, base_ns: u64) -> Vec<Span> {
-    let mut spans = Vec::with_capacity(SPANS_PER_REQUEST);
-    while spans.len() < SPANS_PER_REQUEST {
+    let mut spans = Vec::with_capacity(spans_per_request());
+    while spans.len() < spans_per_request() {
         let trace_id = rng.bytes(16);
         let root_id = rng.bytes(8);
         let route = ROUTES[rng.below(ROUTES.len() as u64) as usize];
@@ -870,7 +888,7 @@ fn request_spans(rng: &mut Rng, base_ns: u64) -> Vec<Span> {
         });
         let children = 3 + rng.below(7) as usize;
         for c in 0..children {
-            if spans.len() >= SPANS_PER_REQUEST {
+            if spans.len() >= spans_per_request() {
                 break;
             }
             let cstart = start + (dur / (children as u64 + 1)) * c as u64;
@@ -1121,7 +1139,7 @@ impl Results {
     fn print(&self, scale: &Scale) {
         println!(
             "{} spans/request ({} bytes), {} repetitions × {:.1} s per point; medians [min–max across repetitions]",
-            SPANS_PER_REQUEST,
+            spans_per_request(),
             self.body_bytes,
             scale.reps,
             scale.window.as_secs_f64()

@@ -502,8 +502,8 @@ print(sent, rec.ok, rec.failed, flush=True)
 sys.exit(0 if rec.failed == 0 else 1)
 "#;
 
-/// Makes `calls` (a JSON list of `{name, pad, token}`) with the raw gRPC stub and prints one
-/// status code name per call.
+/// Makes `calls` (a JSON list of `{name, pad, token}`, or `{raw}`: a body of those bytes, not a
+/// request) with the raw gRPC stub and prints one status code name per call.
 const PY_GRPC: &str = r#"
 import json, os, sys, grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -514,7 +514,15 @@ channel = grpc.insecure_channel(
     options=[("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)],
 )
 stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+raw_export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
 for call in calls:
+    if "raw" in call:
+        try:
+            raw_export(call["raw"].encode(), timeout=10)
+            print("OK", flush=True)
+        except grpc.RpcError as e:
+            print(e.code().name, flush=True)
+        continue
     req = trace_service_pb2.ExportTraceServiceRequest()
     span = req.resource_spans.add().scope_spans.add().spans.add()
     span.trace_id = os.urandom(16)
@@ -1035,6 +1043,7 @@ fn otlp_json_gzip_and_protobuf_are_accepted_and_the_rest_refused_with_the_right_
         serde_json::json!([
             {"name": "grpc-too-big-span", "pad": 4096},
             {"name": "grpc-small-span"},
+            {"raw": "this is not protobuf at all"},
         ]),
     );
     assert!(
@@ -1042,6 +1051,7 @@ fn otlp_json_gzip_and_protobuf_are_accepted_and_the_rest_refused_with_the_right_
         "{codes:?}"
     );
     assert_eq!(codes[1], "OK", "{codes:?}");
+    assert_eq!(codes[2], "INVALID_ARGUMENT", "{codes:?}");
 
     let accepted: BTreeSet<String> = [
         "json-span",

@@ -36,7 +36,7 @@ use prost::Message;
 use tokio::net::TcpListener;
 
 use super::{ReceiverSettings, Sink};
-use crate::encode::{EncodedBatch, Format, RpcStatus, count_spans};
+use crate::encode::{EncodedBatch, Format, RpcStatus, count_spans, count_spans_in};
 
 pub const TRACES_PATH: &str = "/v1/traces";
 /// What a refused client is told to wait.
@@ -192,7 +192,8 @@ pub enum BodyError {
 }
 
 /// Decodes a request body: gunzipped within `limit` when `gzip`, then protobuf or OTLP/JSON.
-/// A protobuf body that needed no decompression is kept as the very bytes received. Pure.
+/// A protobuf body is checked and its spans counted ([`count_spans_in`]), and kept as the very
+/// bytes received (inflated); a JSON body is decoded and encoded as protobuf. Pure.
 pub fn decode_body(
     format: Format,
     gzip: bool,
@@ -208,17 +209,18 @@ pub fn decode_body(
     } else {
         body
     };
-    let request = match format {
-        Format::Protobuf => ExportTraceServiceRequest::decode(raw)
-            .map_err(|e| BodyError::Malformed(e.to_string()))?,
-        Format::Json => serde_json::from_slice::<ExportTraceServiceRequest>(raw)
-            .map_err(|e| BodyError::Malformed(e.to_string()))?,
+    let (spans, bytes) = match format {
+        Format::Protobuf => {
+            let spans = count_spans_in(raw).map_err(|e| BodyError::Malformed(e.to_string()))?;
+            (spans, raw.to_vec())
+        }
+        Format::Json => {
+            let request = serde_json::from_slice::<ExportTraceServiceRequest>(raw)
+                .map_err(|e| BodyError::Malformed(e.to_string()))?;
+            (count_spans(&request), request.encode_to_vec())
+        }
     };
-    let spans = u32::try_from(count_spans(&request)).unwrap_or(u32::MAX);
-    let bytes = match format {
-        Format::Protobuf => raw.to_vec(),
-        Format::Json => request.encode_to_vec(),
-    };
+    let spans = u32::try_from(spans).unwrap_or(u32::MAX);
     Ok(EncodedBatch { bytes, spans })
 }
 
