@@ -16,7 +16,9 @@
 //!
 //! A batch is acknowledged in the spool only after a 2xx. The budget bounds the whole of it.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, mpsc};
+use std::task::Poll;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -527,15 +529,27 @@ impl<'a> Run<'a> {
             let Some(record) = reader.next()? else {
                 return Ok(true);
             };
-            match self
-                .send(
+            // Once the request is on its way (its connection's task has run), read the next
+            // record while the backend works on this one.
+            let sent = {
+                let send = self.send(
                     transport,
                     record.payload.clone(),
                     record.span_count,
                     deadline,
-                )
-                .await
-            {
+                );
+                tokio::pin!(send);
+                let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
+                match first {
+                    Poll::Ready(sent) => sent,
+                    Poll::Pending => {
+                        tokio::task::yield_now().await;
+                        reader.read_ahead(&record);
+                        send.await
+                    }
+                }
+            };
+            match sent {
                 Sent::Accepted => reader.ack_deferred(&record)?,
                 Sent::BadData => reader.dead_letter(&record)?,
                 Sent::Keep(stop) => {

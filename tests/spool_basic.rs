@@ -24,6 +24,37 @@ fn drain(spool: &Spool) -> Vec<Vec<u8>> {
     out
 }
 
+#[test]
+fn a_record_read_ahead_is_the_next_one_only_once_its_predecessor_is_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Small segments: some records are the last of theirs, and are not read ahead across.
+    let spool = Spool::open(tmp.path().join("s"), opts(64 * 1024)).unwrap();
+    let batches: Vec<Vec<u8>> = (0..60u32)
+        .map(|i| format!("batch {i} {}", "x".repeat(300)).into_bytes())
+        .collect();
+    for b in &batches {
+        spool.append(b, 1).unwrap();
+    }
+    let mut reader = spool.reader().unwrap();
+    let mut got = Vec::new();
+    while let Some(record) = reader.next().unwrap() {
+        reader.read_ahead(&record);
+        // Not acknowledged yet: still this record, whatever was read ahead.
+        assert_eq!(reader.next().unwrap().unwrap(), record);
+        reader.read_ahead(&record);
+        if got.len() % 7 == 3 {
+            // Dead-lettered instead of delivered: the record read ahead still comes next.
+            reader.dead_letter(&record).unwrap();
+        } else {
+            reader.ack_deferred(&record).unwrap();
+        }
+        got.push(record.payload.to_vec());
+    }
+    assert_eq!(got, batches);
+    drop(reader);
+    assert_eq!(spool.stats().unwrap().batches, 0);
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     for entry in fs::read_dir(dir).unwrap() {

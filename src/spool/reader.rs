@@ -234,6 +234,8 @@ pub struct Reader<'a> {
     ahead: ReadAhead,
     /// A sync of the cursor under way on a thread of its own (at most one).
     syncing: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    /// The record after the one being delivered, read ahead ([`read_ahead`](Reader::read_ahead)).
+    ready: Option<Record>,
 }
 
 /// Deferred acknowledgements are synced in the background every this many (and waited for at
@@ -271,6 +273,7 @@ impl<'a> Reader<'a> {
             unsynced: 0,
             ahead: ReadAhead::default(),
             syncing: None,
+            ready: None,
         })
     }
 
@@ -317,6 +320,12 @@ impl<'a> Reader<'a> {
     // Not an `Iterator`: it is fallible, and it does not advance until `ack`.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Record>, SpoolError> {
+        if let Some(ready) = self.ready.take()
+            && ready.segment == self.cursor.segment
+            && ready.start == self.cursor.offset
+        {
+            return Ok(Some(ready));
+        }
         loop {
             if self.open.is_none() && !self.open_next()? {
                 return Ok(None);
@@ -350,6 +359,32 @@ impl<'a> Reader<'a> {
                 }
                 Found::Damage(kind, resume) => self.skip(kind, resume)?,
             }
+        }
+    }
+
+    /// Reads the record that follows `record` (the one [`next`](Reader::next) returned last)
+    /// now, so that `next` finds it ready once `record` is acknowledged: a flush does it while
+    /// `record` is on its way. Only a whole, valid record in the same segment and below the limit
+    /// already known is read ahead; anything else (the segment's end, damage, an I/O error) is
+    /// left for `next` to deal with.
+    pub fn read_ahead(&mut self, record: &Record) {
+        let Some(open) = self.open.as_ref() else {
+            return;
+        };
+        if open.id != record.segment || record.end >= open.limit {
+            return;
+        }
+        if let Ok(Found::Record(header, payload)) =
+            examine(&mut self.ahead, &open.file, record.end, open.limit)
+        {
+            self.ready = Some(Record {
+                payload,
+                span_count: header.span_count,
+                written_at: header.written_at(),
+                segment: open.id,
+                start: record.end,
+                end: record.end + header.frame_len(),
+            });
         }
     }
 
