@@ -6,11 +6,13 @@
 //!
 //! # Caveats
 //!
-//! [`run`] installs handlers for the forwarded signals (SIGINT, SIGTERM, SIGHUP, SIGQUIT,
-//! SIGUSR1, SIGUSR2, SIGWINCH) **for the duration of the entire process**: tracespool does not
-//! die of them while its child runs, so that it can report the child's fate. A signal sent by a
-//! process (`kill`) is forwarded to the child; one the kernel sends (Ctrl-C on a terminal goes to
-//! the whole foreground process group, the child included) is not forwarded again.
+//! [`spawn`] (and so [`run`]) installs handlers for the forwarded signals (SIGINT, SIGTERM,
+//! SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH) **for the duration of the entire process**:
+//! tracespool does not die of them while its child runs, so that it can report the child's fate.
+//! A signal sent by a process (`kill`) is forwarded to the child by [`Running::wait`], on the
+//! caller's runtime (no thread of its own), until the child is reaped; one the kernel sends
+//! (Ctrl-C on a terminal goes to the whole foreground process group, the child included) is not
+//! forwarded again.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
