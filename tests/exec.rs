@@ -4,244 +4,16 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Answer, FaultServer, eventually, free_port, python, status_json, tracespool};
+use common::{Answer, FaultServer, Rotel, eventually, python, status_json, tracespool};
 
 const SECOND: Duration = Duration::from_secs(1);
-
-// ---------------------------------------------------------------------------------------------
-// A collector whose whole dump we read: status, kind, times and resource too (SeenSpan has
-// neither).
-
-/// One span as rotel printed it. Attribute values are kept as printed (`Str(v)`, `Int(7)`), so
-/// that types are checked too.
-#[derive(Debug, Clone, Default)]
-struct Span {
-    trace_id: String,
-    parent_id: String,
-    id: String,
-    name: String,
-    kind: String,
-    start_ns: String,
-    end_ns: String,
-    status_code: String,
-    status_message: String,
-    attributes: HashMap<String, String>,
-    resource: HashMap<String, String>,
-}
-
-impl Span {
-    fn attr(&self, key: &str) -> Option<&str> {
-        self.attributes.get(key).map(String::as_str)
-    }
-
-    fn service(&self) -> Option<&str> {
-        self.resource.get("service.name").map(String::as_str)
-    }
-}
-
-/// rotel on loopback, dumping every span it receives into a file of ours.
-struct Collector {
-    http_port: u16,
-    grpc_port: u16,
-    out: PathBuf,
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl Collector {
-    fn start() -> Collector {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = Collector {
-            http_port: free_port(),
-            grpc_port: free_port(),
-            out: dir.path().join("rotel.out"),
-            child: None,
-            _dir: dir,
-        };
-        c.resume();
-        c
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/v1/traces", self.http_port)
-    }
-
-    fn resume(&mut self) {
-        assert!(self.child.is_none());
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.out)
-            .unwrap();
-        let mut cmd = Command::new(common::rotel_bin());
-        for (key, _) in std::env::vars() {
-            if key.starts_with("ROTEL_") || key.starts_with("OTEL_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.args(["start", "--exporter", "blackhole"])
-            .args(["--debug-log", "traces", "--debug-log-verbosity", "detailed"])
-            .arg("--otlp-http-endpoint")
-            .arg(format!("127.0.0.1:{}", self.http_port))
-            .arg("--otlp-grpc-endpoint")
-            .arg(format!("127.0.0.1:{}", self.grpc_port))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        self.child = Some(cmd.spawn().expect("start rotel"));
-        common::wait_for_port(self.http_port, 10 * SECOND);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            common::signal(child.id(), 15);
-            let _ = child.wait();
-        }
-    }
-
-    fn spans(&self) -> Vec<Span> {
-        parse_dump(&std::fs::read_to_string(&self.out).unwrap_or_default())
-    }
-
-    /// Waits until `n` spans arrived, then a little longer to see that no more come; returns
-    /// them all (the caller checks the count).
-    fn exactly(&self, n: usize) -> Vec<Span> {
-        eventually(10 * SECOND, || self.spans().len() >= n);
-        std::thread::sleep(Duration::from_millis(300));
-        self.spans()
-    }
-
-    /// The one span with this name (waits for it).
-    fn named(&self, name: &str) -> Span {
-        let mut found = Vec::new();
-        eventually(10 * SECOND, || {
-            found = self
-                .spans()
-                .into_iter()
-                .filter(|s| s.name == name)
-                .collect();
-            !found.is_empty()
-        });
-        assert_eq!(
-            found.len(),
-            1,
-            "spans named {name:?}: {found:#?}\nall: {:#?}",
-            self.spans()
-        );
-        found.pop().unwrap()
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Parses rotel's "detailed" debug dump.
-fn parse_dump(dump: &str) -> Vec<Span> {
-    #[derive(PartialEq)]
-    enum Section {
-        Other,
-        Resource,
-        SpanAttributes,
-    }
-    let mut spans: Vec<Span> = Vec::new();
-    let mut resource: HashMap<String, String> = HashMap::new();
-    let mut section = Section::Other;
-    for line in strip_ansi(dump).lines() {
-        if line.starts_with("ResourceSpans #") {
-            resource = HashMap::new();
-            section = Section::Other;
-            continue;
-        }
-        if line.starts_with("Resource attributes:") {
-            section = Section::Resource;
-            continue;
-        }
-        if line.starts_with("Span #") {
-            spans.push(Span {
-                resource: resource.clone(),
-                ..Span::default()
-            });
-            section = Section::Other;
-            continue;
-        }
-        if line.starts_with("Attributes:") {
-            section = Section::SpanAttributes;
-            continue;
-        }
-        if let Some(kv) = line.strip_prefix("     -> ") {
-            let Some((k, v)) = kv.split_once(": ") else {
-                continue;
-            };
-            match section {
-                Section::Resource => {
-                    let v = v
-                        .strip_prefix("Str(")
-                        .and_then(|v| v.strip_suffix(')'))
-                        .unwrap_or(v);
-                    resource.insert(k.to_owned(), v.to_owned());
-                }
-                Section::SpanAttributes => {
-                    if let Some(span) = spans.last_mut() {
-                        span.attributes.insert(k.to_owned(), v.to_owned());
-                    }
-                }
-                Section::Other => {}
-            }
-            continue;
-        }
-        section = Section::Other;
-        let Some(span) = spans.last_mut() else {
-            continue;
-        };
-        let Some((key, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim().to_owned();
-        match key.trim() {
-            "Trace ID" => span.trace_id = value,
-            "Parent ID" => span.parent_id = value,
-            "ID" => span.id = value,
-            "Name" => span.name = value,
-            "Kind" => span.kind = value,
-            "Start time" => span.start_ns = value,
-            "End time" => span.end_ns = value,
-            "Status code" => span.status_code = value,
-            "Status message" => span.status_message = value,
-            _ => {}
-        }
-    }
-    spans
-}
 
 // ---------------------------------------------------------------------------------------------
 // Running things.
@@ -385,7 +157,7 @@ provider.shutdown()
 
 #[test]
 fn a_nested_exec_and_a_python_child_make_one_trace_of_three_spans() {
-    let rotel = Collector::start();
+    let rotel = Rotel::start();
     let tmp = tempfile::tempdir().unwrap();
     let script = tmp.path().join("child.py");
     std::fs::write(&script, PYTHON_CHILD).unwrap();
@@ -489,7 +261,7 @@ fn a_nested_exec_and_a_python_child_make_one_trace_of_three_spans() {
 
 #[test]
 fn thirty_two_concurrent_runs_against_a_down_backend_are_all_delivered_once_by_one_flush() {
-    let mut rotel = Collector::start();
+    let mut rotel = Rotel::start();
     rotel.stop();
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
@@ -544,7 +316,7 @@ fn thirty_two_concurrent_runs_against_a_down_backend_are_all_delivered_once_by_o
 
 #[test]
 fn the_exit_code_is_the_commands_and_a_failure_marks_the_span_as_an_error() {
-    let rotel = Collector::start();
+    let rotel = Rotel::start();
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
     let exec = |name: &str| {
@@ -623,7 +395,7 @@ fn wait_for_file(path: &Path) {
 
 #[test]
 fn sigterm_sent_to_tracespool_reaches_the_child_and_its_fate_is_the_exit_code() {
-    let rotel = Collector::start();
+    let rotel = Rotel::start();
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
     let got = tmp.path().join("got-term");
@@ -732,7 +504,7 @@ const PRINT_CONTEXT: &str = r#"printf '%s\n%s\n%s\n' "$TRACEPARENT" "$TRACESTATE
 
 #[test]
 fn a_valid_traceparent_is_the_parent_and_the_child_gets_the_exec_span_with_tracestate() {
-    let rotel = Collector::start();
+    let rotel = Rotel::start();
     let tmp = tempfile::tempdir().unwrap();
     let out = run(ts(&tmp.path().join("spool"))
         .env("TRACEPARENT", parent_traceparent("01"))
@@ -761,7 +533,7 @@ fn a_valid_traceparent_is_the_parent_and_the_child_gets_the_exec_span_with_trace
 
 #[test]
 fn an_invalid_traceparent_starts_a_new_trace_with_one_warning() {
-    let rotel = Collector::start();
+    let rotel = Rotel::start();
     let tmp = tempfile::tempdir().unwrap();
     let upper = parent_traceparent("01").to_uppercase();
     let out = run(ts(&tmp.path().join("spool"))
@@ -1087,7 +859,7 @@ fn refused_but_the_command_runs(dir: &Path) {
 
 #[test]
 fn span_prints_its_traceparent_and_records_times_kind_status_and_parent() {
-    let rotel = Collector::start();
+    let rotel = Rotel::start();
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
     let span = || {
@@ -1154,7 +926,7 @@ fn span_prints_its_traceparent_and_records_times_kind_status_and_parent() {
 
 #[test]
 fn the_config_file_is_read_and_flags_then_environment_win_over_it() {
-    let rotel = Collector::start();
+    let rotel = Rotel::start();
     let from_file = FaultServer::start(Answer::status(200));
     let from_env = FaultServer::start(Answer::status(200));
     let tmp = tempfile::tempdir().unwrap();
@@ -1291,7 +1063,7 @@ fn status_verify_finds_a_flipped_byte_in_a_sealed_segment() {
 
 #[test]
 fn the_service_name_is_the_commands_unless_the_environment_or_a_flag_says_otherwise() {
-    let rotel = Collector::start();
+    let rotel = Rotel::start();
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
     let exec = |name: &str, flags: &[&str]| {

@@ -93,14 +93,35 @@ pub fn tracespool() -> Command {
     cmd
 }
 
-/// One span as rotel printed it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One span as rotel printed it ("detailed" debug log).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeenSpan {
     pub trace_id: String,
     pub parent_id: String,
     pub id: String,
     pub name: String,
+    pub kind: String,
+    pub start_ns: String,
+    pub end_ns: String,
+    pub status_code: String,
+    pub status_message: String,
+    /// Values without their type: `v` for `Str(v)`, `7` for `Int(7)`.
     pub attributes: HashMap<String, String>,
+    /// Values as printed (`Str(v)`, `Int(7)`, `Array(…)`), so that types can be checked.
+    pub printed_attributes: HashMap<String, String>,
+    /// The resource's attributes, without their type.
+    pub resource: HashMap<String, String>,
+}
+
+impl SeenSpan {
+    /// An attribute as printed, with its type.
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.printed_attributes.get(key).map(String::as_str)
+    }
+
+    pub fn service(&self) -> Option<&str> {
+        self.resource.get("service.name").map(String::as_str)
+    }
 }
 
 /// A real OTLP collector on loopback that prints every span it receives.
@@ -186,6 +207,34 @@ impl Rotel {
         });
         spans
     }
+
+    /// Waits until `n` spans arrived, then a little longer to see that no more come; returns
+    /// them all (the caller checks the count).
+    pub fn exactly(&self, n: usize) -> Vec<SeenSpan> {
+        eventually(Duration::from_secs(10), || self.spans().len() >= n);
+        std::thread::sleep(Duration::from_millis(300));
+        self.spans()
+    }
+
+    /// The one span with this name (waits for it; fails if there are several).
+    pub fn named(&self, name: &str) -> SeenSpan {
+        let mut found = Vec::new();
+        eventually(Duration::from_secs(10), || {
+            found = self
+                .spans()
+                .into_iter()
+                .filter(|s| s.name == name)
+                .collect();
+            !found.is_empty()
+        });
+        assert_eq!(
+            found.len(),
+            1,
+            "spans named {name:?}: {found:#?}\nall: {:#?}",
+            self.spans()
+        );
+        found.pop().unwrap()
+    }
 }
 
 impl Drop for Rotel {
@@ -225,47 +274,88 @@ fn strip_ansi(s: &str) -> String {
     out
 }
 
+/// `Str(v)` → `v`, `Int(7)` → `7`; anything else as printed.
+fn untyped(v: &str) -> &str {
+    v.strip_prefix("Str(")
+        .or_else(|| v.strip_prefix("Int("))
+        .and_then(|v| v.strip_suffix(')'))
+        .unwrap_or(v)
+}
+
+/// Parses rotel's "detailed" debug dump.
 fn parse_rotel(dump: &str) -> Vec<SeenSpan> {
-    let dump = strip_ansi(dump);
+    #[derive(PartialEq)]
+    enum Section {
+        Other,
+        Resource,
+        SpanAttributes,
+    }
     let mut spans: Vec<SeenSpan> = Vec::new();
-    let mut in_span_attrs = false;
-    for line in dump.lines() {
-        let field = |prefix: &str| line.strip_prefix(prefix).map(|v| v.trim().to_owned());
-        if line.starts_with("Span #") {
-            spans.push(SeenSpan {
-                trace_id: String::new(),
-                parent_id: String::new(),
-                id: String::new(),
-                name: String::new(),
-                attributes: HashMap::new(),
-            });
-            in_span_attrs = false;
+    let mut resource: HashMap<String, String> = HashMap::new();
+    let mut section = Section::Other;
+    for line in strip_ansi(dump).lines() {
+        if line.starts_with("ResourceSpans #") {
+            resource = HashMap::new();
+            section = Section::Other;
             continue;
         }
+        if line.starts_with("Resource attributes:") {
+            section = Section::Resource;
+            continue;
+        }
+        if line.starts_with("Span #") {
+            spans.push(SeenSpan {
+                resource: resource.clone(),
+                ..SeenSpan::default()
+            });
+            section = Section::Other;
+            continue;
+        }
+        if line.starts_with("Attributes:") {
+            section = Section::SpanAttributes;
+            continue;
+        }
+        if let Some(kv) = line.strip_prefix("     -> ") {
+            let Some((k, v)) = kv.split_once(": ") else {
+                continue;
+            };
+            match section {
+                Section::Resource => {
+                    resource.insert(k.to_owned(), untyped(v).to_owned());
+                }
+                Section::SpanAttributes => {
+                    if let Some(span) = spans.last_mut() {
+                        span.attributes.insert(k.to_owned(), untyped(v).to_owned());
+                        span.printed_attributes.insert(k.to_owned(), v.to_owned());
+                    }
+                }
+                Section::Other => {}
+            }
+            continue;
+        }
+        if line.starts_with("     ") {
+            // A continuation of the section (a nested value).
+            continue;
+        }
+        section = Section::Other;
         let Some(span) = spans.last_mut() else {
             continue;
         };
-        if let Some(v) = field("    Trace ID       :") {
-            span.trace_id = v;
-        } else if let Some(v) = field("    Parent ID      :") {
-            span.parent_id = v;
-        } else if let Some(v) = field("    ID             :") {
-            span.id = v;
-        } else if let Some(v) = field("    Name           :") {
-            span.name = v;
-        } else if line.starts_with("Attributes:") {
-            in_span_attrs = true;
-        } else if in_span_attrs && let Some(kv) = line.strip_prefix("     -> ") {
-            if let Some((k, v)) = kv.split_once(": ") {
-                let v = v
-                    .strip_prefix("Str(")
-                    .or_else(|| v.strip_prefix("Int("))
-                    .and_then(|v| v.strip_suffix(')'))
-                    .unwrap_or(v);
-                span.attributes.insert(k.to_owned(), v.to_owned());
-            }
-        } else if !line.starts_with("     ") {
-            in_span_attrs = false;
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim().to_owned();
+        match key.trim() {
+            "Trace ID" => span.trace_id = value,
+            "Parent ID" => span.parent_id = value,
+            "ID" => span.id = value,
+            "Name" => span.name = value,
+            "Kind" => span.kind = value,
+            "Start time" => span.start_ns = value,
+            "End time" => span.end_ns = value,
+            "Status code" => span.status_code = value,
+            "Status message" => span.status_message = value,
+            _ => {}
         }
     }
     spans
