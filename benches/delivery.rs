@@ -30,7 +30,7 @@
 
 mod common;
 
-use common::{cpu_model, load_snapshot, read_trim, sync_all, target_dir};
+use common::{Tmp, cpu_model, load_snapshot, read_trim, sync_all, target_dir};
 
 use std::borrow::Cow;
 use std::fs;
@@ -135,7 +135,7 @@ fn main() {
     let started = Instant::now();
 
     let target = target_dir();
-    let tmp = Tmp::new(&target.join("bench-tmp"));
+    let tmp = Tmp::new(&target.join("bench-tmp"), TMP_PREFIX);
     let bench_dir = tmp.base.display().to_string();
     let load_start = load_snapshot();
     println!(
@@ -1369,52 +1369,6 @@ impl Drop for Rotel {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Temporary directories.
-
-struct Tmp {
-    base: PathBuf,
-}
-
-impl Tmp {
-    fn new(base: &Path) -> Tmp {
-        fs::create_dir_all(base).expect("create target/bench-tmp");
-        // Remove what an interrupted run left behind (its process is gone).
-        if let Ok(entries) = fs::read_dir(base) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let Some(pid) = name
-                    .to_str()
-                    .and_then(|n| n.strip_prefix(TMP_PREFIX))
-                    .and_then(|n| n.split('-').next())
-                    .and_then(|p| p.parse::<u32>().ok())
-                else {
-                    continue;
-                };
-                if !Path::new(&format!("/proc/{pid}")).exists() {
-                    let _ = fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        Tmp {
-            base: base.to_owned(),
-        }
-    }
-
-    /// A new empty directory, deleted with everything in it when dropped.
-    fn dir(&self) -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .prefix(&format!("{TMP_PREFIX}{}-", std::process::id()))
-            .tempdir_in(&self.base)
-            .expect("create a temporary directory")
-    }
-
-    fn finish(self) {
-        // Only removed if empty: something else may use it.
-        let _ = fs::remove_dir(&self.base);
     }
 }
 

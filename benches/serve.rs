@@ -34,7 +34,7 @@
 
 mod common;
 
-use common::{cpu_model, load_snapshot, read_trim, sync_all, target_dir};
+use common::{Tmp, cpu_model, load_snapshot, read_trim, sync_all, target_dir};
 
 use std::fs;
 use std::net::{TcpListener, TcpStream};
@@ -241,7 +241,7 @@ fn main() {
     let started = Instant::now();
 
     let target = target_dir();
-    let tmp = Tmp::new(&target.join("bench-tmp"));
+    let tmp = Tmp::new(&target.join("bench-tmp"), TMP_PREFIX);
     let load_start = load_snapshot();
     println!(
         "tracespool serve bench{}",
@@ -1698,52 +1698,6 @@ fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Temporary directories.
-
-struct Tmp {
-    base: PathBuf,
-}
-
-impl Tmp {
-    fn new(base: &Path) -> Tmp {
-        fs::create_dir_all(base).expect("create target/bench-tmp");
-        // Remove what an interrupted run left behind (its process is gone).
-        if let Ok(entries) = fs::read_dir(base) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let Some(pid) = name
-                    .to_str()
-                    .and_then(|n| n.strip_prefix(TMP_PREFIX))
-                    .and_then(|n| n.split('-').next())
-                    .and_then(|p| p.parse::<u32>().ok())
-                else {
-                    continue;
-                };
-                if !Path::new(&format!("/proc/{pid}")).exists() {
-                    let _ = fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        Tmp {
-            base: base.to_owned(),
-        }
-    }
-
-    /// A new empty directory, deleted with everything in it when dropped.
-    fn dir(&self) -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .prefix(&format!("{TMP_PREFIX}{}-", std::process::id()))
-            .tempdir_in(&self.base)
-            .expect("create a temporary directory")
-    }
-
-    fn finish(self) {
-        // Only removed if empty: something else may use it.
-        let _ = fs::remove_dir(&self.base);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

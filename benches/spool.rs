@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{load_snapshot, sync_all, target_dir};
+use common::{Tmp, load_snapshot, sync_all, target_dir};
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -118,7 +118,7 @@ fn main() {
     let started = Instant::now();
 
     let target = target_dir();
-    let tmp = Tmp::new(&target.join("bench-tmp"));
+    let tmp = Tmp::new(&target.join("bench-tmp"), TMP_PREFIX);
     let machine = Machine::probe(&target, &tmp.base);
     machine.print(scale.quick);
 
@@ -1385,52 +1385,6 @@ fn df(path: &Path) -> (String, String, String) {
         return unknown();
     }
     (f[0].to_owned(), f[1].to_owned(), f[6..].join(" "))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Temporary directories.
-
-struct Tmp {
-    base: PathBuf,
-}
-
-impl Tmp {
-    fn new(base: &Path) -> Tmp {
-        fs::create_dir_all(base).expect("create target/bench-tmp");
-        // Remove what an interrupted run left behind (its process is gone).
-        if let Ok(entries) = fs::read_dir(base) {
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let Some(pid) = name
-                    .to_str()
-                    .and_then(|n| n.strip_prefix(TMP_PREFIX))
-                    .and_then(|n| n.split('-').next())
-                    .and_then(|p| p.parse::<u32>().ok())
-                else {
-                    continue;
-                };
-                if !Path::new(&format!("/proc/{pid}")).exists() {
-                    let _ = fs::remove_dir_all(entry.path());
-                }
-            }
-        }
-        Tmp {
-            base: base.to_owned(),
-        }
-    }
-
-    /// A new empty directory, deleted with everything in it when dropped.
-    fn dir(&self) -> tempfile::TempDir {
-        tempfile::Builder::new()
-            .prefix(&format!("{TMP_PREFIX}{}-", std::process::id()))
-            .tempdir_in(&self.base)
-            .expect("create a temporary directory")
-    }
-
-    fn finish(self) {
-        // Only removed if empty: something else may use it.
-        let _ = fs::remove_dir(&self.base);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

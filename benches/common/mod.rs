@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The cargo target directory: the nearest ancestor of this executable holding `CACHEDIR.TAG`.
 pub fn target_dir() -> PathBuf {
@@ -55,4 +55,52 @@ pub fn load_snapshot() -> String {
         .and_then(|l| l.split_whitespace().find_map(|f| f.strip_prefix("avg10=")))
         .unwrap_or("?");
     format!("loadavg {}, CPU pressure avg10 {some}%", avg.join(" "))
+}
+
+/// Temporary directories under one base (`target/bench-tmp`), named `<prefix><pid>-…` so that a
+/// later run can remove the leftovers of one that was interrupted (and only those: its pid is
+/// gone).
+pub struct Tmp {
+    pub base: PathBuf,
+    prefix: &'static str,
+}
+
+impl Tmp {
+    pub fn new(base: &Path, prefix: &'static str) -> Tmp {
+        fs::create_dir_all(base).expect("create target/bench-tmp");
+        // Remove what an interrupted run left behind (its process is gone).
+        if let Ok(entries) = fs::read_dir(base) {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(pid) = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix(prefix))
+                    .and_then(|n| n.split('-').next())
+                    .and_then(|p| p.parse::<u32>().ok())
+                else {
+                    continue;
+                };
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        Tmp {
+            base: base.to_owned(),
+            prefix,
+        }
+    }
+
+    /// A new empty directory, deleted with everything in it when dropped.
+    pub fn dir(&self) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("{}{}-", self.prefix, std::process::id()))
+            .tempdir_in(&self.base)
+            .expect("create a temporary directory")
+    }
+
+    pub fn finish(self) {
+        // Only removed if empty: something else may use it.
+        let _ = fs::remove_dir(&self.base);
+    }
 }
