@@ -30,15 +30,13 @@
 
 mod common;
 
-use common::{Tmp, cpu_model, load_snapshot, read_trim, sync_all, target_dir};
+use common::{Rotel, Tmp, cpu_model, load_snapshot, read_trim, rotel_bin, sync_all, target_dir};
 
 use std::borrow::Cow;
 use std::fs;
 use std::hint::black_box;
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -62,8 +60,6 @@ use tracespool::spool::{Spool, SpoolOptions, SyncPolicy};
 const QUICK_ENV: &str = "TRACESPOOL_BENCH_QUICK";
 /// Comma-separated sections to run (`1,3`); all by default. A partial run writes no report.
 const SECTIONS_ENV: &str = "TRACESPOOL_BENCH_SECTIONS";
-const ROTEL_ENV: &str = "TRACESPOOL_ROTEL";
-const ROTEL_DEFAULT: &str = "target/peers/venv/lib/python3.11/site-packages/rotel/rotel-agent";
 /// Temporary directories are named `delivery-bench-<pid>-…` so that a later run can remove the
 /// leftovers of one that was interrupted (and only those: its pid is gone).
 const TMP_PREFIX: &str = "delivery-bench-";
@@ -167,7 +163,9 @@ fn main() {
     if let Some(r) = &rotel {
         println!(
             "  rotel: {} (pid {}), --exporter blackhole, no debug log, OTLP/HTTP on {}",
-            r.version, r.pid, r.endpoint
+            r.version,
+            r.pid,
+            r.endpoint()
         );
     }
 
@@ -403,7 +401,7 @@ fn bench_flush(tmp: &Tmp, scale: &Scale, rotel: &Rotel) -> FlushResults {
         .map(|b| Bytes::from(b.bytes.clone()))
         .collect();
     let bytes_per_batch = batches.iter().map(|b| b.bytes.len()).sum::<usize>() as f64 / n as f64;
-    let uri: Uri = rotel.endpoint.parse().expect("endpoint URI");
+    let uri: Uri = rotel.endpoint().parse().expect("endpoint URI");
 
     // Warm rotel (and the page cache of this binary) before anything is measured.
     let warmup_replay = replay(&uri, &bodies, None).0;
@@ -457,11 +455,11 @@ fn bench_flush(tmp: &Tmp, scale: &Scale, rotel: &Rotel) -> FlushResults {
         for m in order {
             let (secs, cpu) = match m {
                 Measure::FlushAlways => {
-                    flush(dir_fa.path(), SyncPolicy::Always, &rotel.endpoint, n)
+                    flush(dir_fa.path(), SyncPolicy::Always, &rotel.endpoint(), n)
                 }
                 Measure::FlushNever => {
                     let dir = dirs_fn.pop().expect("a filled spool");
-                    flush(dir.path(), SyncPolicy::Never, &rotel.endpoint, n)
+                    flush(dir.path(), SyncPolicy::Never, &rotel.endpoint(), n)
                 }
                 Measure::ReplaySync => {
                     let dir = tmp.dir();
@@ -502,7 +500,7 @@ fn bench_flush(tmp: &Tmp, scale: &Scale, rotel: &Rotel) -> FlushResults {
             r.order.extend(["spool-only(Never)", "spool-only(Always)"]);
         }
         // What a flush costs whatever the number of batches: a fresh spool holding one batch.
-        r.one_batch = flush(dir_one.path(), SyncPolicy::Never, &rotel.endpoint, 1).0;
+        r.one_batch = flush(dir_one.path(), SyncPolicy::Never, &rotel.endpoint(), 1).0;
         r.order.push("flush(Never) of 1 batch");
         println!(
             "  rep {}: replay median {:.3} s (of {}); flush Always {:.3} s (ratio {:.2}), Never \
@@ -1169,7 +1167,7 @@ fn bench_fresh_export(tmp: &Tmp, scale: &Scale, rotel: &Rotel) -> FreshResults {
     );
     let dir = tmp.dir();
     let enc = encoder();
-    let endpoint: Uri = rotel.endpoint.parse().expect("endpoint URI");
+    let endpoint: Uri = rotel.endpoint().parse().expect("endpoint URI");
     let mut r = FreshResults {
         bytes: 0,
         runtime: Vec::new(),
@@ -1270,107 +1268,6 @@ impl FreshResults {
 
 // ---------------------------------------------------------------------------------------------
 // Rotel.
-
-fn rotel_bin() -> Result<PathBuf, String> {
-    let path = std::env::var_os(ROTEL_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(ROTEL_DEFAULT));
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} not found ({ROTEL_ENV} unset): run `bash .ci/peers` to install the test peers",
-            path.display()
-        ))
-    }
-}
-
-/// Rotel on loopback, exporting to a blackhole, killed when dropped (also on panic).
-struct Rotel {
-    endpoint: String,
-    version: String,
-    pid: u32,
-    child: Option<Child>,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
-
-impl Rotel {
-    fn start(bin: &Path, tmp: &Tmp) -> Rotel {
-        let dir = tmp.dir();
-        let log = dir.path().join("rotel.out");
-        let version = Command::new(bin)
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default();
-        let http_port = free_port();
-        let grpc_port = free_port();
-        let out = fs::File::create(&log).expect("rotel log");
-        let mut cmd = Command::new(bin);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("ROTEL_") || key.starts_with("OTEL_") {
-                cmd.env_remove(key);
-            }
-        }
-        // Its pid and log files (used when daemonized) go in our directory, not in /tmp.
-        cmd.args(["start", "--exporter", "blackhole"])
-            .arg("--pid-file")
-            .arg(dir.path().join("rotel.pid"))
-            .arg("--log-file")
-            .arg(dir.path().join("rotel.log"))
-            .arg("--otlp-http-endpoint")
-            .arg(format!("127.0.0.1:{http_port}"))
-            .arg("--otlp-grpc-endpoint")
-            .arg(format!("127.0.0.1:{grpc_port}"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup log"))
-            .stderr(out);
-        let child = cmd.spawn().expect("start rotel");
-        let mut rotel = Rotel {
-            endpoint: format!("http://127.0.0.1:{http_port}/v1/traces"),
-            version,
-            pid: child.id(),
-            child: Some(child),
-            log,
-            _dir: dir,
-        };
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", http_port)).is_err() {
-            if start.elapsed() > Duration::from_secs(10) || !rotel.alive() {
-                panic!(
-                    "rotel does not listen on {http_port}: {}",
-                    fs::read_to_string(&rotel.log).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        rotel
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-}
-
-impl Drop for Rotel {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers.

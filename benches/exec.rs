@@ -51,7 +51,7 @@
 
 mod common;
 
-use common::{Tmp, cpu_model, load_snapshot, read_trim, target_dir};
+use common::{Rotel, Tmp, cpu_model, load_snapshot, read_trim, rotel_bin, target_dir};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -59,7 +59,7 @@ use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -69,8 +69,6 @@ use serde_json::{Value, json};
 
 const QUICK_ENV: &str = "TRACESPOOL_BENCH_QUICK";
 const ROUNDS_ENV: &str = "TRACESPOOL_BENCH_ROUNDS";
-const ROTEL_ENV: &str = "TRACESPOOL_ROTEL";
-const ROTEL_DEFAULT: &str = "target/peers/venv/lib/python3.11/site-packages/rotel/rotel-agent";
 /// Temporary directories are named `exec-bench-<pid>-…` so that a later run can remove the
 /// leftovers of one that was interrupted (and only those: its pid is gone).
 const TMP_PREFIX: &str = "exec-bench-";
@@ -231,7 +229,9 @@ fn main() {
     if let Some(r) = &rotel {
         println!(
             "  rotel: {} (pid {}), --exporter blackhole, no debug log, {}",
-            r.version, r.pid, r.endpoint
+            r.version,
+            r.pid,
+            r.endpoint()
         );
     }
 
@@ -255,7 +255,7 @@ fn main() {
         }
         let endpoint = match case {
             Case::Refused | Case::BackoffOpen => Some(refused_endpoint.clone()),
-            Case::RotelUp => rotel.as_ref().map(|r| r.endpoint.clone()),
+            Case::RotelUp => rotel.as_ref().map(|r| r.endpoint()),
             Case::HangBackoff => Some(hang_endpoint.clone()),
             _ => None,
         };
@@ -425,7 +425,7 @@ fn main() {
     );
     let hang_conns = hang.connections();
     let rotel_info = rotel.as_ref().map(|r| {
-        json!({"version": r.version, "endpoint": r.endpoint, "args": "--exporter blackhole, no debug log"})
+        json!({"version": r.version, "endpoint": r.endpoint(), "args": "--exporter blackhole, no debug log"})
     });
 
     drop(rotel);
@@ -1101,102 +1101,6 @@ impl Drop for HangServer {
         let _ = TcpStream::connect(("127.0.0.1", self.port));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-    }
-}
-
-fn rotel_bin() -> Result<PathBuf, String> {
-    let path = std::env::var_os(ROTEL_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(ROTEL_DEFAULT));
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} not found ({ROTEL_ENV} unset): run `bash .ci/peers` to install the test peers",
-            path.display()
-        ))
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
-
-/// Rotel on loopback, exporting to a blackhole, killed when dropped (also on panic).
-struct Rotel {
-    endpoint: String,
-    version: String,
-    pid: u32,
-    child: Option<Child>,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Rotel {
-    fn start(bin: &Path, tmp: &Tmp) -> Rotel {
-        let dir = tmp.dir();
-        let log = dir.path().join("rotel.out");
-        let version = Command::new(bin)
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default();
-        let http_port = free_port();
-        let grpc_port = free_port();
-        let out = fs::File::create(&log).expect("rotel log");
-        let mut cmd = Command::new(bin);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("ROTEL_") || key.starts_with("OTEL_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.args(["start", "--exporter", "blackhole"])
-            .arg("--otlp-http-endpoint")
-            .arg(format!("127.0.0.1:{http_port}"))
-            .arg("--otlp-grpc-endpoint")
-            .arg(format!("127.0.0.1:{grpc_port}"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup log"))
-            .stderr(out);
-        let child = cmd.spawn().expect("start rotel");
-        let mut rotel = Rotel {
-            endpoint: format!("http://127.0.0.1:{http_port}/v1/traces"),
-            version,
-            pid: child.id(),
-            child: Some(child),
-            log,
-            _dir: dir,
-        };
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", http_port)).is_err() {
-            if start.elapsed() > Duration::from_secs(10) || !rotel.alive() {
-                panic!(
-                    "rotel does not listen on {http_port}: {}",
-                    fs::read_to_string(&rotel.log).unwrap_or_default()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        rotel
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-}
-
-impl Drop for Rotel {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }

@@ -34,10 +34,12 @@
 
 mod common;
 
-use common::{Tmp, cpu_model, load_snapshot, read_trim, sync_all, target_dir};
+use common::{
+    Rotel, Tmp, cpu_model, free_port, load_snapshot, read_trim, rotel_bin, sync_all, target_dir,
+    wait_listening,
+};
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -68,8 +70,6 @@ const GRPC_ENV: &str = "TRACESPOOL_BENCH_SERVE_GRPC";
 /// profiling; such a run writes no report.
 const LEVELS_ENV: &str = "TRACESPOOL_BENCH_SERVE_LEVELS";
 const TARGETS_ENV: &str = "TRACESPOOL_BENCH_SERVE_TARGETS";
-const ROTEL_ENV: &str = "TRACESPOOL_ROTEL";
-const ROTEL_DEFAULT: &str = "target/peers/venv/lib/python3.11/site-packages/rotel/rotel-agent";
 /// Temporary directories are named `serve-bench-<pid>-…` so that a later run can remove the
 /// leftovers of one that was interrupted (and only those: its pid is gone).
 const TMP_PREFIX: &str = "serve-bench-";
@@ -1443,117 +1443,6 @@ fn sync_probe(tmp: &Tmp, bytes: usize) -> SyncProbe {
 
 // ---------------------------------------------------------------------------------------------
 // Processes.
-
-fn rotel_bin() -> Result<PathBuf, String> {
-    let path = std::env::var_os(ROTEL_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(ROTEL_DEFAULT));
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} not found ({ROTEL_ENV} unset): run `bash .ci/peers` to install the test peers",
-            path.display()
-        ))
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
-
-/// Waits until something listens on `port`, or panics with `log` when `child` died or 10 s passed.
-fn wait_listening(port: u16, child: &mut Child, what: &str, log: &Path) {
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        let dead = !matches!(child.try_wait(), Ok(None));
-        if dead || start.elapsed() > Duration::from_secs(10) {
-            panic!(
-                "{what} does not listen on {port}: {}",
-                fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Rotel on loopback, exporting to a blackhole, killed when dropped (also on panic).
-struct Rotel {
-    http_port: u16,
-    grpc_port: u16,
-    version: String,
-    pid: u32,
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl Rotel {
-    fn start(bin: &Path, tmp: &Tmp) -> Rotel {
-        let dir = tmp.dir();
-        let log = dir.path().join("rotel.out");
-        let version = Command::new(bin)
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default();
-        let http_port = free_port();
-        let grpc_port = free_port();
-        let out = fs::File::create(&log).expect("rotel log");
-        let mut cmd = Command::new(bin);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("ROTEL_") || key.starts_with("OTEL_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.args(["start", "--exporter", "blackhole"])
-            .arg("--pid-file")
-            .arg(dir.path().join("rotel.pid"))
-            .arg("--log-file")
-            .arg(dir.path().join("rotel.log"))
-            .arg("--otlp-http-endpoint")
-            .arg(format!("127.0.0.1:{http_port}"))
-            .arg("--otlp-grpc-endpoint")
-            .arg(format!("127.0.0.1:{grpc_port}"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup log"))
-            .stderr(out);
-        let mut child = cmd.spawn().expect("start rotel");
-        let pid = child.id();
-        wait_listening(http_port, &mut child, "rotel", &log);
-        wait_listening(grpc_port, &mut child, "rotel", &log);
-        Rotel {
-            http_port,
-            grpc_port,
-            version,
-            pid,
-            child: Some(child),
-            _dir: dir,
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/v1/traces", self.http_port)
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-}
-
-impl Drop for Rotel {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// `tracespool` with none of the caller's OTel or tracespool settings.
 fn tracespool() -> Command {

@@ -3,7 +3,10 @@
 #![allow(dead_code)]
 
 use std::fs;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The cargo target directory: the nearest ancestor of this executable holding `CACHEDIR.TAG`.
 pub fn target_dir() -> PathBuf {
@@ -102,5 +105,123 @@ impl Tmp {
     pub fn finish(self) {
         // Only removed if empty: something else may use it.
         let _ = fs::remove_dir(&self.base);
+    }
+}
+
+/// Where rotel is: `TRACESPOOL_ROTEL`, else where `.ci/peers` installs it.
+pub const ROTEL_ENV: &str = "TRACESPOOL_ROTEL";
+const ROTEL_DEFAULT: &str = "target/peers/venv/lib/python3.11/site-packages/rotel/rotel-agent";
+
+pub fn rotel_bin() -> Result<PathBuf, String> {
+    let path = std::env::var_os(ROTEL_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(ROTEL_DEFAULT));
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} not found ({ROTEL_ENV} unset): run `bash .ci/peers` to install the test peers",
+            path.display()
+        ))
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Waits until `child` listens on `port` on loopback; panics with its log if it dies or takes
+/// more than 10 s.
+pub fn wait_listening(port: u16, child: &mut Child, what: &str, log: &Path) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let dead = !matches!(child.try_wait(), Ok(None));
+        if dead || start.elapsed() > Duration::from_secs(10) {
+            panic!(
+                "{what} does not listen on {port}: {}",
+                fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Rotel on loopback (OTLP/HTTP and gRPC), exporting to a blackhole, no debug log; killed when
+/// dropped (also on panic). Its pid and log files go in a directory of ours, not in /tmp.
+pub struct Rotel {
+    pub http_port: u16,
+    pub grpc_port: u16,
+    pub version: String,
+    pub pid: u32,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Rotel {
+    pub fn start(bin: &Path, tmp: &Tmp) -> Rotel {
+        let dir = tmp.dir();
+        let log = dir.path().join("rotel.out");
+        let version = Command::new(bin)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        let http_port = free_port();
+        let grpc_port = free_port();
+        let out = fs::File::create(&log).expect("rotel log");
+        let mut cmd = Command::new(bin);
+        for (key, _) in std::env::vars() {
+            if key.starts_with("ROTEL_") || key.starts_with("OTEL_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.args(["start", "--exporter", "blackhole"])
+            .arg("--pid-file")
+            .arg(dir.path().join("rotel.pid"))
+            .arg("--log-file")
+            .arg(dir.path().join("rotel.log"))
+            .arg("--otlp-http-endpoint")
+            .arg(format!("127.0.0.1:{http_port}"))
+            .arg("--otlp-grpc-endpoint")
+            .arg(format!("127.0.0.1:{grpc_port}"))
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup log"))
+            .stderr(out);
+        let mut child = cmd.spawn().expect("start rotel");
+        let pid = child.id();
+        wait_listening(http_port, &mut child, "rotel", &log);
+        wait_listening(grpc_port, &mut child, "rotel", &log);
+        Rotel {
+            http_port,
+            grpc_port,
+            version,
+            pid,
+            child: Some(child),
+            _dir: dir,
+        }
+    }
+
+    /// Its OTLP/HTTP traces endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/v1/traces", self.http_port)
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Rotel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
