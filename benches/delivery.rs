@@ -30,7 +30,10 @@
 
 mod common;
 
-use common::{Rotel, Tmp, cpu_model, load_snapshot, read_trim, rotel_bin, sync_all, target_dir};
+use common::{
+    Rotel, Tmp, cpu_model, load_snapshot, max, median, min, percentile, read_trim, rotel_bin,
+    sync_all, target_dir,
+};
 
 use std::borrow::Cow;
 use std::fs;
@@ -1281,26 +1284,4 @@ fn thread_cpu() -> f64 {
     // Safety: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
-}
-
-fn percentile(mut v: Vec<f64>, q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let pos = q * (v.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
-}
-
-fn median(v: Vec<f64>) -> f64 {
-    percentile(v, 0.5)
-}
-
-fn min(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
-fn max(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }

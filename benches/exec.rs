@@ -51,7 +51,10 @@
 
 mod common;
 
-use common::{Rotel, Tmp, cpu_model, load_snapshot, read_trim, rotel_bin, target_dir};
+use common::{
+    Rotel, Tmp, cpu_model, load_snapshot, max, median, min, percentile, read_trim, rotel_bin,
+    target_dir,
+};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -1138,26 +1141,4 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn percentile(mut v: Vec<f64>, q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let pos = q * (v.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
-}
-
-fn median(v: Vec<f64>) -> f64 {
-    percentile(v, 0.5)
-}
-
-fn min(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
-fn max(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }
