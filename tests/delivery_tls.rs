@@ -91,6 +91,14 @@ fn status(dir: &Path, args: &[String]) -> Value {
     status_json(dir, &args)
 }
 
+/// `status --json` after checking what the spool holds and how the backend is seen.
+fn assert_status(dir: &Path, args: &[String], batches: u64, backend: &str) -> Value {
+    let st = status(dir, args);
+    assert_eq!(st["batches"], batches, "{st}");
+    assert_eq!(st["backend"], backend, "{st}");
+    st
+}
+
 fn names(rotel: &Rotel) -> Vec<String> {
     rotel.spans().into_iter().map(|s| s.name).collect()
 }
@@ -131,9 +139,7 @@ fn a_spooled_span_is_delivered_over_tls_when_the_configured_ca_signed_the_server
     let (code, stderr) = flush(spool.path(), &args);
     assert_eq!(code, Some(0), "flush: {stderr}");
     assert_received(&rotel, "tls-right-ca");
-    let st = status(spool.path(), &args);
-    assert_eq!(st["backend"], "up", "{st}");
-    assert_eq!(st["batches"], 0, "{st}");
+    let st = assert_status(spool.path(), &args, 0, "up");
     assert_eq!(st["last_error"], Value::Null, "{st}");
 }
 
@@ -154,9 +160,7 @@ fn a_server_certificate_from_another_ca_is_refused_and_the_span_is_kept() {
         stderr.contains("remain"),
         "the summary says what remains: {stderr}"
     );
-    let st = status(spool.path(), &args);
-    assert_eq!(st["batches"], 1, "{st}");
-    assert_eq!(st["backend"], "down", "{st}");
+    let st = assert_status(spool.path(), &args, 1, "down");
     let error = last_error(&st).to_lowercase();
     assert!(
         error.contains("certificate") || error.contains("tls"),
@@ -188,9 +192,7 @@ fn an_https_endpoint_that_speaks_plain_http_gets_a_tls_handshake_and_never_the_d
         "sent in clear: {:?}",
         plain.requests()
     );
-    let st = status(spool.path(), &args);
-    assert_eq!(st["batches"], 1, "{st}");
-    assert_eq!(st["backend"], "down", "{st}");
+    assert_status(spool.path(), &args, 1, "down");
 }
 
 #[test]
@@ -217,9 +219,7 @@ fn a_missing_ca_file_means_tls_not_ready_with_no_connection_until_the_file_appea
         0,
         "connected although TLS was not ready"
     );
-    let st = status(spool.path(), &fault_args);
-    assert_eq!(st["backend"], "tls_not_ready", "{st}");
-    assert_eq!(st["batches"], 1, "{st}");
+    assert_status(spool.path(), &fault_args, 1, "tls_not_ready");
 
     let args = delivery_args(&nginx.tls_endpoint(), &[("--ca-file", &ca)]);
     let (code, stderr) = flush(spool.path(), &args);
@@ -233,9 +233,7 @@ fn a_missing_ca_file_means_tls_not_ready_with_no_connection_until_the_file_appea
     let (code, stderr) = flush(spool.path(), &args);
     assert_eq!(code, Some(0), "flush after the CA file appeared: {stderr}");
     assert_received(&rotel, "tls-ca-appears");
-    let st = status(spool.path(), &args);
-    assert_eq!(st["backend"], "up", "{st}");
-    assert_eq!(st["batches"], 0, "{st}");
+    assert_status(spool.path(), &args, 0, "up");
 }
 
 #[test]
@@ -257,9 +255,7 @@ fn mtls_with_the_client_certificate_and_key_delivers() {
     let (code, stderr) = flush(spool.path(), &args);
     assert_eq!(code, Some(0), "flush: {stderr}");
     assert_received(&rotel, "mtls-with-cert");
-    let st = status(spool.path(), &args);
-    assert_eq!(st["backend"], "up", "{st}");
-    assert_eq!(st["batches"], 0, "{st}");
+    assert_status(spool.path(), &args, 0, "up");
 }
 
 #[test]
@@ -355,9 +351,7 @@ fn without_a_ca_file_the_system_roots_do_not_trust_the_test_ca_and_the_span_is_k
     let (code, stderr) = flush(spool.path(), &args);
     assert_eq!(code, Some(1), "flush: {stderr}");
     assert_nothing_received(&rotel);
-    let st = status(spool.path(), &args);
-    assert_eq!(st["batches"], 1, "{st}");
-    assert_eq!(st["backend"], "down", "{st}");
+    let st = assert_status(spool.path(), &args, 1, "down");
     assert!(
         last_error(&st).to_lowercase().contains("certificate"),
         "last_error: {st}"
@@ -396,9 +390,7 @@ fn the_sdk_exporter_delivers_a_span_over_tls_trusting_the_configured_ca() {
 
     assert_received(&rotel, "sdk-span-over-tls");
     let args = delivery_args(&nginx.tls_endpoint(), &[("--ca-file", &nginx.certs.ca)]);
-    let st = status(spool.path(), &args);
-    assert_eq!(st["batches"], 0, "{st}");
-    assert_eq!(st["backend"], "up", "{st}");
+    assert_status(spool.path(), &args, 0, "up");
 }
 
 #[test]
