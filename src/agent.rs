@@ -33,6 +33,10 @@ const MAX_GROUP: usize = 256;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How often a forwarder with TLS not ready looks for the certificate files.
 const TLS_POLL: Duration = Duration::from_secs(1);
+/// How soon a forwarder looks again after a failed delivery (which recorded the backoff).
+const FAILED_RECHECK: Duration = Duration::from_millis(10);
+/// How long a forwarder waits after the spool itself failed.
+const ERROR_PAUSE: Duration = Duration::from_secs(1);
 
 /// Where the agent listens.
 #[derive(Debug, Clone)]
@@ -123,8 +127,9 @@ fn pause_after(stop: Option<&Stop>) -> Duration {
             .unwrap_or_default(),
         Some(Stop::TlsNotReady(_)) => TLS_POLL,
         Some(Stop::Budget) => Duration::ZERO,
-        // The failure opened the backoff; the next flush learns how long from the state.
-        Some(Stop::Failed(_)) => Duration::ZERO,
+        // The failure opened the backoff; the next flush learns how long from the state (a
+        // state that could not be stored still makes no busy loop).
+        Some(Stop::Failed(_)) => FAILED_RECHECK,
         Some(Stop::LeaseHeld) | Some(Stop::NoEndpoint) => IDLE_POLL,
     }
 }
@@ -138,7 +143,7 @@ async fn forwarder(
 ) {
     let mut delivery = Delivery::shared(spool.clone(), settings.borrow_and_update().clone());
     loop {
-        let stop = match delivery.forward().await {
+        let (stop, pause) = match delivery.forward().await {
             Ok(report) => {
                 if report.sent_batches > 0 {
                     tracing::info!(
@@ -147,22 +152,16 @@ async fn forwarder(
                         "forwarded"
                     );
                 }
-                if report.remaining {
-                    report.stopped
-                } else {
-                    None
-                }
+                let pause = pause_after(report.stopped.as_ref());
+                (report.stopped, pause)
             }
+            // The spool itself failed (a disk error): no backoff was recorded for it, so wait
+            // here rather than retry at once.
             Err(e) => {
                 tracing::warn!("forwarding: {e}");
-                Some(Stop::Failed(e.to_string()))
+                (Some(Stop::Failed(e.to_string())), ERROR_PAUSE)
             }
         };
-        if matches!(stop, Some(Stop::Failed(_))) {
-            // Let the next round read the backoff the failure just recorded.
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let pause = pause_after(stop.as_ref());
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = committed.notified(), if stop.is_none() => {}
@@ -280,6 +279,10 @@ mod tests {
         let wait = pause_after(Some(&Stop::BackingOff { retry_at: later }));
         assert!(wait > Duration::from_secs(29) && wait <= Duration::from_secs(30));
         assert_eq!(pause_after(Some(&Stop::Budget)), Duration::ZERO);
+        assert_eq!(
+            pause_after(Some(&Stop::Failed("refused".into()))),
+            FAILED_RECHECK
+        );
         assert_eq!(pause_after(Some(&Stop::TlsNotReady("x".into()))), TLS_POLL);
         assert_eq!(pause_after(None), IDLE_POLL);
     }
