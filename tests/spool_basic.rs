@@ -55,6 +55,47 @@ fn a_record_read_ahead_is_the_next_one_only_once_its_predecessor_is_acknowledged
     assert_eq!(spool.stats().unwrap().batches, 0);
 }
 
+#[test]
+fn records_larger_than_a_read_chunk_come_back_whole_between_small_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = Spool::open(tmp.path().join("s"), opts(64 * 1024 * 1024)).unwrap();
+    let batches: Vec<Vec<u8>> = [10usize, 200_000, 65_536, 65_535, 7, 131_072, 3]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| (0..len).map(|j| (i * 31 + j * 7) as u8).collect())
+        .collect();
+    for b in &batches {
+        spool.append(b, 1).unwrap();
+    }
+    assert_eq!(drain(&spool), batches);
+}
+
+#[test]
+fn a_deferred_acknowledgement_of_any_record_but_the_next_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = Spool::open(tmp.path().join("s"), opts(1024 * 1024)).unwrap();
+    for i in 0..3u32 {
+        spool.append(format!("batch {i}").as_bytes(), 1).unwrap();
+    }
+    let mut reader = spool.reader().unwrap();
+    let first = reader.next().unwrap().unwrap();
+    reader.read_ahead(&first);
+    reader.ack_deferred(&first).unwrap();
+    let second = reader.next().unwrap().unwrap();
+    assert!(matches!(
+        reader.ack_deferred(&first),
+        Err(SpoolError::NotNext)
+    ));
+    reader.read_ahead(&second);
+    reader.ack_deferred(&second).unwrap();
+    assert!(matches!(
+        reader.ack_deferred(&second),
+        Err(SpoolError::NotNext)
+    ));
+    drop(reader);
+    assert_eq!(drain(&spool), vec![b"batch 2".to_vec()]);
+}
+
 fn dir_bytes(dir: &Path) -> u64 {
     let mut total = 0;
     for entry in fs::read_dir(dir).unwrap() {

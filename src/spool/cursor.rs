@@ -74,13 +74,9 @@ impl Cursor {
     }
 
     /// Writes `self` with the next sequence number into the slot the last write did not use.
-    pub fn write(&mut self, file: &File, durable: bool) -> io::Result<()> {
+    pub fn write(&mut self, file: &File) -> io::Result<()> {
         self.seq += 1;
-        slots::write(file, SLOT_LEN, self.seq, &self.encode())?;
-        if durable {
-            file.sync_data()?;
-        }
-        Ok(())
+        slots::write(file, SLOT_LEN, self.seq, &self.encode())
     }
 }
 
@@ -104,9 +100,9 @@ mod tests {
             offset: 100,
             ..Cursor::default()
         };
-        c.write(&file, false).unwrap();
+        c.write(&file).unwrap();
         c.offset = 200;
-        c.write(&file, false).unwrap();
+        c.write(&file).unwrap();
         assert_eq!(Cursor::read(&file).unwrap().offset, 200);
         preallocate(&file).unwrap();
         assert_eq!(file.metadata().unwrap().len(), 128);

@@ -41,6 +41,19 @@ pub struct Record {
     end: u64,
 }
 
+impl Record {
+    fn new(segment: u64, start: u64, header: &FrameHeader, payload: Bytes) -> Record {
+        Record {
+            payload,
+            span_count: header.span_count,
+            written_at: header.written_at(),
+            segment,
+            start,
+            end: start + header.frame_len(),
+        }
+    }
+}
+
 /// The result of [`Spool::verify`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -92,10 +105,11 @@ impl ReadAhead {
         (at.checked_add(len)? <= self.buf.len()).then_some(at)
     }
 
-    /// Reads a new chunk at `pos`, of at least `len` bytes; the caller checked that
-    /// `pos + len <= limit`.
+    /// Reads a new chunk at `pos`, of at least `len` (< [`CHUNK`](Self::CHUNK)) bytes; the
+    /// caller checked that `pos + len <= limit`.
     fn fill(&mut self, file: &File, pos: u64, len: usize, limit: u64) -> std::io::Result<()> {
-        let want = ((limit - pos) as usize).min(Self::CHUNK).max(len);
+        debug_assert!(len < Self::CHUNK);
+        let want = ((limit - pos) as usize).min(Self::CHUNK);
         let mut chunk = BytesMut::zeroed(want);
         self.buf = Bytes::new();
         file.read_exact_at(&mut chunk, pos)?;
@@ -104,12 +118,10 @@ impl ReadAhead {
         Ok(())
     }
 
-    /// Fills `out` with the bytes at `pos`; the caller checked `pos + out.len() <= limit`.
+    /// Fills `out` (a frame header, or less) with the bytes at `pos`; the caller checked
+    /// `pos + out.len() <= limit`.
     fn read(&mut self, file: &File, pos: u64, out: &mut [u8], limit: u64) -> std::io::Result<()> {
         if self.holds(pos, out.len()).is_none() {
-            if out.len() >= Self::CHUNK {
-                return file.read_exact_at(out, pos);
-            }
             self.fill(file, pos, out.len(), limit)?;
         }
         let at = self.holds(pos, out.len()).expect("filled above");
@@ -122,8 +134,18 @@ impl ReadAhead {
     fn bytes(&mut self, file: &File, pos: u64, len: usize, limit: u64) -> std::io::Result<Bytes> {
         if self.holds(pos, len).is_none() {
             if len >= Self::CHUNK {
+                // A buffer of its own, starting with what the chunk holds already (the chunk
+                // read for its header).
                 let mut own = BytesMut::zeroed(len);
-                file.read_exact_at(&mut own, pos)?;
+                let held = match self.holds(pos, 0) {
+                    Some(at) => (self.buf.len() - at).min(len),
+                    None => 0,
+                };
+                if held > 0 {
+                    let at = self.holds(pos, held).expect("held");
+                    own[..held].copy_from_slice(&self.buf[at..at + held]);
+                }
+                file.read_exact_at(&mut own[held..], pos + held as u64)?;
                 return Ok(own.freeze());
             }
             self.fill(file, pos, len, limit)?;
@@ -229,7 +251,7 @@ pub struct Reader<'a> {
     cursor: Cursor,
     open: Option<Open>,
     warned_future: bool,
-    /// Deferred acknowledgements written but not yet synced.
+    /// Cursor writes not yet synced (nor handed to a background sync).
     unsynced: u32,
     ahead: ReadAhead,
     /// A sync of the cursor under way on a thread of its own (at most one).
@@ -288,8 +310,10 @@ impl<'a> Reader<'a> {
 
     fn write_cursor(&mut self) -> Result<(), SpoolError> {
         self.cursor
-            .write(&self.spool.cursor_file, false)
-            .map_err(|e| SpoolError::io(self.spool.dir.join(dir::CURSOR), e))
+            .write(&self.spool.cursor_file)
+            .map_err(|e| SpoolError::io(self.spool.dir.join(dir::CURSOR), e))?;
+        self.unsynced += 1;
+        Ok(())
     }
 
     /// Makes every acknowledgement so far durable (under
@@ -299,14 +323,14 @@ impl<'a> Reader<'a> {
     ///
     /// I/O errors syncing the cursor.
     pub fn sync(&mut self) -> Result<(), SpoolError> {
-        self.unsynced = 0;
         self.finish_background_sync()?;
-        if self.spool.opts.sync.is_always() {
+        if self.unsynced > 0 && self.spool.opts.sync.is_always() {
             self.spool
                 .cursor_file
                 .sync_data()
                 .map_err(|e| SpoolError::io(self.spool.dir.join(dir::CURSOR), e))?;
         }
+        self.unsynced = 0;
         Ok(())
     }
 
@@ -348,14 +372,12 @@ impl<'a> Reader<'a> {
             match found {
                 Found::End => continue,
                 Found::Record(header, payload) => {
-                    return Ok(Some(Record {
+                    return Ok(Some(Record::new(
+                        open.id,
+                        self.cursor.offset,
+                        &header,
                         payload,
-                        span_count: header.span_count,
-                        written_at: header.written_at(),
-                        segment: open.id,
-                        start: self.cursor.offset,
-                        end: self.cursor.offset + header.frame_len(),
-                    }));
+                    )));
                 }
                 Found::Damage(kind, resume) => self.skip(kind, resume)?,
             }
@@ -377,14 +399,7 @@ impl<'a> Reader<'a> {
         if let Ok(Found::Record(header, payload)) =
             examine(&mut self.ahead, &open.file, record.end, open.limit)
         {
-            self.ready = Some(Record {
-                payload,
-                span_count: header.span_count,
-                written_at: header.written_at(),
-                segment: open.id,
-                start: record.end,
-                end: record.end + header.frame_len(),
-            });
+            self.ready = Some(Record::new(open.id, record.end, &header, payload));
         }
     }
 
@@ -395,10 +410,7 @@ impl<'a> Reader<'a> {
     ///
     /// [`SpoolError::NotNext`] for any other record; I/O errors writing the cursor.
     pub fn ack(&mut self, record: &Record) -> Result<(), SpoolError> {
-        if record.segment != self.cursor.segment || record.start != self.cursor.offset {
-            return Err(SpoolError::NotNext);
-        }
-        self.advance(record);
+        self.advance(record)?;
         self.save_cursor()
     }
 
@@ -413,12 +425,8 @@ impl<'a> Reader<'a> {
     ///
     /// As [`ack`](Reader::ack).
     pub fn ack_deferred(&mut self, record: &Record) -> Result<(), SpoolError> {
-        if record.segment != self.cursor.segment || record.start != self.cursor.offset {
-            return Err(SpoolError::NotNext);
-        }
-        self.advance(record);
+        self.advance(record)?;
         self.write_cursor()?;
-        self.unsynced += 1;
         if self.unsynced >= DEFERRED_ACKS {
             self.sync_in_background()?;
         }
@@ -461,10 +469,21 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    fn advance(&mut self, record: &Record) {
+    /// [`SpoolError::NotNext`] unless `record` is the one at the cursor.
+    fn expect_next(&self, record: &Record) -> Result<(), SpoolError> {
+        if record.segment != self.cursor.segment || record.start != self.cursor.offset {
+            return Err(SpoolError::NotNext);
+        }
+        Ok(())
+    }
+
+    /// Moves the cursor (in memory) past `record`, which must be the next one.
+    fn advance(&mut self, record: &Record) -> Result<(), SpoolError> {
+        self.expect_next(record)?;
         self.cursor.offset = record.end;
         self.cursor.batches += 1;
         self.cursor.spans += u64::from(record.span_count);
+        Ok(())
     }
 
     /// Moves `record` (the one [`next`](Reader::next) returned last) to the dead-letter area,
@@ -474,9 +493,8 @@ impl<'a> Reader<'a> {
     ///
     /// As [`ack`](Reader::ack); I/O errors writing the dead-letter file.
     pub fn dead_letter(&mut self, record: &Record) -> Result<(), SpoolError> {
-        if record.segment != self.cursor.segment || record.start != self.cursor.offset {
-            return Err(SpoolError::NotNext);
-        }
+        self.expect_next(record)?;
+        // The copy first: a record is never gone from both places.
         {
             let mut locked = Locked::acquire(self.spool)?;
             locked.dead_letter(&record.payload, record.span_count.into(), &self.cursor)?;

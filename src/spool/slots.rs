@@ -21,6 +21,8 @@ use super::format::{u32_at, u64_at};
 
 const MAGIC: [u8; 4] = *b"TSSL";
 pub const SLOT_HEADER: usize = 20;
+/// The largest slot any caller uses (the delivery state's, 532 bytes), rounded up.
+const MAX_SLOT: usize = 1024;
 
 fn crc(b: &[u8], len: usize) -> u32 {
     crc32c::crc32c_append(
@@ -70,17 +72,18 @@ pub fn read(file: &File, slot_len: usize) -> io::Result<Option<(u64, Vec<u8>)>> 
 /// When the payload does not fit a slot (a caller's bug: the sizes are constants).
 pub fn write(file: &File, slot_len: usize, seq: u64, payload: &[u8]) -> io::Result<()> {
     assert!(
-        SLOT_HEADER + payload.len() <= slot_len,
+        SLOT_HEADER + payload.len() <= slot_len && slot_len <= MAX_SLOT,
         "payload over the slot size"
     );
-    let mut b = vec![0u8; slot_len];
+    let mut buf = [0u8; MAX_SLOT];
+    let b = &mut buf[..slot_len];
     b[0..4].copy_from_slice(&MAGIC);
     b[4..12].copy_from_slice(&seq.to_le_bytes());
     b[12..16].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     b[SLOT_HEADER..SLOT_HEADER + payload.len()].copy_from_slice(payload);
-    let crc = crc(&b, payload.len());
+    let crc = crc(b, payload.len());
     b[16..20].copy_from_slice(&crc.to_le_bytes());
-    file.write_all_at(&b, (seq % 2) * slot_len as u64)
+    file.write_all_at(b, (seq % 2) * slot_len as u64)
 }
 
 /// Gives the file both slots' room now, so that no later write needs a new block. What the
