@@ -89,8 +89,9 @@ pub fn concat(batches: &[EncodedBatch]) -> EncodedBatch {
     EncodedBatch {
         bytes: batches
             .iter()
-            .flat_map(|b| b.bytes.iter().copied())
-            .collect(),
+            .map(|b| b.bytes.as_slice())
+            .collect::<Vec<_>>()
+            .concat(),
         spans: batches.iter().fold(0u32, |n, b| n.saturating_add(b.spans)),
     }
 }

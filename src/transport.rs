@@ -386,14 +386,9 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-/// `Some(true)` for a protobuf OTLP body, `Some(false)` for JSON, `None` for anything else.
-fn is_otlp_body(content_type: Option<&str>) -> Option<bool> {
-    Format::from_content_type(content_type).map(|f| f == Format::Protobuf)
-}
-
 /// The message of an OTLP answer body (error or partial success), protobuf or JSON.
-fn answer_message(protobuf: bool, body: &[u8]) -> String {
-    if protobuf {
+fn answer_message(format: Format, body: &[u8]) -> String {
+    if format == Format::Protobuf {
         RpcStatus::decode(body)
             .map(|s| s.message)
             .unwrap_or_default()
@@ -405,10 +400,10 @@ fn answer_message(protobuf: bool, body: &[u8]) -> String {
     }
 }
 
-fn partial_success(protobuf: Option<bool>, body: &[u8]) -> Accepted {
+fn partial_success(format: Option<Format>, body: &[u8]) -> Accepted {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
-    match protobuf {
-        Some(true) => ExportTraceServiceResponse::decode(body)
+    match format {
+        Some(Format::Protobuf) => ExportTraceServiceResponse::decode(body)
             .ok()
             .and_then(|r| r.partial_success)
             .map(|p| Accepted {
@@ -416,7 +411,7 @@ fn partial_success(protobuf: Option<bool>, body: &[u8]) -> Accepted {
                 message: Some(p.error_message).filter(|m| !m.is_empty()),
             })
             .unwrap_or_default(),
-        Some(false) => {
+        Some(Format::Json) => {
             let v: Option<serde_json::Value> = serde_json::from_slice(body).ok();
             let p = v
                 .as_ref()
@@ -461,7 +456,7 @@ pub fn classify(
     endpoint: &Uri,
     now: SystemTime,
 ) -> Result<Accepted, SendError> {
-    let otlp = is_otlp_body(content_type);
+    let otlp = Format::from_content_type(content_type);
     let retry_after = retry_after.and_then(|v| parse_retry_after(v, now));
     let code = status.as_u16();
     match code {
@@ -472,7 +467,7 @@ pub fn classify(
         }),
         400 if otlp.is_some() => Err(SendError::BadData {
             status: code,
-            message: answer_message(otlp == Some(true), body),
+            message: otlp.map(|f| answer_message(f, body)).unwrap_or_default(),
         }),
         413 => Err(SendError::BadData {
             status: code,
@@ -481,7 +476,7 @@ pub fn classify(
         _ => Err(SendError::Misconfigured {
             status: code,
             endpoint: endpoint.to_string(),
-            message: otlp.map(|pb| answer_message(pb, body)).unwrap_or_default(),
+            message: otlp.map(|f| answer_message(f, body)).unwrap_or_default(),
             retry_after,
         }),
     }

@@ -155,8 +155,7 @@ fn file_name(program: &OsStr) -> String {
 /// What the command's own OpenTelemetry SDK sends: held until it exits, then delivered with
 /// our span (CONTRACT §2). Holding, rather than spooling at once, also means that a tracespool
 /// inside the command draining the same spool into us moves records here once, instead of
-/// feeding them back to itself. Past [`CAPTURE_MEMORY`] bytes, batches go to the spool at once
-/// (once it is open: the command starts first).
+/// feeding them back to itself. Past [`CAPTURE_MEMORY`] bytes, batches go to the spool at once.
 #[derive(Default)]
 struct Captured {
     spill: std::sync::OnceLock<Arc<Delivery>>,
@@ -176,12 +175,9 @@ impl Sink for Captured {
                 return Ok(());
             }
         }
-        let delivery = self.spill.get().ok_or("the spool is not open yet")?;
-        delivery
-            .spool()
-            .append(&batch.bytes, batch.spans)
-            .map_err(|e| e.to_string())?
-            .accepted()
+        // No spool only when it could not be opened (already said): refused, the client keeps it.
+        let delivery = self.spill.get().ok_or("not tracing this run")?;
+        delivery.store(batch).await
     }
 }
 
