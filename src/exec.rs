@@ -137,6 +137,20 @@ pub async fn run(
     }
 }
 
+/// Runs `program` with our environment and waits for it, with no runtime and no signals
+/// forwarded: the last resort when no runtime can be had.
+pub fn run_blocking(program: &OsStr, args: &[OsString]) -> Outcome {
+    let mut child = match std::process::Command::new(program).args(args).spawn() {
+        Ok(child) => child,
+        Err(e) => return spawn_error(e),
+    };
+    let pid = child.id();
+    match child.wait() {
+        Ok(status) => Outcome::from_status(pid, status),
+        Err(_) => Outcome::Exited { pid, code: 1 },
+    }
+}
+
 /// A started command whose signals are being taken for it.
 pub struct Running {
     child: tokio::process::Child,

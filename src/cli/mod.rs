@@ -101,27 +101,29 @@ fn config_file(flags: &Flags, env: &HashMap<String, String>) -> Option<ConfigFil
     Some(ConfigFile { path, text })
 }
 
-pub fn run(cli: Cli) -> ExitCode {
-    init_logging(cli.verbose);
+/// The configuration from the flags, the environment and the config file as they are now, its
+/// warnings said (once each).
+fn resolve(flags: &Flags) -> Config {
     let env = env_map();
-    let file = config_file(&cli.flags, &env);
-    let (config, warnings) = Config::resolve(&cli.flags, &env, file.as_ref());
+    let file = config_file(flags, &env);
+    let (config, warnings) = Config::resolve(flags, &env, file.as_ref());
     for w in &warnings {
         say!("{w}");
     }
-    // `exec` never fails on our account: its exit code is the child's.
-    if let Command::Exec(args) = cli.command {
-        return trace::exec(&config, args);
-    }
-    if config.disabled {
-        match cli.command {
-            Command::Span(_) => {}
-            _ => say!("tracing is disabled (OTEL_SDK_DISABLED=true)"),
-        }
-        return ExitCode::SUCCESS;
-    }
+    config
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    init_logging(cli.verbose);
+    let config = resolve(&cli.flags);
     let result = match cli.command {
-        Command::Exec(_) => unreachable!("handled above"),
+        // `exec` never fails on our account: its exit code is the child's.
+        Command::Exec(args) => return trace::exec(&config, args),
+        Command::Span(_) if config.disabled => return ExitCode::SUCCESS,
+        _ if config.disabled => {
+            say!("tracing is disabled (OTEL_SDK_DISABLED=true)");
+            return ExitCode::SUCCESS;
+        }
         Command::Span(args) => trace::span(&config, args),
         Command::Status { json, verify } => status::status(&config, json, verify),
         Command::Flush => status::flush(&config),

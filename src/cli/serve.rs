@@ -1,6 +1,5 @@
 //! `serve`: the long-lived agent (see `agent`), with its listeners, token and signals.
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{CliError, config_file, env_map, say};
+use super::{CliError, resolve, say};
 use crate::agent::{self, Listen};
 use crate::config::{Config, Flags};
 use crate::receiver::ReceiverSettings;
@@ -102,17 +101,6 @@ fn listen(args: &ServeArgs) -> Result<Listen, ServeError> {
     })
 }
 
-/// The configuration again, as SIGHUP asks: the same flags, the environment and config file now.
-fn reload(flags: &Flags) -> Config {
-    let env: HashMap<String, String> = env_map();
-    let file = config_file(flags, &env);
-    let (config, warnings) = Config::resolve(flags, &env, file.as_ref());
-    for w in &warnings {
-        say!("{w}");
-    }
-    config
-}
-
 pub(super) fn serve(config: &Config, flags: &Flags, args: ServeArgs) -> Result<ExitCode, CliError> {
     let listen = match listen(&args) {
         Ok(listen) => listen,
@@ -134,7 +122,8 @@ pub(super) fn serve(config: &Config, flags: &Flags, args: ServeArgs) -> Result<E
         let flags = flags.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                let _ = settings_tx.send(reload(&flags).delivery);
+                // The configuration again: the same flags, the environment and file now.
+                let _ = settings_tx.send(resolve(&flags).delivery);
             }
         });
         let shutdown = async move {

@@ -21,7 +21,6 @@ use crate::exporter::Delivery;
 use crate::propagation::{self, Incoming, Parent};
 use crate::receiver::{self, ReceiverSettings, Sink};
 use crate::record::{self, Placement, SpanSpec, parse_kind, parse_time};
-use crate::spool::Spool;
 
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
@@ -123,17 +122,9 @@ fn run_untraced(program: &OsStr, args: &[OsString]) -> ExitCode {
 
 /// The command, and nothing else of ours: the last resort that still returns its exit code.
 fn plain_run(program: &OsStr, args: &[OsString]) -> ExitCode {
-    use std::os::unix::process::ExitStatusExt;
-    match std::process::Command::new(program).args(args).status() {
-        Ok(status) => ExitCode::from(
-            status
-                .code()
-                .or(status.signal().map(|s| 128 + s))
-                .unwrap_or(1) as u8,
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ExitCode::from(127),
-        Err(_) => ExitCode::from(126),
-    }
+    let outcome = exec::run_blocking(program, args);
+    report_spawn_failure(program, &outcome);
+    ExitCode::from(outcome.exit_code())
 }
 
 fn report_spawn_failure(program: &OsStr, outcome: &Outcome) {
@@ -359,8 +350,8 @@ pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
         // The command starts first; the spool is opened while it runs.
         let start = SystemTime::now();
         let running = exec::spawn(program, rest, Some(&child_env));
-        let delivery = match Spool::open(&config.spool_dir, config.spool) {
-            Ok(spool) => Some(Arc::new(Delivery::new(spool, config.delivery.clone()))),
+        let delivery = match open_delivery(config) {
+            Ok(delivery) => Some(Arc::new(delivery)),
             Err(e) => {
                 say!("not tracing this run: {e}");
                 None
