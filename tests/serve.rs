@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    Answer, FaultServer, Rotel, Tmpfs, eventually, free_port, python, signal, status_json,
-    tracespool,
+    Answer, FaultServer, Rotel, Tmpfs, eventually, fill_disk, free_port, python, signal,
+    status_json, tracespool,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -1366,22 +1366,6 @@ fn a_batch_larger_than_the_spool_bound_gets_503_or_unavailable_and_is_never_deli
     );
     let status = status_json(&spool, &["--endpoint", &rotel.endpoint()]);
     assert_eq!(status["batches"], 0, "{status}");
-}
-
-/// Fills the file system of `path` until it is full.
-fn fill_disk(path: &Path) {
-    let mut f = std::fs::File::create(path).unwrap();
-    let chunk = vec![0x5Au8; 4096];
-    loop {
-        if let Err(e) = f.write_all(&chunk) {
-            assert_eq!(
-                e.raw_os_error(),
-                Some(libc::ENOSPC),
-                "filling the disk: {e}"
-            );
-            return;
-        }
-    }
 }
 
 #[test]

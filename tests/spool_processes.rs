@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Tmpfs, XorShift};
+use common::{Tmpfs, XorShift, fill_disk};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -1032,22 +1032,6 @@ fn disk_len(_writer: u32, seq: u32) -> usize {
         2 => len.min(1024),
         3 => 64,
         _ => 8192,
-    }
-}
-
-/// Fills `path` until the disk is full.
-fn fill_disk(path: &Path) {
-    let mut f = fs::File::create(path).unwrap();
-    let chunk = vec![0x5Au8; 4096];
-    loop {
-        if let Err(e) = f.write_all(&chunk) {
-            assert_eq!(
-                e.raw_os_error(),
-                Some(libc::ENOSPC),
-                "filling the disk: {e}"
-            );
-            return;
-        }
     }
 }
 

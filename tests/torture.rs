@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Rotel, SeenSpan, Tmpfs, XorShift, status_json, tracespool};
+use common::{Rotel, SeenSpan, Tmpfs, XorShift, fill_disk, status_json, tracespool};
 use tracespool::spool::{Spool, SpoolOptions, Stats, SyncPolicy, VerifyReport};
 
 // ---------------------------------------------------------------------------------------------
@@ -1139,22 +1139,6 @@ fn r3_runs_while_the_backend_flaps_are_delivered_or_counted_and_duplicates_stay_
 
 // ---------------------------------------------------------------------------------------------
 // R4: a full disk.
-
-/// Writes `path` until the disk is full.
-fn fill_disk(path: &Path) {
-    let mut f = fs::File::create(path).unwrap();
-    let chunk = vec![0x5Au8; 4096];
-    loop {
-        if let Err(e) = f.write_all(&chunk) {
-            assert_eq!(
-                e.raw_os_error(),
-                Some(libc::ENOSPC),
-                "filling the disk: {e}"
-            );
-            return;
-        }
-    }
-}
 
 /// One R4 run.
 struct DiskRun {

@@ -561,8 +561,37 @@ pub struct Tmpfs {
     dir: tempfile::TempDir,
 }
 
+/// The variable `.ci/test` sets when it runs as root: then a test that needs root (a tmpfs, a
+/// chown) fails instead of being skipped, so that CI never passes one it did not run.
+pub const NEED_ROOT_ENV: &str = "TRACESPOOL_TESTS_NEED_ROOT";
+
+/// Says that `test` is skipped, and why; under [`NEED_ROOT_ENV`], fails it instead.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var_os(NEED_ROOT_ENV).is_some() {
+        panic!("{test} cannot run ({why}), and {NEED_ROOT_ENV} says it must");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+/// Fills the file system of `path` until it is full.
+pub fn fill_disk(path: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0x5Au8; 4096];
+    loop {
+        if let Err(e) = f.write_all(&chunk) {
+            assert_eq!(
+                e.raw_os_error(),
+                Some(28),
+                "filling the disk (want ENOSPC): {e}"
+            );
+            return;
+        }
+    }
+}
+
 impl Tmpfs {
-    /// `None` (and a message) where mounting is not allowed: the test is skipped.
+    /// `None` (and a message) where mounting is not allowed: the test is skipped (see [`skip`]).
     pub fn mount(size: &str, test: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().unwrap();
         let result = Command::new("mount")
@@ -572,15 +601,16 @@ impl Tmpfs {
         match result {
             Ok(out) if out.status.success() => Some(Tmpfs { dir }),
             Ok(out) => {
-                eprintln!(
-                    "SKIPPED {test}: cannot mount a tmpfs ({}): {}",
+                let why = format!(
+                    "cannot mount a tmpfs ({}): {}",
                     out.status,
                     String::from_utf8_lossy(&out.stderr).trim()
                 );
+                skip(test, &why);
                 None
             }
             Err(e) => {
-                eprintln!("SKIPPED {test}: cannot run mount: {e}");
+                skip(test, &format!("cannot run mount: {e}"));
                 None
             }
         }
