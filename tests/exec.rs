@@ -44,16 +44,7 @@ fn stderr_lines(out: &Output) -> Vec<String> {
 /// `command` with the environment `tracespool()` gives the binary: for a direct run to compare
 /// with a wrapped one.
 fn bare(program: &str) -> Command {
-    let mut cmd = Command::new(program);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("OTEL_")
-            || key.starts_with("TRACESPOOL_")
-            || key == "TRACEPARENT"
-            || key == "RUST_LOG"
-        {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = common::clean_command(program);
     cmd.stdin(Stdio::null());
     cmd
 }

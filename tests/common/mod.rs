@@ -80,7 +80,13 @@ pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// The built binary, with none of the caller's OTel or tracespool settings.
 pub fn tracespool() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tracespool"));
+    clean_command(env!("CARGO_BIN_EXE_tracespool"))
+}
+
+/// `program` with none of the caller's OTel or tracespool settings (what [`tracespool`] runs
+/// with; also for running a command directly, to compare with it wrapped).
+pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
     for (key, _) in std::env::vars() {
         if key.starts_with("OTEL_")
             || key.starts_with("TRACESPOOL_")
