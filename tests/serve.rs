@@ -1773,20 +1773,7 @@ fn serve_sixteen_execs_and_flushes_share_a_spool_without_double_delivery() {
     assert_eq!(counts, counts_final);
     assert_no_duplicates(&counts, tmp.path());
 
-    let out = tracespool()
-        .arg("--spool-dir")
-        .arg(&spool)
-        .args(["--endpoint", &endpoint, "status", "--verify", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{} {}",
-        String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
-    );
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let status = common::status_verify_json(&spool, &["--endpoint", &endpoint]);
     assert_eq!(status["corrupt_records"], 0, "{status}");
     assert_eq!(status["batches"], 0, "{status}");
 }

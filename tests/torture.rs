@@ -39,7 +39,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Rotel, SeenSpan, Tmpfs, XorShift, fill_disk, status_json, tracespool};
+use common::{
+    Rotel, SeenSpan, Tmpfs, XorShift, fill_disk, status_json, status_verify_json, tracespool,
+};
 use tracespool::spool::{Spool, SpoolOptions, Stats, SyncPolicy, VerifyReport};
 
 // ---------------------------------------------------------------------------------------------
@@ -1237,17 +1239,7 @@ fn r4_a_full_disk_keeps_exit_codes_warns_once_per_run_and_loses_nothing_stored()
     let full_phase = full_since.map(|(t, _)| t.elapsed()).unwrap_or_default();
 
     // Full, and clean.
-    let verify = ts(&spool)
-        .args(["--endpoint", &endpoint, "status", "--json", "--verify"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        verify.status.code(),
-        Some(0),
-        "status --verify on a full disk: {}",
-        stderr(&verify)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+    let v = status_verify_json(&spool, &["--endpoint", &endpoint]);
     assert_eq!(v["corrupt_records"], 0, "{v}");
     let held = num(&v, "spans");
     let stored: HashSet<String> = runs
@@ -1264,17 +1256,7 @@ fn r4_a_full_disk_keeps_exit_codes_warns_once_per_run_and_loses_nothing_stored()
     assert_eq!(out.status.code(), Some(0), "flush: {}", stderr(&out));
     let spans = collected(&rotel, Duration::from_secs(30), |s| s.len() >= stored.len());
     let t = tally(&spans, &stored, "r4-");
-    let after = ts(&spool)
-        .args(["--endpoint", &endpoint, "status", "--json", "--verify"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        after.status.code(),
-        Some(0),
-        "status --verify: {}",
-        stderr(&after)
-    );
-    let a: serde_json::Value = serde_json::from_slice(&after.stdout).unwrap();
+    let a = status_verify_json(&spool, &["--endpoint", &endpoint]);
     // How each run said it: at most one line each (CONTRACT: problems are said once), and a
     // run whose span could not be stored must say so.
     let noisy: Vec<(&str, &[String])> = runs

@@ -542,11 +542,21 @@ fn serve(stream: TcpStream, state: Arc<Mutex<FaultState>>) {
 
 /// `status --json` of a spool, parsed.
 pub fn status_json(spool_dir: &Path, extra: &[&str]) -> serde_json::Value {
+    status_run(spool_dir, extra, &[])
+}
+
+/// `status --json --verify` (which must exit 0: no corrupt record), parsed.
+pub fn status_verify_json(spool_dir: &Path, extra: &[&str]) -> serde_json::Value {
+    status_run(spool_dir, extra, &["--verify"])
+}
+
+fn status_run(spool_dir: &Path, extra: &[&str], options: &[&str]) -> serde_json::Value {
     let out = tracespool()
         .arg("--spool-dir")
         .arg(spool_dir)
         .args(extra)
         .args(["status", "--json"])
+        .args(options)
         .output()
         .unwrap();
     assert!(
