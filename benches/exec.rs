@@ -25,9 +25,8 @@
 //! - for the analysis only (no target): `floor_rust_wrapper` (a five-line Rust program, built at
 //!   start by the same rustc, that spawns `true` and waits for it: what any Rust wrapper costs
 //!   on this machine before it does anything of its own), `version` (`tracespool --version`:
-//!   what starting this binary costs) and `no_endpoint_absolute_path` (`exec -- /usr/bin/true`: std then spawns the
-//!   child with `posix_spawn`/vfork; for a bare name with the `PATH` set in the child's
-//!   environment it falls back to `fork` + `execvp`).
+//!   what starting this binary costs) and `no_endpoint_absolute_path` (`exec -- /usr/bin/true`:
+//!   `posix_spawn` with no `PATH` search, against `posix_spawnp` for the bare name).
 //!
 //! Every 25 rounds, one *first* run against the hanging server (a fresh spool dir, no backoff)
 //! with `--budget 500ms`; three times in the run, the same with the default budget (2 s).
@@ -934,8 +933,7 @@ impl Bench {
     }
 }
 
-/// `name` found in `PATH`, as an absolute path: std spawns a program given by path with
-/// `posix_spawn` (vfork), where a bare name whose `PATH` the parent set makes it `fork` + `execvp`.
+/// `name` found in `PATH`, as an absolute path (spawned without a `PATH` search).
 fn which(name: &str) -> PathBuf {
     std::env::var_os("PATH")
         .iter()

@@ -14,11 +14,9 @@
 //! (Ctrl-C on a terminal goes to the whole foreground process group, the child included) is not
 //! forwarded again.
 
-use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::process::ExitStatus;
 
 use futures_util::StreamExt;
@@ -26,6 +24,8 @@ use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIG
 use signal_hook::iterator::exfiltrator::WithOrigin;
 use signal_hook::low_level::siginfo::{Cause, Origin};
 use signal_hook_tokio::SignalsInfo;
+
+use crate::propagation::EnvChanges;
 
 pub const FORWARDED: [i32; 7] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH];
 
@@ -94,43 +94,9 @@ fn spawn_error(e: io::Error) -> Outcome {
     }
 }
 
-/// The command as a path, searched in the child's `PATH` as `execvp` would, so that the spawn
-/// can use `posix_spawn` (std falls back to `fork` for a bare name in a replaced environment):
-/// the first executable file; else the first file found (spawning it then fails as not
-/// executable: 126); else the name as given (not found: 127).
-fn resolve(program: &OsStr, path_var: Option<&OsStr>) -> PathBuf {
-    use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::fs::PermissionsExt;
-    if program.as_bytes().contains(&b'/') || program.is_empty() {
-        return PathBuf::from(program);
-    }
-    let mut found = None;
-    for dir in std::env::split_paths(path_var.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin")))
-    {
-        let candidate = if dir.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            dir
-        }
-        .join(program);
-        match std::fs::metadata(&candidate) {
-            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return candidate,
-            Ok(m) if m.is_file() => {
-                found.get_or_insert(candidate);
-            }
-            _ => {}
-        }
-    }
-    found.unwrap_or_else(|| PathBuf::from(program))
-}
-
-/// Runs `program` with `args`, with `env` as its whole environment (or ours when `None`), and
-/// waits for it, forwarding signals meanwhile.
-pub async fn run(
-    program: &OsStr,
-    args: &[OsString],
-    env: Option<&BTreeMap<OsString, OsString>>,
-) -> Outcome {
+/// Runs `program` with `args`, with our environment changed by `env`, and waits for it,
+/// forwarding signals meanwhile.
+pub async fn run(program: &OsStr, args: &[OsString], env: Option<&EnvChanges>) -> Outcome {
     match spawn(program, args, env) {
         Ok(running) => running.wait().await,
         Err(outcome) => outcome,
@@ -163,19 +129,20 @@ pub struct Running {
 pub fn spawn(
     program: &OsStr,
     args: &[OsString],
-    env: Option<&BTreeMap<OsString, OsString>>,
+    env: Option<&EnvChanges>,
 ) -> Result<Running, Outcome> {
     // Register before spawning: a signal that arrives while the child starts is queued and
     // forwarded once its pid is known, never lost and never fatal to us.
     let signals = SignalsInfo::<WithOrigin>::new(FORWARDED).ok();
-    let path_var = match env {
-        Some(env) => env.get(OsStr::new("PATH")).cloned(),
-        None => std::env::var_os("PATH"),
-    };
-    let mut cmd = tokio::process::Command::new(resolve(program, path_var.as_deref()));
-    cmd.arg0(program).args(args);
+    // Our environment, changed: std then spawns with `posix_spawnp`, which searches the
+    // `PATH` as `execvp` does (a changed `PATH` makes it fall back to fork + exec).
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args);
     if let Some(env) = env {
-        cmd.env_clear().envs(env);
+        cmd.envs(env.set.iter().map(|(k, v)| (k, v)));
+        for key in env.remove {
+            cmd.env_remove(key);
+        }
     }
     let child = cmd.spawn().map_err(spawn_error)?;
     let pid = child.id().expect("a child not yet waited for has a pid");
@@ -270,11 +237,7 @@ mod tests {
         assert!(!should_forward(Cause::Unknown));
     }
 
-    fn run_now(
-        program: &str,
-        args: &[&str],
-        env: Option<&BTreeMap<OsString, OsString>>,
-    ) -> Outcome {
+    fn run_now(program: &str, args: &[&str], env: Option<&EnvChanges>) -> Outcome {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -307,13 +270,16 @@ mod tests {
         std::fs::write(&script, "#!/bin/sh\nexit 5\n").unwrap();
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .unwrap();
-        let path = OsString::from(format!("/nonexistent:{}", tmp.path().display()));
-        assert_eq!(resolve(OsStr::new("hook"), Some(&path)), script);
-        assert_eq!(
-            resolve(OsStr::new("./hook"), Some(&path)),
-            PathBuf::from("./hook")
-        );
-        let env = BTreeMap::from([(OsString::from("PATH"), path)]);
+        let path = format!("/nonexistent:{}", tmp.path().display());
+        let env = EnvChanges {
+            set: vec![("PATH", path)],
+            remove: &[],
+        };
         assert_eq!(run_now("hook", &[], Some(&env)).exit_code(), 5);
+        // Not executable, found in the PATH: 126; a relative path is not searched for: 127.
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        assert_eq!(run_now("hook", &[], Some(&env)).exit_code(), 126);
+        assert_eq!(run_now("./hook", &[], Some(&env)).exit_code(), 127);
     }
 }

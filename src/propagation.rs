@@ -1,12 +1,11 @@
-//! Trace context through the environment: `TRACEPARENT` in, a child's copy of the environment
+//! Trace context through the environment: `TRACEPARENT` in, what a child's environment changes
 //! out. Pure: it never reads or changes the process environment (CONTRACT §2).
 //!
 //! `TRACEPARENT` is valid only as W3C Trace Context version `00`: exactly `00-` + 32 lowercase
 //! hex (trace id, not all zero) + `-` + 16 lowercase hex (parent id, not all zero) + `-` + 2 hex
 //! (flags). Version `ff`, upper case, any other length: invalid.
 
-use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::OsStr;
 
 use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
 
@@ -61,12 +60,9 @@ pub fn parse_traceparent(value: &str) -> Option<Parent> {
     })
 }
 
-/// Reads `TRACEPARENT` out of an environment map (empty counts as unset).
-pub fn incoming(env: &BTreeMap<OsString, OsString>) -> Incoming {
-    match env
-        .get(&OsString::from("TRACEPARENT"))
-        .filter(|v| !v.is_empty())
-    {
+/// What a `TRACEPARENT` value says (empty counts as unset).
+pub fn incoming(value: Option<&OsStr>) -> Incoming {
+    match value.filter(|v| !v.is_empty()) {
         None => Incoming::Absent,
         Some(v) => match v.to_str().and_then(parse_traceparent) {
             Some(p) => Incoming::Valid(p),
@@ -101,31 +97,33 @@ const CAPTURE_REMOVALS: [&str; 6] = [
     "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
 ];
 
-/// The child's environment: a copy of ours with `TRACEPARENT` set to the new span and, when
-/// capturing, the OTLP variables pointed at the receiver on `capture_port`. `TRACESTATE` and
-/// `BAGGAGE` pass through untouched.
-pub fn child_env(
-    mut env: BTreeMap<OsString, OsString>,
-    traceparent: &str,
-    capture_port: Option<u16>,
-) -> BTreeMap<OsString, OsString> {
-    env.insert("TRACEPARENT".into(), traceparent.into());
-    if let Some(port) = capture_port {
-        let base = format!("http://127.0.0.1:{port}");
-        let values = [
-            base.clone(),
-            format!("{base}/v1/traces"),
-            "http/protobuf".to_owned(),
-            "http/protobuf".to_owned(),
-        ];
-        for (key, value) in CAPTURE_OVERRIDES.iter().zip(values) {
-            env.insert((*key).into(), value.into());
-        }
-        for key in CAPTURE_REMOVALS {
-            env.remove(&OsString::from(key));
-        }
+/// How a child's environment differs from ours: these variables set, then those removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvChanges {
+    pub set: Vec<(&'static str, String)>,
+    pub remove: &'static [&'static str],
+}
+
+/// The child's environment: ours with `TRACEPARENT` set to the new span and, when capturing,
+/// the OTLP variables pointed at the receiver on `capture_port` (and the certificate ones
+/// removed). `TRACESTATE`, `BAGGAGE` and everything else pass through untouched.
+pub fn child_env(traceparent: &str, capture_port: Option<u16>) -> EnvChanges {
+    let mut set = vec![("TRACEPARENT", traceparent.to_owned())];
+    let Some(port) = capture_port else {
+        return EnvChanges { set, remove: &[] };
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let values = [
+        base.clone(),
+        format!("{base}/v1/traces"),
+        "http/protobuf".to_owned(),
+        "http/protobuf".to_owned(),
+    ];
+    set.extend(CAPTURE_OVERRIDES.into_iter().zip(values));
+    EnvChanges {
+        set,
+        remove: &CAPTURE_REMOVALS,
     }
-    env
 }
 
 #[cfg(test)]
@@ -176,64 +174,57 @@ mod tests {
 
     #[test]
     fn the_environment_says_absent_valid_or_invalid() {
-        let env = |v: &str| BTreeMap::from([(OsString::from("TRACEPARENT"), OsString::from(v))]);
-        assert_eq!(incoming(&BTreeMap::new()), Incoming::Absent);
-        assert_eq!(incoming(&env("")), Incoming::Absent);
-        assert!(matches!(incoming(&env(GOOD)), Incoming::Valid(_)));
-        assert_eq!(incoming(&env("junk")), Incoming::Invalid("junk".into()));
+        let env = |v: &'static str| Some(OsStr::new(v));
+        assert_eq!(incoming(None), Incoming::Absent);
+        assert_eq!(incoming(env("")), Incoming::Absent);
+        assert!(matches!(incoming(env(GOOD)), Incoming::Valid(_)));
+        assert_eq!(incoming(env("junk")), Incoming::Invalid("junk".into()));
     }
 
     #[test]
     fn the_child_gets_the_new_span_and_when_capturing_our_receiver() {
-        let ours = BTreeMap::from([
-            (OsString::from("PATH"), OsString::from("/bin")),
-            (OsString::from("TRACESTATE"), OsString::from("k=v")),
-            (
-                OsString::from("OTEL_EXPORTER_OTLP_CERTIFICATE"),
-                OsString::from("/ca.pem"),
-            ),
-            (
-                OsString::from("OTEL_EXPORTER_OTLP_ENDPOINT"),
-                OsString::from("https://far"),
-            ),
-        ]);
         let tp = traceparent(TraceId::from(1u128), SpanId::from(2u64));
         assert_eq!(
             tp,
             "00-00000000000000000000000000000001-0000000000000002-01"
         );
 
-        let plain = child_env(ours.clone(), &tp, None);
-        assert_eq!(plain[&OsString::from("TRACEPARENT")], OsString::from(&tp));
-        assert_eq!(
-            plain[&OsString::from("OTEL_EXPORTER_OTLP_ENDPOINT")],
-            OsString::from("https://far")
-        );
-        assert_eq!(
-            plain[&OsString::from("OTEL_EXPORTER_OTLP_CERTIFICATE")],
-            OsString::from("/ca.pem")
-        );
+        let plain = child_env(&tp, None);
+        assert_eq!(plain.set, [("TRACEPARENT", tp.clone())]);
+        assert!(plain.remove.is_empty());
 
-        let captured = child_env(ours, &tp, Some(4999));
+        let captured = child_env(&tp, Some(4999));
         let get = |k: &str| {
             captured
-                .get(&OsString::from(k))
-                .map(|v| v.to_string_lossy().into_owned())
+                .set
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| v.as_str())
         };
+        assert_eq!(get("TRACEPARENT"), Some(tp.as_str()));
         assert_eq!(
-            get("OTEL_EXPORTER_OTLP_ENDPOINT").as_deref(),
+            get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             Some("http://127.0.0.1:4999")
         );
         assert_eq!(
-            get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").as_deref(),
+            get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
             Some("http://127.0.0.1:4999/v1/traces")
         );
+        assert_eq!(get("OTEL_EXPORTER_OTLP_PROTOCOL"), Some("http/protobuf"));
         assert_eq!(
-            get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").as_deref(),
+            get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
             Some("http/protobuf")
         );
-        assert_eq!(get("OTEL_EXPORTER_OTLP_CERTIFICATE"), None);
-        assert_eq!(get("TRACESTATE").as_deref(), Some("k=v"));
-        assert_eq!(get("PATH").as_deref(), Some("/bin"));
+        assert!(captured.remove.contains(&"OTEL_EXPORTER_OTLP_CERTIFICATE"));
+        assert!(
+            captured
+                .remove
+                .contains(&"OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY")
+        );
+        // Nothing else is touched: TRACESTATE, BAGGAGE and PATH pass through.
+        for key in ["TRACESTATE", "BAGGAGE", "PATH"] {
+            assert_eq!(get(key), None);
+            assert!(!captured.remove.contains(&key));
+        }
     }
 }

@@ -3,7 +3,6 @@
 //! `exec` never lets tracing break the hook: whatever happens to the config, the spool or the
 //! network, the command runs and its exit code comes back. Problems are said once on stderr.
 
-use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
 use std::process::ExitCode;
@@ -93,9 +92,9 @@ pub struct SpanArgs {
 /// How long in-flight captured requests may take to finish once the command has exited.
 const CAPTURE_DRAIN: Duration = Duration::from_millis(500);
 
-/// The parent from `TRACEPARENT`, warning once about an invalid one.
-fn parent(env: &BTreeMap<OsString, OsString>) -> Option<Parent> {
-    match propagation::incoming(env) {
+/// The parent from our `TRACEPARENT`, warning once about an invalid one.
+fn parent() -> Option<Parent> {
+    match propagation::incoming(std::env::var_os("TRACEPARENT").as_deref()) {
         Incoming::Valid(p) => Some(p),
         Incoming::Invalid(v) => {
             say!("ignoring TRACEPARENT={v:?}: not a valid W3C traceparent; starting a new trace");
@@ -105,8 +104,8 @@ fn parent(env: &BTreeMap<OsString, OsString>) -> Option<Parent> {
     }
 }
 
-fn trace_state(env: &BTreeMap<OsString, OsString>) -> Option<&str> {
-    env.get(OsStr::new("TRACESTATE")).and_then(|v| v.to_str())
+fn trace_state() -> Option<String> {
+    std::env::var("TRACESTATE").ok()
 }
 
 /// Runs the command with our environment untouched (tracing off, or not recorded).
@@ -319,8 +318,7 @@ pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
     if config.disabled {
         return run_untraced(program, rest);
     }
-    let env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
-    let parent = parent(&env);
+    let parent = parent();
     if parent.is_some_and(|p| !p.sampled) {
         return run_untraced(program, rest);
     }
@@ -333,7 +331,7 @@ pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
             return plain_run(program, rest);
         }
     };
-    let placement = Placement::new(parent.as_ref(), trace_state(&env));
+    let placement = Placement::new(parent.as_ref(), trace_state().as_deref());
     let captured = Arc::new(Captured::default());
     let code = runtime.block_on(async {
         let capture = if args.no_capture {
@@ -345,7 +343,7 @@ pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
                 .ok()
         };
         let traceparent = propagation::traceparent(placement.trace_id, placement.span_id);
-        let child_env = propagation::child_env(env, &traceparent, capture.as_ref().map(|c| c.port));
+        let child_env = propagation::child_env(&traceparent, capture.as_ref().map(|c| c.port));
 
         // The command starts first; the spool is opened while it runs.
         let start = SystemTime::now();
@@ -390,18 +388,17 @@ pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
 }
 
 pub(super) fn span(config: &Config, args: SpanArgs) -> Result<ExitCode, CliError> {
-    let env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
-    let parent = parent(&env);
+    let parent = parent();
     if parent.is_some_and(|p| !p.sampled) {
         // Not recorded; the caller's context goes on unchanged.
         if args.print_traceparent
-            && let Some(tp) = env.get(OsStr::new("TRACEPARENT"))
+            && let Some(tp) = std::env::var_os("TRACEPARENT")
         {
             println!("TRACEPARENT={}", tp.to_string_lossy());
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let placement = Placement::new(parent.as_ref(), trace_state(&env));
+    let placement = Placement::new(parent.as_ref(), trace_state().as_deref());
     if args.print_traceparent {
         println!(
             "TRACEPARENT={}",
