@@ -861,6 +861,7 @@ impl Bench {
         let first = self.run(case);
         let c = &self.cases[&case];
         let mut s = self.status(case);
+        let first_run_opened = first.ok && s.backend == "down";
         let first_run = format!(
             "exit {}, backend {}, last_error {:?}",
             if first.ok { "0" } else { "not 0" },
@@ -901,7 +902,7 @@ impl Bench {
             s = self.status(case);
         }
         Backoff {
-            first_run_opened: first.ok && first_run.contains("backend down"),
+            first_run_opened,
             first_run,
             backend: s.backend,
             retry_at: s.retry_at,

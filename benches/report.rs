@@ -17,11 +17,14 @@
 //! before that is marked stale. Without `--bench` (e.g. `cargo test --all-targets`) the report is
 //! built but nothing is written.
 
+mod common;
+
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use common::target_dir;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -1608,19 +1611,4 @@ fn utc(t: SystemTime) -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-/// The cargo target directory: the nearest ancestor of this executable holding `CACHEDIR.TAG`.
-fn target_dir() -> PathBuf {
-    if let Ok(exe) = std::env::current_exe() {
-        for dir in exe.ancestors().skip(1) {
-            if dir.join("CACHEDIR.TAG").is_file() {
-                return dir.to_owned();
-            }
-        }
-    }
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"),
-    }
 }
