@@ -31,8 +31,8 @@
 mod common;
 
 use common::{
-    Rotel, Tmp, cpu_model, load_snapshot, max, median, min, percentile, read_trim, rotel_bin,
-    sync_all, target_dir,
+    Rotel, Tmp, cpu_model, load_snapshot, max, median, min, percentile, quick, read_trim,
+    rotel_bin, sync_all, target_dir, write_report,
 };
 
 use std::borrow::Cow;
@@ -60,7 +60,6 @@ use tracespool::encode::{EncodedBatch, Encoder};
 use tracespool::exporter::{Delivery, DeliverySettings};
 use tracespool::spool::{Spool, SpoolOptions, SyncPolicy};
 
-const QUICK_ENV: &str = "TRACESPOOL_BENCH_QUICK";
 /// Comma-separated sections to run (`1,3`); all by default. A partial run writes no report.
 const SECTIONS_ENV: &str = "TRACESPOOL_BENCH_SECTIONS";
 /// Temporary directories are named `delivery-bench-<pid>-…` so that a later run can remove the
@@ -121,10 +120,7 @@ impl Scale {
 }
 
 fn main() {
-    // cargo passes `--bench` to a harness-less bench binary under `cargo bench`; any other
-    // argument is ignored.
-    let bench_mode = std::env::args().any(|a| a == "--bench");
-    let quick = !bench_mode || std::env::var_os(QUICK_ENV).is_some_and(|v| v != "0");
+    let quick = quick();
     let scale = if quick { Scale::quick() } else { Scale::full() };
     let sections: Vec<u32> = match std::env::var(SECTIONS_ENV) {
         Ok(v) => v.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
@@ -225,11 +221,7 @@ fn main() {
     } else if partial {
         println!("\n(only sections {sections:?} ran: no report written)");
     } else {
-        let dir = target.join("bench-report");
-        fs::create_dir_all(&dir).expect("create target/bench-report");
-        let path = dir.join("delivery.json");
-        let text = serde_json::to_string_pretty(&report).expect("serialize report");
-        fs::write(&path, text + "\n").expect("write the report");
+        let path = write_report("delivery", &report);
         println!("report: {}", path.display());
     }
 }

@@ -51,8 +51,8 @@
 mod common;
 
 use common::{
-    Rotel, Tmp, cpu_model, load_snapshot, max, median, min, percentile, read_trim, rotel_bin,
-    target_dir,
+    Rotel, Tmp, cpu_model, load_snapshot, max, median, min, percentile, quick, read_trim,
+    rotel_bin, target_dir, write_report,
 };
 
 use std::collections::BTreeMap;
@@ -69,7 +69,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-const QUICK_ENV: &str = "TRACESPOOL_BENCH_QUICK";
 const ROUNDS_ENV: &str = "TRACESPOOL_BENCH_ROUNDS";
 /// Temporary directories are named `exec-bench-<pid>-…` so that a later run can remove the
 /// leftovers of one that was interrupted (and only those: its pid is gone).
@@ -181,9 +180,7 @@ struct Sample {
 }
 
 fn main() {
-    // cargo passes `--bench` to a harness-less bench binary under `cargo bench`.
-    let bench_mode = std::env::args().any(|a| a == "--bench");
-    let quick = !bench_mode || std::env::var_os(QUICK_ENV).is_some_and(|v| v != "0");
+    let quick = quick();
     let rounds = std::env::var(ROUNDS_ENV)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -611,14 +608,7 @@ fn main() {
     if quick {
         println!("(quick run: no report written)");
     } else {
-        let dir = target.join("bench-report");
-        fs::create_dir_all(&dir).expect("create target/bench-report");
-        let path = dir.join("exec.json");
-        fs::write(
-            &path,
-            serde_json::to_string_pretty(&report).expect("json") + "\n",
-        )
-        .expect("write the report");
+        let path = write_report("exec", &report);
         println!("report: {}", path.display());
     }
     assert!(checks_ok, "some checks failed (see above)");

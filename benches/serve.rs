@@ -35,8 +35,8 @@
 mod common;
 
 use common::{
-    Rotel, Tmp, cpu_model, free_port, load_snapshot, read_trim, rotel_bin, sync_all, target_dir,
-    wait_listening,
+    Rotel, Tmp, cpu_model, free_port, load_snapshot, quick, read_trim, rotel_bin, sync_all,
+    target_dir, wait_listening, write_report,
 };
 
 use std::fs;
@@ -62,7 +62,6 @@ use opentelemetry_proto::tonic::trace::v1::{
 use prost::Message;
 use serde_json::{Value, json};
 
-const QUICK_ENV: &str = "TRACESPOOL_BENCH_QUICK";
 const SECS_ENV: &str = "TRACESPOOL_BENCH_SERVE_SECS";
 const REPS_ENV: &str = "TRACESPOOL_BENCH_SERVE_REPS";
 const GRPC_ENV: &str = "TRACESPOOL_BENCH_SERVE_GRPC";
@@ -225,9 +224,7 @@ impl Sample {
 }
 
 fn main() {
-    // cargo passes `--bench` to a harness-less bench binary under `cargo bench`.
-    let bench_mode = std::env::args().any(|a| a == "--bench");
-    let quick = !bench_mode || std::env::var_os(QUICK_ENV).is_some_and(|v| v != "0");
+    let quick = quick();
     let mut scale = if quick { Scale::quick() } else { Scale::full() };
     if let Some(secs) = env_parse::<f64>(SECS_ENV).filter(|s| *s > 0.0) {
         scale.window = Duration::from_secs_f64(secs);
@@ -503,11 +500,7 @@ fn main() {
     } else if partial {
         println!("\n(only some levels or targets ran: no report written)");
     } else {
-        let dir = target.join("bench-report");
-        fs::create_dir_all(&dir).expect("create target/bench-report");
-        let path = dir.join("serve.json");
-        let text = serde_json::to_string_pretty(&report).expect("serialize report");
-        fs::write(&path, text + "\n").expect("write the report");
+        let path = write_report("serve", &report);
         println!("report: {}", path.display());
     }
 }

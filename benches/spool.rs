@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{Tmp, load_snapshot, sync_all, target_dir};
+use common::{Tmp, load_snapshot, quick, sync_all, target_dir, write_report};
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -33,7 +33,6 @@ const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 const GIB: u64 = 1024 * 1024 * 1024;
 const CHILD_ENV: &str = "TRACESPOOL_BENCH_CHILD";
-const QUICK_ENV: &str = "TRACESPOOL_BENCH_QUICK";
 /// Temporary directories are named `spool-bench-<pid>-…` so that a later run can remove the
 /// leftovers of one that was interrupted (and only those: its pid is gone).
 const TMP_PREFIX: &str = "spool-bench-";
@@ -110,10 +109,7 @@ fn main() {
         child_read(&spec);
         return;
     }
-    // cargo passes `--bench` to a harness-less bench binary under `cargo bench`; any other
-    // argument (filters, `--nocapture`, …) is ignored.
-    let bench_mode = std::env::args().any(|a| a == "--bench");
-    let quick = !bench_mode || std::env::var_os(QUICK_ENV).is_some_and(|v| v != "0");
+    let quick = quick();
     let scale = if quick { Scale::quick() } else { Scale::full() };
     let started = Instant::now();
 
@@ -139,11 +135,7 @@ fn main() {
     if scale.quick {
         println!("\n(quick run: figures are not meaningful; no report written)");
     } else {
-        let dir = target.join("bench-report");
-        fs::create_dir_all(&dir).expect("create target/bench-report");
-        let path = dir.join("spool.json");
-        let text = serde_json::to_string_pretty(&report.to_json()).expect("serialize report");
-        fs::write(&path, text + "\n").expect("write report");
+        let path = write_report("spool", &report.to_json());
         println!("\nreport: {}", path.display());
     }
 }

@@ -248,3 +248,21 @@ pub fn min(v: &[f64]) -> f64 {
 pub fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }
+
+/// A smoke run whose figures mean nothing: not under `cargo bench` (which passes `--bench` to a
+/// harness-less bench; any other argument is ignored), or with `TRACESPOOL_BENCH_QUICK` set (to
+/// anything but `0`).
+pub fn quick() -> bool {
+    let bench_mode = std::env::args().any(|a| a == "--bench");
+    !bench_mode || std::env::var_os("TRACESPOOL_BENCH_QUICK").is_some_and(|v| v != "0")
+}
+
+/// Writes `report` as `target/bench-report/<name>.json` and says where.
+pub fn write_report(name: &str, report: &serde_json::Value) -> PathBuf {
+    let dir = target_dir().join("bench-report");
+    fs::create_dir_all(&dir).expect("create target/bench-report");
+    let path = dir.join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(report).expect("serialize the report");
+    fs::write(&path, text + "\n").expect("write the report");
+    path
+}
