@@ -669,6 +669,15 @@ fn wait_for_names(
 }
 
 /// No name arrived twice; on failure shows the serve logs (`*.log`) in `logs`.
+/// Stops `serve`, then checks that nothing more reached rotel at the stop and that `counts`
+/// (what arrived) hold no span twice.
+fn stop_settled(serve: &mut Serve, rotel: &Rotel, counts: &BTreeMap<String, usize>, logs: &Path) {
+    serve.stop();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(*counts, name_counts(rotel), "nothing more came at the stop");
+    assert_no_duplicates(counts, logs);
+}
+
 fn assert_no_duplicates(counts: &BTreeMap<String, usize>, logs: &Path) {
     let dups: Vec<(&String, &usize)> = counts.iter().filter(|(_, c)| **c > 1).collect();
     if dups.is_empty() {
@@ -823,11 +832,7 @@ fn rotel_stopped_mid_run_senders_keep_succeeding_and_every_span_arrives_exactly_
     let mut expected = prefixed("mid-http", sent_http);
     expected.extend(prefixed("mid-grpc", sent_grpc));
     let counts = serve.wait_for_names(&rotel, &expected, 25 * SECOND);
-    serve.stop();
-    std::thread::sleep(Duration::from_millis(200));
-    let counts_after_stop = name_counts(&rotel);
-    assert_eq!(counts, counts_after_stop, "nothing more came at the stop");
-    assert_no_duplicates(&counts, tmp.path());
+    stop_settled(&mut serve, &rotel, &counts, tmp.path());
     assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), expected);
     let status = status_json(&spool, &["--endpoint", &rotel.endpoint()]);
     assert_eq!(
@@ -1065,16 +1070,12 @@ fn otlp_json_gzip_and_protobuf_are_accepted_and_the_rest_refused_with_the_right_
     .map(str::to_owned)
     .collect();
     let counts = serve.wait_for_names(&rotel, &accepted, 20 * SECOND);
-    serve.stop();
-    std::thread::sleep(Duration::from_millis(200));
-    let counts_final = name_counts(&rotel);
-    assert_eq!(counts, counts_final);
+    stop_settled(&mut serve, &rotel, &counts, tmp.path());
     assert_eq!(
         counts.keys().cloned().collect::<BTreeSet<_>>(),
         accepted,
         "exactly the accepted spans arrived"
     );
-    assert_no_duplicates(&counts, tmp.path());
     // The JSON span arrived as sent.
     let json_span = rotel
         .spans()
@@ -1616,11 +1617,7 @@ fn sigterm_under_load_exits_0_and_every_acknowledged_span_arrives_exactly_once()
     rotel.resume();
     let mut again = cmd.start(&tmp.path().join("serve2.log"));
     let counts = again.wait_for_names(&rotel, &acked, 25 * SECOND);
-    again.stop();
-    std::thread::sleep(Duration::from_millis(200));
-    let counts_final = name_counts(&rotel);
-    assert_eq!(counts, counts_final);
-    assert_no_duplicates(&counts, tmp.path());
+    stop_settled(&mut again, &rotel, &counts, tmp.path());
     let status = status_json(&spool, &["--endpoint", &rotel.endpoint()]);
     assert_eq!(status["batches"], 0, "{status}");
     assert_eq!(status["dropped_spans"], 0, "{status}");
@@ -1700,11 +1697,7 @@ fn kill_9_under_load_with_rotel_down_loses_nothing_acknowledged() {
     let mut again = cmd.start(&tmp.path().join("serve2.log"));
     // serve obeys the backoff the first run recorded (a few seconds at most here).
     let counts = again.wait_for_names(&rotel, &acked, 30 * SECOND);
-    again.stop();
-    std::thread::sleep(Duration::from_millis(200));
-    let counts_final = name_counts(&rotel);
-    assert_eq!(counts, counts_final);
-    assert_no_duplicates(&counts, tmp.path());
+    stop_settled(&mut again, &rotel, &counts, tmp.path());
     let status = status_json(&spool, &["--endpoint", &rotel.endpoint()]);
     assert_eq!(status["batches"], 0, "{status}");
 }
@@ -1767,11 +1760,7 @@ fn serve_sixteen_execs_and_flushes_share_a_spool_without_double_delivery() {
     let mut expected = prefixed("share-exec", 16);
     expected.extend(acked.iter().cloned());
     let counts = serve.wait_for_names(&rotel, &expected, 25 * SECOND);
-    serve.stop();
-    std::thread::sleep(Duration::from_millis(200));
-    let counts_final = name_counts(&rotel);
-    assert_eq!(counts, counts_final);
-    assert_no_duplicates(&counts, tmp.path());
+    stop_settled(&mut serve, &rotel, &counts, tmp.path());
 
     let status = common::status_verify_json(&spool, &["--endpoint", &endpoint]);
     assert_eq!(status["corrupt_records"], 0, "{status}");
