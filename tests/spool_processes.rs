@@ -12,14 +12,13 @@
 
 mod common;
 
-use common::{Tmpfs, XorShift, fill_disk};
+use common::{Tmpfs, XorShift, collect_events, emit, fill_disk};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -170,7 +169,6 @@ fn sync_name(sync: SyncPolicy) -> &'static str {
 /// Names the child test that should act; absent in a normal run.
 const ROLE: &str = "TRACESPOOL_PROCTEST_ROLE";
 const VAR_PREFIX: &str = "TRACESPOOL_PROCTEST_";
-const EVENT_PREFIX: &str = "@@ ";
 
 const CHILD_WRITER: &str = "child_process_appending_a_numbered_run";
 const CHILD_CONCURRENT_READER: &str = "child_process_delivering_while_others_append";
@@ -199,29 +197,7 @@ fn spawn(role: &str, name: String, vars: &[(&str, String)]) -> Proc {
     }
     let mut child = cmd.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let collector = thread::spawn(move || {
-        let mut out = BufReader::new(stdout);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match out.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            // A line cut short by the kill is not an event.
-            if line.last() != Some(&b'\n') {
-                return;
-            }
-            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-            // libtest's "test child_… ... " precedes the first event on its line.
-            if let Some(at) = text.find(EVENT_PREFIX)
-                && tx.send(text[at + EVENT_PREFIX.len()..].to_owned()).is_err()
-            {
-                return;
-            }
-        }
-    });
+    let (rx, collector) = collect_events(stdout);
     Proc {
         name,
         child,
@@ -336,14 +312,6 @@ impl ChildArgs {
         };
         opts(self.num("MAX_BYTES"), sync)
     }
-}
-
-/// One event line, written and flushed at once (a single `write` on the pipe).
-fn emit(event: &str) {
-    let mut out = std::io::stdout().lock();
-    out.write_all(format!("{EVENT_PREFIX}{event}\n").as_bytes())
-        .unwrap();
-    out.flush().unwrap();
 }
 
 fn wait_for_file(path: &Path) {

@@ -40,7 +40,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    Rotel, SeenSpan, Tmpfs, XorShift, fill_disk, status_json, status_verify_json, tracespool,
+    Rotel, SeenSpan, Tmpfs, XorShift, collect_events, emit, fill_disk, status_json,
+    status_verify_json, tracespool,
 };
 use tracespool::spool::{Spool, SpoolOptions, Stats, SyncPolicy, VerifyReport};
 
@@ -377,19 +378,11 @@ fn serve_checked(stream: TcpStream, state: &Mutex<Deliveries>) {
 
 const ROLE: &str = "TRACESPOOL_TORTURE_ROLE";
 const APPENDER: &str = "child_r1_appender";
-const EVENT: &str = "@@ ";
 /// A child stops appending after this many bytes (the parent kills it long before, mostly).
 const R1_CAP_BYTES: usize = 2 << 20;
 /// Segments of 1 MiB; the parent keeps the spool far below the bound (nothing is dropped).
 const R1_MAX_BYTES: u64 = 16 << 20;
 const R1_FLUSH_AT: u64 = 4 << 20;
-
-fn emit(event: &str) {
-    let mut out = std::io::stdout().lock();
-    out.write_all(format!("{EVENT}{event}\n").as_bytes())
-        .unwrap();
-    out.flush().unwrap();
-}
 
 fn r1_opts(sync: SyncPolicy) -> SpoolOptions {
     SpoolOptions {
@@ -463,29 +456,7 @@ impl Appender {
             .stderr(Stdio::inherit());
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let collector = thread::spawn(move || {
-            let mut out = BufReader::new(stdout);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match out.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-                // A line cut short by the kill is not an event.
-                if line.last() != Some(&b'\n') {
-                    return;
-                }
-                let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-                // libtest's "test child_… ... " may precede the first event on its line.
-                if let Some(at) = text.find(EVENT)
-                    && tx.send(text[at + EVENT.len()..].to_owned()).is_err()
-                {
-                    return;
-                }
-            }
-        });
+        let (rx, collector) = collect_events(stdout);
         Appender {
             child: KillOnDrop(child),
             events: rx,

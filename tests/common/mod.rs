@@ -687,3 +687,52 @@ impl XorShift {
 }
 
 pub mod nginx;
+
+// ---------------------------------------------------------------------------------------------
+// Child test processes (a test binary re-run as one role) report events on stdout.
+
+/// What marks an event line on a child test process's stdout.
+const EVENT_PREFIX: &str = "@@ ";
+
+/// Reports `event` to the parent test (one line, flushed at once: the child may be killed next).
+pub fn emit(event: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(format!("{EVENT_PREFIX}{event}\n").as_bytes())
+        .unwrap();
+    out.flush().unwrap();
+}
+
+/// Collects the events a child test process [`emit`]s on `stdout`, on a thread of its own, until
+/// it exits or is killed (a line cut short by the kill is not an event).
+pub fn collect_events(
+    stdout: std::process::ChildStdout,
+) -> (
+    std::sync::mpsc::Receiver<String>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let collector = std::thread::spawn(move || {
+        let mut out = std::io::BufReader::new(stdout);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            match out.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line.last() != Some(&b'\n') {
+                return;
+            }
+            let text = String::from_utf8_lossy(&line[..line.len() - 1]);
+            // libtest's "test child_… ... " may precede the first event on its line.
+            if let Some(at) = text.find(EVENT_PREFIX)
+                && tx.send(text[at + EVENT_PREFIX.len()..].to_owned()).is_err()
+            {
+                return;
+            }
+        }
+    });
+    (rx, collector)
+}
