@@ -858,6 +858,14 @@ fn serve_figures(sec: &'static str, j: &Value) -> Vec<Figure> {
             clients.map_or("?".into(), |c| format!("{c:.0}")),
             if clients == Some(1.0) { "" } else { "s" }
         );
+        // This target's figure at `key` and rotel's at the same load, formatted.
+        let pair = |key: &str, f: fn(f64) -> String| {
+            (
+                num(r, key).map_or("?".into(), f),
+                rotel.and_then(|r| num(r, key)).map_or("?".into(), f),
+            )
+        };
+        let (ours, theirs) = pair("/spans_per_s/median", thousands);
         out.push(
             Figure::new(
                 sec,
@@ -867,44 +875,22 @@ fn serve_figures(sec: &'static str, j: &Value) -> Vec<Figure> {
             .unit("ratio")
             .target(Target::at_least(0.50))
             .note(format!(
-                "{} spans/s vs rotel {} spans/s (medians)",
-                num(r, "/spans_per_s/median").map_or("?".into(), thousands),
-                rotel
-                    .and_then(|r| num(r, "/spans_per_s/median"))
-                    .map_or("?".into(), thousands)
+                "{ours} spans/s vs rotel {theirs} spans/s (medians)"
             )),
         );
-        out.push(
-            Figure::new(
-                sec,
-                format!("added p50 latency: {who}"),
-                num(r, "/added_p50_ms/median"),
-            )
-            .unit("ms")
-            .note(format!(
-                "p50 {} ms vs rotel {} ms",
-                num(r, "/p50_ms/median").map_or("?".into(), fmt_num),
-                rotel
-                    .and_then(|r| num(r, "/p50_ms/median"))
-                    .map_or("?".into(), fmt_num)
-            )),
-        );
-        out.push(
-            Figure::new(
-                sec,
-                format!("added p99 latency: {who}"),
-                num(r, "/added_p99_ms/median"),
-            )
-            .unit("ms")
-            .target(Target::at_most(5.0))
-            .note(format!(
-                "p99 {} ms vs rotel {} ms",
-                num(r, "/p99_ms/median").map_or("?".into(), fmt_num),
-                rotel
-                    .and_then(|r| num(r, "/p99_ms/median"))
-                    .map_or("?".into(), fmt_num)
-            )),
-        );
+        for (q, target) in [("p50", None), ("p99", Target::at_most(5.0))] {
+            let (ours, theirs) = pair(&format!("/{q}_ms/median"), fmt_num);
+            out.push(
+                Figure::new(
+                    sec,
+                    format!("added {q} latency: {who}"),
+                    num(r, &format!("/added_{q}_ms/median")),
+                )
+                .unit("ms")
+                .target(target)
+                .note(format!("{q} {ours} ms vs rotel {theirs} ms")),
+            );
+        }
         out.push(
             Figure::new(
                 sec,
