@@ -86,6 +86,22 @@ fn flush(dir: &Path, args: &[String]) -> (Option<i32>, String) {
     outcome(&flush_cmd(dir, args, "2s").output().unwrap())
 }
 
+/// `flush`, which must exit `code`; its stderr.
+fn flush_exits(dir: &Path, args: &[String], code: i32) -> String {
+    let (got, stderr) = flush(dir, args);
+    assert_eq!(got, Some(code), "flush: {stderr}");
+    stderr
+}
+
+/// Rotel, nginx terminating TLS in front of it, and a spool holding one span named `span`.
+fn tls_setup(span: &str) -> (Rotel, Nginx, tempfile::TempDir) {
+    let rotel = Rotel::start();
+    let nginx = Nginx::start(rotel.http_port);
+    let spool = tempfile::tempdir().unwrap();
+    spool_span(spool.path(), span);
+    (rotel, nginx, spool)
+}
+
 fn status(dir: &Path, args: &[String]) -> Value {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     status_json(dir, &args)
@@ -130,14 +146,10 @@ fn last_error(status: &Value) -> String {
 
 #[test]
 fn a_spooled_span_is_delivered_over_tls_when_the_configured_ca_signed_the_server() {
-    let rotel = Rotel::start();
-    let nginx = Nginx::start(rotel.http_port);
-    let spool = tempfile::tempdir().unwrap();
-    spool_span(spool.path(), "tls-right-ca");
+    let (rotel, nginx, spool) = tls_setup("tls-right-ca");
     let args = delivery_args(&nginx.tls_endpoint(), &[("--ca-file", &nginx.certs.ca)]);
 
-    let (code, stderr) = flush(spool.path(), &args);
-    assert_eq!(code, Some(0), "flush: {stderr}");
+    flush_exits(spool.path(), &args, 0);
     assert_received(&rotel, "tls-right-ca");
     let st = assert_status(spool.path(), &args, 0, "up");
     assert_eq!(st["last_error"], Value::Null, "{st}");
@@ -145,17 +157,13 @@ fn a_spooled_span_is_delivered_over_tls_when_the_configured_ca_signed_the_server
 
 #[test]
 fn a_server_certificate_from_another_ca_is_refused_and_the_span_is_kept() {
-    let rotel = Rotel::start();
-    let nginx = Nginx::start(rotel.http_port);
-    let spool = tempfile::tempdir().unwrap();
-    spool_span(spool.path(), "tls-wrong-ca");
+    let (rotel, nginx, spool) = tls_setup("tls-wrong-ca");
     let args = delivery_args(
         &nginx.tls_endpoint(),
         &[("--ca-file", &nginx.certs.other_ca)],
     );
 
-    let (code, stderr) = flush(spool.path(), &args);
-    assert_eq!(code, Some(1), "flush: {stderr}");
+    let stderr = flush_exits(spool.path(), &args, 1);
     assert!(
         stderr.contains("remain"),
         "the summary says what remains: {stderr}"
@@ -210,8 +218,7 @@ fn a_missing_ca_file_means_tls_not_ready_with_no_connection_until_the_file_appea
         &format!("https://127.0.0.1:{}/v1/traces", plain.port),
         &[("--ca-file", &ca)],
     );
-    let (code, stderr) = flush(spool.path(), &fault_args);
-    assert_eq!(code, Some(1), "flush: {stderr}");
+    let stderr = flush_exits(spool.path(), &fault_args, 1);
     assert!(stderr.contains("TLS not ready"), "flush says why: {stderr}");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
@@ -222,8 +229,7 @@ fn a_missing_ca_file_means_tls_not_ready_with_no_connection_until_the_file_appea
     assert_status(spool.path(), &fault_args, 1, "tls_not_ready");
 
     let args = delivery_args(&nginx.tls_endpoint(), &[("--ca-file", &ca)]);
-    let (code, stderr) = flush(spool.path(), &args);
-    assert_eq!(code, Some(1), "flush: {stderr}");
+    let stderr = flush_exits(spool.path(), &args, 1);
     assert!(stderr.contains("TLS not ready"), "flush says why: {stderr}");
     assert_eq!(status(spool.path(), &args)["backend"], "tls_not_ready");
     assert_nothing_received(&rotel);
@@ -238,10 +244,7 @@ fn a_missing_ca_file_means_tls_not_ready_with_no_connection_until_the_file_appea
 
 #[test]
 fn mtls_with_the_client_certificate_and_key_delivers() {
-    let rotel = Rotel::start();
-    let nginx = Nginx::start(rotel.http_port);
-    let spool = tempfile::tempdir().unwrap();
-    spool_span(spool.path(), "mtls-with-cert");
+    let (rotel, nginx, spool) = tls_setup("mtls-with-cert");
     let c = &nginx.certs;
     let args = delivery_args(
         &nginx.mtls_endpoint(),
@@ -252,8 +255,7 @@ fn mtls_with_the_client_certificate_and_key_delivers() {
         ],
     );
 
-    let (code, stderr) = flush(spool.path(), &args);
-    assert_eq!(code, Some(0), "flush: {stderr}");
+    flush_exits(spool.path(), &args, 0);
     assert_received(&rotel, "mtls-with-cert");
     assert_status(spool.path(), &args, 0, "up");
 }
@@ -261,14 +263,10 @@ fn mtls_with_the_client_certificate_and_key_delivers() {
 #[test]
 fn mtls_without_a_client_certificate_gets_nginxs_html_400_and_keeps_the_span_out_of_the_dead_letters()
  {
-    let rotel = Rotel::start();
-    let nginx = Nginx::start(rotel.http_port);
-    let spool = tempfile::tempdir().unwrap();
-    spool_span(spool.path(), "mtls-without-cert");
+    let (rotel, nginx, spool) = tls_setup("mtls-without-cert");
     let args = delivery_args(&nginx.mtls_endpoint(), &[("--ca-file", &nginx.certs.ca)]);
 
-    let (code, stderr) = flush(spool.path(), &args);
-    assert_eq!(code, Some(1), "flush: {stderr}");
+    flush_exits(spool.path(), &args, 1);
     // The peer really was nginx refusing for want of a certificate.
     assert!(
         nginx.access_log().contains("400 POST"),
@@ -289,10 +287,7 @@ fn mtls_without_a_client_certificate_gets_nginxs_html_400_and_keeps_the_span_out
 
 #[test]
 fn with_a_ca_file_configured_ssl_cert_file_adds_no_trust() {
-    let rotel = Rotel::start();
-    let nginx = Nginx::start(rotel.http_port);
-    let spool = tempfile::tempdir().unwrap();
-    spool_span(spool.path(), "tls-ssl-cert-file");
+    let (rotel, nginx, spool) = tls_setup("tls-ssl-cert-file");
     // A bundle as a user might point SSL_CERT_FILE at: the system roots and the test CA.
     let bundle = nginx.certs.dir().join("bundle.pem");
     let mut pem = std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
@@ -341,15 +336,11 @@ fn with_a_ca_file_configured_ssl_cert_file_adds_no_trust() {
 
 #[test]
 fn without_a_ca_file_the_system_roots_do_not_trust_the_test_ca_and_the_span_is_kept() {
-    let rotel = Rotel::start();
-    let nginx = Nginx::start(rotel.http_port);
-    let spool = tempfile::tempdir().unwrap();
-    spool_span(spool.path(), "tls-system-roots");
+    let (rotel, nginx, spool) = tls_setup("tls-system-roots");
     // The machine's own SSL_CERT_FILE / SSL_CERT_DIR (the system bundle) stay as they are.
     let args = delivery_args(&nginx.tls_endpoint(), &[]);
 
-    let (code, stderr) = flush(spool.path(), &args);
-    assert_eq!(code, Some(1), "flush: {stderr}");
+    flush_exits(spool.path(), &args, 1);
     assert_nothing_received(&rotel);
     let st = assert_status(spool.path(), &args, 1, "down");
     assert!(
