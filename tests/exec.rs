@@ -846,6 +846,12 @@ fn refused_but_the_command_runs(dir: &Path) {
     let out = run(ts(dir).arg("status"));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains(path), "{}", stderr(&out));
+
+    let out = run(ts(dir).args(["span", "--name", "refused"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains(path), "{lines:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -960,6 +966,20 @@ fn the_config_file_is_read_and_flags_then_environment_win_over_it() {
     let lines = stderr_lines(&out);
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains(broken.to_str().unwrap()), "{lines:?}");
+
+    // A config file that is not there: one line naming it, and the command still runs.
+    let missing = tmp.path().join("missing.toml");
+    let endpoint = rotel.endpoint();
+    let out = run(exec(
+        "missing-config",
+        &["--endpoint".as_ref(), endpoint.as_ref()],
+    )
+    .env("TRACESPOOL_CONFIG", &missing));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains(missing.to_str().unwrap()), "{lines:?}");
+    rotel.named("missing-config");
 
     // flag > environment > file
     let rotel_endpoint = rotel.endpoint();
