@@ -182,7 +182,11 @@ fn parse_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
 
 /// `OTEL_EXPORTER_OTLP_HEADERS`.
 pub fn parse_header_list(s: &str) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    parse_pairs(s)?.iter().map(|(k, v)| header(k, v)).collect()
+    headers(&parse_pairs(s)?)
+}
+
+fn headers(pairs: &[(String, String)]) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    pairs.iter().map(|(k, v)| header(k, v)).collect()
 }
 
 /// Integer milliseconds (the OTel `TIMEOUT` variables); `0` means no per-request limit.
@@ -290,14 +294,14 @@ impl<'a> Sources<'a> {
     /// The first of the environment `keys` that is set and valid; every invalid one is warned about.
     fn env<T>(&mut self, keys: &[&str], parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
         for key in keys {
-            let Some(value) = self.vars.get(*key).filter(|v| !v.is_empty()) else {
+            let Some(value) = self.get(key) else {
                 continue;
             };
             match parse(value) {
                 Ok(v) => return Some(v),
                 Err(reason) => self.warnings.push(Warning {
                     source: (*key).to_owned(),
-                    value: value.clone(),
+                    value: value.to_owned(),
                     reason,
                 }),
             }
@@ -455,14 +459,7 @@ impl Config {
                 ],
                 parse_header_list,
             )
-            .or_else(|| {
-                src.file("headers", |v| {
-                    as_pairs(v)?
-                        .iter()
-                        .map(|(k, v)| header(k, v))
-                        .collect::<Result<Vec<_>, _>>()
-                })
-            })
+            .or_else(|| src.file("headers", |v| headers(&as_pairs(v)?)))
             .unwrap_or_default()
         } else {
             flags.headers.clone()
