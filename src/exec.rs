@@ -27,7 +27,7 @@ use signal_hook_tokio::SignalsInfo;
 
 use crate::propagation::EnvChanges;
 
-pub const FORWARDED: [i32; 7] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH];
+const FORWARDED: [i32; 7] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH];
 
 /// How the child ended, or why it never started.
 #[derive(Debug)]

@@ -291,14 +291,18 @@ async fn deliver(
     // Few requests, each small enough to spool whole if it cannot be sent.
     let chunk_limit = (config.spool.max_bytes / 4).clamp(64 * 1024, 4 * 1024 * 1024) as usize;
     let mut chunks: Vec<Vec<EncodedBatch>> = Vec::new();
-    let mut size = usize::MAX;
+    let mut size = 0;
     for batch in batches {
-        if size.saturating_add(batch.bytes.len()) > chunk_limit {
-            chunks.push(Vec::new());
-            size = 0;
+        match chunks.last_mut() {
+            Some(chunk) if size + batch.bytes.len() <= chunk_limit => {
+                size += batch.bytes.len();
+                chunk.push(batch);
+            }
+            _ => {
+                size = batch.bytes.len();
+                chunks.push(vec![batch]);
+            }
         }
-        size += batch.bytes.len();
-        chunks.last_mut().expect("pushed above").push(batch);
     }
     for chunk in chunks {
         match delivery.export(encode::concat(&chunk)).await {
