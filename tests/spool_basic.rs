@@ -56,6 +56,34 @@ fn a_record_read_ahead_is_the_next_one_only_once_its_predecessor_is_acknowledged
 }
 
 #[test]
+fn the_next_record_is_in_memory_except_across_a_read_chunk_and_at_the_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = Spool::open(tmp.path().join("s"), opts(64 * 1024 * 1024)).unwrap();
+    // 400 KB: the reader's 64 KiB chunks end a few times in the middle of a record.
+    let batches: Vec<Vec<u8>> = (0..400u32)
+        .map(|i| format!("batch {i:04} {}", "x".repeat(990)).into_bytes())
+        .collect();
+    for b in &batches {
+        spool.append(b, 1).unwrap();
+    }
+    let mut reader = spool.reader().unwrap();
+    let mut in_memory = Vec::new();
+    let mut got = Vec::new();
+    while let Some(record) = reader.next().unwrap() {
+        in_memory.push(reader.next_in_memory(&record));
+        reader.ack_deferred(&record).unwrap();
+        got.push(record.payload.to_vec());
+    }
+    assert_eq!(got, batches);
+    assert_eq!(in_memory.last(), Some(&false), "nothing follows the last record");
+    let misses = in_memory.iter().filter(|&&m| !m).count();
+    assert!(
+        (5..=10).contains(&misses),
+        "{misses} of 400 records not followed by one in memory"
+    );
+}
+
+#[test]
 fn records_larger_than_a_read_chunk_come_back_whole_between_small_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let spool = Spool::open(tmp.path().join("s"), opts(64 * 1024 * 1024)).unwrap();

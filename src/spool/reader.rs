@@ -384,6 +384,22 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Whether the record that follows `record` is already in memory, whole, so that
+    /// [`next`](Reader::next) will not touch the disk for it (and reading it ahead gains nothing).
+    pub fn next_in_memory(&self, record: &Record) -> bool {
+        let hdr = FRAME_HEADER_LEN as usize;
+        let Some(at) = self.ahead.holds(record.end, hdr) else {
+            return false;
+        };
+        let header = self.ahead.buf[at..at + hdr]
+            .try_into()
+            .expect("a frame header");
+        FrameHeader::decode(header).is_some_and(|h| {
+            usize::try_from(h.frame_len())
+                .is_ok_and(|len| self.ahead.holds(record.end, len).is_some())
+        })
+    }
+
     /// Reads the record that follows `record` (the one [`next`](Reader::next) returned last)
     /// now, so that `next` finds it ready once `record` is acknowledged: a flush does it while
     /// `record` is on its way. Only a whole, valid record in the same segment and below the limit
