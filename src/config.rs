@@ -204,6 +204,18 @@ pub struct ConfigFile {
     pub text: Result<String, String>,
 }
 
+impl ConfigFile {
+    /// The file's settings, or why it has none: it could not be read, or is not TOML.
+    pub fn table(&self) -> Result<toml::Table, String> {
+        let text = self
+            .text
+            .as_ref()
+            .map_err(|e| format!("cannot read it: {e}"))?;
+        text.parse::<toml::Table>()
+            .map_err(|e| format!("not valid TOML: {}", e.message()))
+    }
+}
+
 /// The lower sources: environment (empty counts as unset) and config file.
 struct Sources<'a> {
     vars: &'a HashMap<String, String>,
@@ -263,23 +275,18 @@ impl<'a> Sources<'a> {
             value: String::new(),
             reason,
         };
-        match &file.text {
-            Err(e) => sources.warnings.push(warn(format!("cannot read it: {e}"))),
-            Ok(text) => match text.parse::<toml::Table>() {
-                Err(e) => sources
-                    .warnings
-                    .push(warn(format!("not valid TOML: {}", e.message()))),
-                Ok(table) => {
-                    for key in table.keys().filter(|k| !FILE_KEYS.contains(&k.as_str())) {
-                        sources.warnings.push(Warning {
-                            source: format!("{} key {key}", sources.file_name),
-                            value: table[key].to_string(),
-                            reason: "unknown setting".into(),
-                        });
-                    }
-                    sources.file = table;
+        match file.table() {
+            Err(reason) => sources.warnings.push(warn(reason)),
+            Ok(table) => {
+                for key in table.keys().filter(|k| !FILE_KEYS.contains(&k.as_str())) {
+                    sources.warnings.push(Warning {
+                        source: format!("{} key {key}", sources.file_name),
+                        value: table[key].to_string(),
+                        reason: "unknown setting".into(),
+                    });
                 }
-            },
+                sources.file = table;
+            }
         }
         sources
     }

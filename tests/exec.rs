@@ -921,6 +921,38 @@ fn span_prints_its_traceparent_and_records_times_kind_status_and_parent() {
     );
 }
 
+#[test]
+fn a_span_with_a_bad_time_kind_status_or_attribute_is_a_usage_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    for (args, named) in [
+        (&["--start", "yesterday"][..], "yesterday"),
+        (&["--end", "2024-13-01T00:00:00Z"], "2024-13-01T00:00:00Z"),
+        (
+            &["--start", "2000", "--end", "1000"],
+            "--end is 1000.000 s before --start",
+        ),
+        (&["--end", "1000"], "before now"),
+        (&["--kind", "sideways"], "sideways"),
+        (&["--status", "maybe"], "maybe"),
+        (&["--attr", "novalue"], "novalue"),
+    ] {
+        let out = run(ts(&spool).args(["span", "--name", "s"]).args(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(named), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    assert!(!spool.exists(), "nothing was recorded");
+    let out = run(ts(&spool)
+        .args(["span", "--name", "zero-length"])
+        .args(["--start", "2000"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(ts(&spool)
+        .args(["span", "--name", "zero-length"])
+        .args(["--start", "2000", "--end", "2000"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
 // ---------------------------------------------------------------------------------------------
 // §1: the config file.
 

@@ -1819,6 +1819,18 @@ fn sighup_reloads_the_endpoint_and_a_new_endpoint_ends_the_backoff() {
     assert_eq!(resp.status, 200, "{resp:?}");
     let mut expected = expected;
     expected.insert("hup-after".into());
+    serve.wait_for_names(&rotel, &expected, 10 * SECOND);
+
+    // A config file caught half-written, then gone: the running settings stay.
+    std::fs::write(&config, "endpoint = \"http://127.0.0.1:").unwrap();
+    signal(serve.pid(), SIGHUP);
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::remove_file(&config).unwrap();
+    signal(serve.pid(), SIGHUP);
+    std::thread::sleep(Duration::from_millis(200));
+    let resp = post_protobuf(serve.http, &[], &protobuf(&["hup-broken"]));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    expected.insert("hup-broken".into());
     let counts = serve.wait_for_names(&rotel, &expected, 10 * SECOND);
     serve.stop();
     assert_no_duplicates(&counts, tmp.path());
@@ -1827,6 +1839,13 @@ fn sighup_reloads_the_endpoint_and_a_new_endpoint_ends_the_backoff() {
         log.contains("reload"),
         "the reload is logged with -v: {log}"
     );
+    let kept: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("keeping the running settings"))
+        .collect();
+    assert_eq!(kept.len(), 2, "one line per reload refused: {log}");
+    assert!(kept[0].contains("not valid TOML"), "{kept:?}");
+    assert!(kept[1].contains("cannot read it"), "{kept:?}");
 }
 
 #[test]

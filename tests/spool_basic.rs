@@ -75,7 +75,11 @@ fn the_next_record_is_in_memory_except_across_a_read_chunk_and_at_the_end() {
         got.push(record.payload.to_vec());
     }
     assert_eq!(got, batches);
-    assert_eq!(in_memory.last(), Some(&false), "nothing follows the last record");
+    assert_eq!(
+        in_memory.last(),
+        Some(&false),
+        "nothing follows the last record"
+    );
     let misses = in_memory.iter().filter(|&&m| !m).count();
     assert!(
         (5..=10).contains(&misses),

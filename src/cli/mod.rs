@@ -57,7 +57,16 @@ pub enum Command {
 
 /// Parses the command line; on a usage error prints it and exits 2 (nothing runs).
 pub fn parse() -> Cli {
-    Cli::parse()
+    let cli = Cli::parse();
+    if let Command::Span(args) = &cli.command
+        && let Err(e) = args.check()
+    {
+        use clap::CommandFactory;
+        Cli::command()
+            .error(clap::error::ErrorKind::ArgumentConflict, e)
+            .exit();
+    }
+    cli
 }
 
 fn init_logging(verbose: u8) {
@@ -106,7 +115,29 @@ fn config_file(flags: &Flags, env: &HashMap<String, String>) -> Option<ConfigFil
 fn resolve(flags: &Flags) -> Config {
     let env = env_map();
     let file = config_file(flags, &env);
-    let (config, warnings) = Config::resolve(flags, &env, file.as_ref());
+    settle(flags, &env, file.as_ref())
+}
+
+/// The configuration again, for `serve`'s SIGHUP: `None` (said in one line) when the config
+/// file cannot be read or parsed, so that the running settings stay rather than its own.
+fn reload(flags: &Flags) -> Option<Config> {
+    let env = env_map();
+    let file = config_file(flags, &env);
+    if let Some(file) = &file
+        && let Err(reason) = file.table()
+    {
+        say!(
+            "reload: keeping the running settings: config file {}: {reason}",
+            file.path.display()
+        );
+        return None;
+    }
+    Some(settle(flags, &env, file.as_ref()))
+}
+
+/// [`Config::resolve`], its warnings said (once each).
+fn settle(flags: &Flags, env: &HashMap<String, String>, file: Option<&ConfigFile>) -> Config {
+    let (config, warnings) = Config::resolve(flags, env, file);
     for w in &warnings {
         say!("{w}");
     }

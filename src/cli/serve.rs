@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{CliError, resolve, say};
+use super::{CliError, reload, say};
 use crate::agent::{self, Listen};
 use crate::config::{Config, Flags};
 use crate::receiver::ReceiverSettings;
@@ -123,7 +123,9 @@ pub(super) fn serve(config: &Config, flags: &Flags, args: ServeArgs) -> Result<E
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 // The configuration again: the same flags, the environment and file now.
-                let _ = settings_tx.send(resolve(&flags).delivery);
+                if let Some(config) = reload(&flags) {
+                    let _ = settings_tx.send(config.delivery);
+                }
             }
         });
         let shutdown = async move {

@@ -89,6 +89,24 @@ pub struct SpanArgs {
     print_traceparent: bool,
 }
 
+impl SpanArgs {
+    /// What the command line contradicts itself with: an end before the start (`--start`, or
+    /// now by default).
+    pub(super) fn check(&self) -> Result<(), String> {
+        let (start, which) = match self.start {
+            Some(t) => (t, "--start"),
+            None => (SystemTime::now(), "now (the default --start)"),
+        };
+        match self.end.map(|end| start.duration_since(end)) {
+            Some(Ok(early)) if !early.is_zero() => Err(format!(
+                "--end is {:.3} s before {which}",
+                early.as_secs_f64()
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// How long in-flight captured requests may take to finish once the command has exited.
 const CAPTURE_DRAIN: Duration = Duration::from_millis(500);
 
