@@ -24,17 +24,23 @@ fn drain(spool: &Spool) -> Vec<Vec<u8>> {
     out
 }
 
+/// `n` batches of about `len` bytes each (`batch 0007 xxx…`), appended to `spool` in order.
+fn append_numbered(spool: &Spool, n: u32, len: usize) -> Vec<Vec<u8>> {
+    let batches: Vec<Vec<u8>> = (0..n)
+        .map(|i| format!("batch {i:04} {}", "x".repeat(len - 11)).into_bytes())
+        .collect();
+    for b in &batches {
+        spool.append(b, 1).unwrap();
+    }
+    batches
+}
+
 #[test]
 fn a_record_read_ahead_is_the_next_one_only_once_its_predecessor_is_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
     // Small segments: some records are the last of theirs, and are not read ahead across.
     let spool = Spool::open(tmp.path().join("s"), opts(64 * 1024)).unwrap();
-    let batches: Vec<Vec<u8>> = (0..60u32)
-        .map(|i| format!("batch {i} {}", "x".repeat(300)).into_bytes())
-        .collect();
-    for b in &batches {
-        spool.append(b, 1).unwrap();
-    }
+    let batches = append_numbered(&spool, 60, 311);
     let mut reader = spool.reader().unwrap();
     let mut got = Vec::new();
     while let Some(record) = reader.next().unwrap() {
@@ -60,12 +66,7 @@ fn the_next_record_is_in_memory_except_across_a_read_chunk_and_at_the_end() {
     let tmp = tempfile::tempdir().unwrap();
     let spool = Spool::open(tmp.path().join("s"), opts(64 * 1024 * 1024)).unwrap();
     // 400 KB: the reader's 64 KiB chunks end a few times in the middle of a record.
-    let batches: Vec<Vec<u8>> = (0..400u32)
-        .map(|i| format!("batch {i:04} {}", "x".repeat(990)).into_bytes())
-        .collect();
-    for b in &batches {
-        spool.append(b, 1).unwrap();
-    }
+    let batches = append_numbered(&spool, 400, 1001);
     let mut reader = spool.reader().unwrap();
     let mut in_memory = Vec::new();
     let mut got = Vec::new();
