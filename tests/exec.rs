@@ -638,6 +638,48 @@ fn with_capture_the_child_is_pointed_at_a_loopback_receiver_and_loses_its_certif
     );
 }
 
+/// Sends 5 OTLP/JSON requests of 400 spans with a 10 KB attribute each (about 4 MB apiece, 20 MB
+/// in all: more than the 16 MiB exec holds in memory) to the receiver exec points it at.
+const PYTHON_BIG_CHILD: &str = r#"
+import json, os, urllib.request
+endpoint = os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+blob = "x" * 10000
+for r in range(5):
+    spans = [{"traceId": "%032x" % (r + 1), "spanId": "%016x" % (i + 1), "name": "big-%d-%d" % (r, i),
+              "kind": 1, "startTimeUnixNano": "1", "endTimeUnixNano": "2",
+              "attributes": [{"key": "blob", "value": {"stringValue": blob}}]} for i in range(400)]
+    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"scope": {"name": "big"}, "spans": spans}]}]})
+    request = urllib.request.Request(endpoint, data=body.encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as answer:
+        assert answer.status == 200, answer.status
+"#;
+
+#[test]
+fn captured_spans_beyond_what_is_held_in_memory_go_to_the_spool_and_none_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let script = tmp.path().join("big.py");
+    std::fs::write(&script, PYTHON_BIG_CHILD).unwrap();
+    let out = run(ts(&spool)
+        .args(["exec", "--name", "big", "--"])
+        .arg(python())
+        .arg(&script));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    let status = common::status_verify_json(&spool, &[]);
+    assert_eq!(
+        status["spans"],
+        5 * 400 + 1,
+        "every captured span and exec's: {status}"
+    );
+    assert_eq!(status["dropped_spans"], 0, "{status}");
+    assert_eq!(status["corrupt_records"], 0, "{status}");
+    assert!(
+        status["bytes"].as_u64().unwrap() > 16 * 1024 * 1024,
+        "{status}"
+    );
+}
+
 #[test]
 fn with_no_capture_only_traceparent_is_added_to_the_childs_environment() {
     let fault = FaultServer::start(Answer::status(200));
