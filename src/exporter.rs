@@ -531,7 +531,7 @@ impl<'a> Run<'a> {
             };
             // Once the request is on its way (its connection's task has run), read the next
             // record from the disk while the backend works on this one. A record already in
-            // memory is not worth the extra turn of the scheduler (a syscall).
+            // memory is not worth the extra turn of the scheduler (which polls for I/O events).
             let sent = {
                 let send = self.send(
                     transport,
@@ -543,12 +543,13 @@ impl<'a> Run<'a> {
                 let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
                 match first {
                     Poll::Ready(sent) => sent,
-                    Poll::Pending if !reader.next_in_memory(&record) => {
-                        tokio::task::yield_now().await;
-                        reader.read_ahead(&record);
+                    Poll::Pending => {
+                        if !reader.next_in_memory(&record) {
+                            tokio::task::yield_now().await;
+                            reader.read_ahead(&record);
+                        }
                         send.await
                     }
-                    Poll::Pending => send.await,
                 }
             };
             match sent {

@@ -1822,12 +1822,17 @@ fn sighup_reloads_the_endpoint_and_a_new_endpoint_ends_the_backoff() {
     serve.wait_for_names(&rotel, &expected, 10 * SECOND);
 
     // A config file caught half-written, then gone: the running settings stay.
+    let kept = |n: usize| {
+        eventually(10 * SECOND, || {
+            serve.log().matches("keeping the running settings").count() == n
+        })
+    };
     std::fs::write(&config, "endpoint = \"http://127.0.0.1:").unwrap();
     signal(serve.pid(), SIGHUP);
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(kept(1), "the broken file was not refused: {}", serve.log());
     std::fs::remove_file(&config).unwrap();
     signal(serve.pid(), SIGHUP);
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(kept(2), "the missing file was not refused: {}", serve.log());
     let resp = post_protobuf(serve.http, &[], &protobuf(&["hup-broken"]));
     assert_eq!(resp.status, 200, "{resp:?}");
     expected.insert("hup-broken".into());

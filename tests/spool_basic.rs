@@ -24,10 +24,14 @@ fn drain(spool: &Spool) -> Vec<Vec<u8>> {
     out
 }
 
-/// `n` batches of about `len` bytes each (`batch 0007 xxx…`), appended to `spool` in order.
+/// `n` batches of `len` bytes each (`batch 7 xxx…`), appended to `spool` in order.
 fn append_numbered(spool: &Spool, n: u32, len: usize) -> Vec<Vec<u8>> {
     let batches: Vec<Vec<u8>> = (0..n)
-        .map(|i| format!("batch {i:04} {}", "x".repeat(len - 11)).into_bytes())
+        .map(|i| {
+            let mut b = format!("batch {i} ").into_bytes();
+            b.resize(len, b'x');
+            b
+        })
         .collect();
     for b in &batches {
         spool.append(b, 1).unwrap();

@@ -62,8 +62,12 @@ pub fn parse() -> Cli {
         && let Err(e) = args.check()
     {
         use clap::CommandFactory;
-        Cli::command()
-            .error(clap::error::ErrorKind::ArgumentConflict, e)
+        let mut cli = Cli::command();
+        cli.build();
+        let span = cli
+            .find_subcommand_mut("span")
+            .expect("the span subcommand");
+        span.error(clap::error::ErrorKind::ArgumentConflict, e)
             .exit();
     }
     cli
@@ -119,7 +123,7 @@ fn resolve(flags: &Flags) -> Config {
 }
 
 /// The configuration again, for `serve`'s SIGHUP: `None` (said in one line) when the config
-/// file cannot be read or parsed, so that the running settings stay rather than its own.
+/// file cannot be read or is not TOML, so that the running settings stay.
 fn reload(flags: &Flags) -> Option<Config> {
     let env = env_map();
     let file = config_file(flags, &env);

@@ -90,21 +90,33 @@ pub struct SpanArgs {
 }
 
 impl SpanArgs {
-    /// What the command line contradicts itself with: an end before the start (`--start`, or
-    /// now by default).
+    /// What the command line contradicts itself with: an `--end` before the `--start`.
     pub(super) fn check(&self) -> Result<(), String> {
-        let (start, which) = match self.start {
-            Some(t) => (t, "--start"),
-            None => (SystemTime::now(), "now (the default --start)"),
-        };
-        match self.end.map(|end| start.duration_since(end)) {
-            Some(Ok(early)) if !early.is_zero() => Err(format!(
-                "--end is {:.3} s before {which}",
-                early.as_secs_f64()
+        match (self.start, self.end) {
+            (Some(start), Some(end)) if end < start => Err(format!(
+                "--end ({}) is before --start ({})",
+                unix_seconds(end),
+                unix_seconds(start)
             )),
             _ => Ok(()),
         }
     }
+
+    /// Start and end: each as given, else now, moved to the other if that one is given and now
+    /// would put the end before the start.
+    fn times(&self) -> (SystemTime, SystemTime) {
+        let now = SystemTime::now();
+        let start = self
+            .start
+            .unwrap_or(self.end.map_or(now, |end| now.min(end)));
+        (start, self.end.unwrap_or(now.max(start)))
+    }
+}
+
+/// `t` as unix seconds with nanoseconds, the way `--start` and `--end` take it.
+fn unix_seconds(t: SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
 }
 
 /// How long in-flight captured requests may take to finish once the command has exited.
@@ -427,13 +439,12 @@ pub(super) fn span(config: &Config, args: SpanArgs) -> Result<ExitCode, CliError
             propagation::traceparent(placement.trace_id, placement.span_id)
         );
     }
-    let now = SystemTime::now();
-    let start = args.start.unwrap_or(now);
+    let (start, end) = args.times();
     let spec = SpanSpec {
         name: args.name,
         kind: args.kind,
         start,
-        end: args.end.unwrap_or(now.max(start)),
+        end,
         attributes: args
             .attrs
             .into_iter()

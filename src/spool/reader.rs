@@ -387,6 +387,13 @@ impl<'a> Reader<'a> {
     /// Whether the record that follows `record` is already in memory, whole, so that
     /// [`next`](Reader::next) will not touch the disk for it (and reading it ahead gains nothing).
     pub fn next_in_memory(&self, record: &Record) -> bool {
+        if self
+            .open
+            .as_ref()
+            .is_none_or(|open| open.id != record.segment)
+        {
+            return false;
+        }
         let hdr = FRAME_HEADER_LEN as usize;
         let Some(at) = self.ahead.holds(record.end, hdr) else {
             return false;
