@@ -32,7 +32,7 @@
 mod common;
 
 use common::{
-    Rotel, Tmp, cpu_model, load_snapshot, max, median, min, percentile, quick, read_trim,
+    Rotel, Tmp, load_snapshot, machine_json, max, median, min, percentile, print_banner, quick,
     rotel_bin, sync_all, target_dir, write_report,
 };
 
@@ -134,20 +134,7 @@ fn main() {
     let tmp = Tmp::new(&target.join("bench-tmp"), TMP_PREFIX);
     let bench_dir = tmp.base.display().to_string();
     let load_start = load_snapshot();
-    println!(
-        "tracespool delivery bench{}",
-        if scale.quick {
-            " (QUICK smoke run)"
-        } else {
-            ""
-        }
-    );
-    println!(
-        "  machine: {} CPUs ({}), Linux {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model(),
-        read_trim("/proc/sys/kernel/osrelease")
-    );
+    print_banner("delivery", scale.quick);
     println!("  spools in {}", tmp.base.display());
     println!("  load at start: {load_start}");
 
@@ -204,14 +191,11 @@ fn main() {
 
     let report = json!({
         "quick": scale.quick,
-        "machine": {
-            "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
-            "cpu_model": cpu_model(),
-            "kernel": read_trim("/proc/sys/kernel/osrelease"),
+        "machine": machine_json(json!({
             "bench_dir": bench_dir,
             "load_at_start": load_start,
             "load_at_end": load_end,
-        },
+        })),
         "flush_throughput": flush.as_ref().map(FlushResults::to_json),
         "export_to_spool": to_spool_json(&to_spool),
         "fresh_process_export": fresh.as_ref().map(FreshResults::to_json),

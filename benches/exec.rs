@@ -51,7 +51,7 @@
 mod common;
 
 use common::{
-    Rotel, Tmp, cpu_model, load_snapshot, max, median, min, percentile, quick, read_trim,
+    Rotel, Tmp, load_snapshot, machine_json, max, median, min, percentile, print_banner, quick,
     rotel_bin, target_dir, write_report,
 };
 
@@ -192,16 +192,7 @@ fn main() {
     let target = target_dir();
     let tmp = Tmp::new(&target.join("bench-tmp"), TMP_PREFIX);
     let load_start = load_snapshot();
-    println!(
-        "tracespool exec bench{}",
-        if quick { " (QUICK smoke run)" } else { "" }
-    );
-    println!(
-        "  machine: {} CPUs ({}), Linux {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model(),
-        read_trim("/proc/sys/kernel/osrelease")
-    );
+    print_banner("exec", quick);
     println!(
         "  binary: {} ({:.1} MB)",
         exe.display(),
@@ -583,13 +574,10 @@ fn main() {
 
     let report = json!({
         "quick": quick,
-        "machine": {
-            "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
-            "cpu_model": cpu_model(),
-            "kernel": read_trim("/proc/sys/kernel/osrelease"),
+        "machine": machine_json(json!({
             "load_start": load_start,
             "load_end": load_end,
-        },
+        })),
         "binary": exe.display().to_string(),
         "rounds": rounds,
         "warmup_rounds": warmup,

@@ -35,7 +35,7 @@
 mod common;
 
 use common::{
-    Rotel, Tmp, cpu_model, free_port, load_snapshot, quick, read_trim, rotel_bin, sync_all,
+    Rotel, Tmp, free_port, load_snapshot, machine_json, print_banner, quick, rotel_bin, sync_all,
     target_dir, wait_listening, write_report,
 };
 
@@ -240,20 +240,7 @@ fn main() {
     let target = target_dir();
     let tmp = Tmp::new(&target.join("bench-tmp"), TMP_PREFIX);
     let load_start = load_snapshot();
-    println!(
-        "tracespool serve bench{}",
-        if scale.quick {
-            " (QUICK smoke run)"
-        } else {
-            ""
-        }
-    );
-    println!(
-        "  machine: {} CPUs ({}), Linux {}",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model(),
-        read_trim("/proc/sys/kernel/osrelease")
-    );
+    print_banner("serve", scale.quick);
     println!("  serve: {SERVE_BIN}");
     println!("  spools in {}", tmp.base.display());
     println!("  load at start: {load_start}");
@@ -465,14 +452,11 @@ fn main() {
 
     let report = json!({
         "quick": scale.quick,
-        "machine": {
-            "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
-            "cpu_model": cpu_model(),
-            "kernel": read_trim("/proc/sys/kernel/osrelease"),
+        "machine": machine_json(json!({
             "bench_dir": tmp_base_display(&target),
             "load_at_start": load_start,
             "load_at_end": load_end,
-        },
+        })),
         "setup": {
             "spans_per_request": spans_per_request(),
             "bytes_per_request": body_bytes,

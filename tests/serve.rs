@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    Answer, FaultServer, Rotel, Tmpfs, eventually, fill_disk, free_port, python, signal,
-    status_json, tracespool,
+    Answer, FaultServer, Rotel, Tmpfs, assert_drained, eventually, fill_disk, free_port, python,
+    signal, status_json, tracespool,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -760,12 +760,7 @@ fn python_sdk_spans_over_http_and_grpc_plain_and_gzip_arrive_exactly_once() {
         expected,
         "nothing else arrived"
     );
-    let status = status_json(&spool, &["--endpoint", &rotel.endpoint()]);
-    assert_eq!(
-        (status["batches"].as_u64(), status["backend"].as_str()),
-        (Some(0), Some("up")),
-        "{status}"
-    );
+    assert_drained(&spool, &rotel.endpoint());
 }
 
 #[test]
@@ -834,12 +829,7 @@ fn rotel_stopped_mid_run_senders_keep_succeeding_and_every_span_arrives_exactly_
     let counts = serve.wait_for_names(&rotel, &expected, 25 * SECOND);
     stop_settled(&mut serve, &rotel, &counts, tmp.path());
     assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), expected);
-    let status = status_json(&spool, &["--endpoint", &rotel.endpoint()]);
-    assert_eq!(
-        (status["batches"].as_u64(), status["backend"].as_str()),
-        (Some(0), Some("up")),
-        "{status}"
-    );
+    assert_drained(&spool, &rotel.endpoint());
 }
 
 /// A TCP proxy on loopback in front of `upstream` that holds every chunk of the answers for
@@ -908,12 +898,7 @@ fn a_slow_backend_gets_every_batch_exactly_once() {
     serve.stop();
     assert_no_duplicates(&counts_later, tmp.path());
     assert_eq!(counts, counts_later);
-    let status = status_json(&spool, &["--endpoint", &endpoint]);
-    assert_eq!(
-        (status["batches"].as_u64(), status["backend"].as_str()),
-        (Some(0), Some("up")),
-        "{status}"
-    );
+    assert_drained(&spool, &endpoint);
 }
 
 // ---------------------------------------------------------------------------------------------

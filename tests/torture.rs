@@ -28,7 +28,7 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -40,8 +40,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    Rotel, SeenSpan, Tmpfs, XorShift, collect_events, emit, fill_disk, status_json,
-    status_verify_json, tracespool,
+    Incoming, Rotel, SeenSpan, Tmpfs, XorShift, collect_events, emit, fill_disk, read_request,
+    status_json, status_verify_json, tracespool,
 };
 use tracespool::spool::{Spool, SpoolOptions, Stats, SyncPolicy, VerifyReport};
 
@@ -330,35 +330,13 @@ fn serve_checked(stream: TcpStream, state: &Mutex<Deliveries>) {
     stream.set_read_timeout(Some(Duration::from_secs(60))).ok();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let mut len = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':')
-                && k.trim().eq_ignore_ascii_case("content-length")
-            {
-                len = v.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0u8; len];
         // A request cut short by a kill was never answered: not a delivery.
-        if reader.read_exact(&mut body).is_err() {
+        let Incoming::Request(request) = read_request(&mut reader) else {
             return;
-        }
+        };
         {
             let mut st = state.lock().unwrap();
-            match check_payload(&body) {
+            match check_payload(&request.body) {
                 Ok(seq) => st.log.push(seq),
                 Err(e) => st.damaged.push(e),
             }

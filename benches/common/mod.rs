@@ -48,6 +48,38 @@ pub fn cpu_model() -> String {
 
 /// The load average and the CPU pressure (share of time some task waited for a CPU): other work
 /// on the machine shows up in every figure.
+/// The first lines a bench prints: its name, whether this is a smoke run, and the machine.
+pub fn print_banner(bench: &str, quick: bool) {
+    println!(
+        "tracespool {bench} bench{}",
+        if quick { " (QUICK smoke run)" } else { "" }
+    );
+    println!(
+        "  machine: {} CPUs ({}), Linux {}",
+        cpus(),
+        cpu_model(),
+        read_trim("/proc/sys/kernel/osrelease")
+    );
+}
+
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
+/// The machine a bench ran on, for its JSON: CPUs, model and kernel, and `extra` (an object:
+/// load, directories) merged in.
+pub fn machine_json(extra: serde_json::Value) -> serde_json::Value {
+    let mut machine = serde_json::json!({
+        "cpus": cpus(),
+        "cpu_model": cpu_model(),
+        "kernel": read_trim("/proc/sys/kernel/osrelease"),
+    });
+    if let (Some(m), serde_json::Value::Object(extra)) = (machine.as_object_mut(), extra) {
+        m.extend(extra);
+    }
+    machine
+}
+
 pub fn load_snapshot() -> String {
     let loadavg = fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let avg: Vec<&str> = loadavg.split_whitespace().take(3).collect();

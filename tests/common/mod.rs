@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -462,55 +462,74 @@ impl FaultServer {
     }
 }
 
+/// What [`read_request`] found on a connection.
+pub enum Incoming {
+    Request(SeenRequest),
+    /// Not an HTTP/1 request line.
+    Unparsable,
+    /// The connection ended, or the request was cut short.
+    Closed,
+}
+
+/// Reads one HTTP/1 request (header names lower-cased, the body by `Content-Length`).
+pub fn read_request(reader: &mut impl BufRead) -> Incoming {
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return Incoming::Closed;
+    }
+    let mut parts = line.split_whitespace();
+    let (Some(_method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Incoming::Unparsable;
+    };
+    if !version.starts_with("HTTP/1") {
+        return Incoming::Unparsable;
+    }
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 {
+            return Incoming::Closed;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+    }
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    if reader.read_exact(&mut body).is_err() {
+        return Incoming::Closed;
+    }
+    Incoming::Request(SeenRequest {
+        path: path.to_owned(),
+        headers,
+        body,
+    })
+}
+
 fn serve(stream: TcpStream, state: Arc<Mutex<FaultState>>) {
     state.lock().unwrap().connections += 1;
     stream.set_read_timeout(Some(Duration::from_secs(30))).ok();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let mut parts = line.split_whitespace();
-        let (Some(_method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next())
-        else {
-            state.lock().unwrap().unparsable += 1;
-            return;
-        };
-        if !version.starts_with("HTTP/1") {
-            state.lock().unwrap().unparsable += 1;
-            return;
-        }
-        let mut headers = HashMap::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+        let request = match read_request(&mut reader) {
+            Incoming::Request(request) => request,
+            Incoming::Unparsable => {
+                state.lock().unwrap().unparsable += 1;
                 return;
             }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-            }
-        }
-        let len: usize = headers
-            .get("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut body = vec![0u8; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
+            Incoming::Closed => return,
+        };
         let answer = {
             let mut st = state.lock().unwrap();
-            st.requests.push(SeenRequest {
-                path: path.to_owned(),
-                headers,
-                body,
-            });
+            st.requests.push(request);
             st.answer.clone().unwrap_or(Answer::status(200))
         };
         match answer {
@@ -546,6 +565,16 @@ pub fn status_json(spool_dir: &Path, extra: &[&str]) -> serde_json::Value {
 }
 
 /// `status --json --verify` (which must exit 0: no corrupt record), parsed.
+/// Asserts that `tracespool status` shows the spool at `spool_dir` empty and `endpoint` up.
+pub fn assert_drained(spool_dir: &Path, endpoint: &str) {
+    let status = status_json(spool_dir, &["--endpoint", endpoint]);
+    assert_eq!(
+        (status["batches"].as_u64(), status["backend"].as_str()),
+        (Some(0), Some("up")),
+        "{status}"
+    );
+}
+
 pub fn status_verify_json(spool_dir: &Path, extra: &[&str]) -> serde_json::Value {
     status_run(spool_dir, extra, &["--verify"])
 }
