@@ -224,6 +224,134 @@ fn a_segment_of_a_newer_format_is_left_alone() {
     assert_eq!(drain(&spool), vec![500]);
 }
 
+/// Runs `f` on a thread of its own; fails the test if it has not returned within 20 s.
+fn within_20s(what: &str, f: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = done.send(());
+    });
+    if finished
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .is_err()
+    {
+        panic!("{what}: still running after 20 s");
+    }
+}
+
+#[test]
+fn segments_deleted_behind_the_spools_back_leave_appends_working() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let small = SpoolOptions {
+        max_bytes: 256 * 1024,
+        ..opts()
+    };
+    let spool = Spool::open(&dir, small).unwrap();
+    for i in 0..200 {
+        spool.append(&payload(i), 1).unwrap();
+    }
+    drop(spool);
+    // A cleaner (or a user) removes every sealed segment; the ledger still counts them.
+    let all = segments(&dir);
+    for sealed in &all[..all.len() - 1] {
+        fs::remove_file(sealed).unwrap();
+    }
+    within_20s("appending after the segments vanished", move || {
+        let spool = Spool::open(&dir, small).unwrap();
+        // Larger than what is left of the bound by the totals' reckoning.
+        let big = vec![7u8; 200 * 1024];
+        spool.append(&big, 1).unwrap();
+        for i in 0..100 {
+            spool.append(&payload(1000 + i), 1).unwrap();
+        }
+        assert!(spool.stats().unwrap().bytes <= 256 * 1024);
+    });
+}
+
+#[test]
+fn a_symlinked_quarantine_is_never_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("precious"), vec![1u8; 4000]).unwrap();
+    let dir = tmp.path().join("s");
+    drop(Spool::open(&dir, opts()).unwrap());
+    for area in ["quarantine", "deadletter"] {
+        std::os::unix::fs::symlink(&outside, dir.join(area)).unwrap();
+    }
+    // No ledger: the next open takes stock of the directory, areas included.
+    fs::remove_file(dir.join("ledger")).unwrap();
+    let small = SpoolOptions {
+        max_bytes: 128 * 1024,
+        ..opts()
+    };
+    let spool = Spool::open(&dir, small).unwrap();
+    // Fill well past the bound: room is made, and never in the areas.
+    for i in 0..400 {
+        spool.append(&payload(i), 1).unwrap();
+    }
+    assert!(
+        outside.join("precious").exists(),
+        "a file outside the spool was deleted"
+    );
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+}
+
+#[test]
+fn dead_lettering_in_a_full_spool_drops_no_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = SpoolOptions {
+        max_bytes: 16 * 1024,
+        ..opts()
+    };
+    let spool = Spool::open(tmp.path().join("s"), small).unwrap();
+    // Sizes at which the copy does not fit in what is left: room must be made for it.
+    for i in 0..40 {
+        let mut p = payload(i);
+        p.resize(500, 0);
+        spool.append(&p, 1).unwrap();
+    }
+    let before = spool.stats().unwrap();
+    let mut reader = spool.reader().unwrap();
+    let record = reader.next().unwrap().unwrap();
+    reader.dead_letter(&record).unwrap();
+    drop(reader);
+    let after = spool.stats().unwrap();
+    assert_eq!(after.dropped_batches, before.dropped_batches, "{after:?}");
+    assert_eq!(after.batches, before.batches - 1, "{after:?}");
+    assert_eq!(after.rejected_spans, 1, "{after:?}");
+}
+
+#[test]
+fn a_segment_name_beyond_any_id_of_ours_is_ignored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    drop(filled(&dir, 3));
+    fs::write(dir.join("18446744073709551615.seg"), b"not ours").unwrap();
+    fs::remove_file(dir.join("ledger")).unwrap();
+    let spool = Spool::open(&dir, opts()).unwrap();
+    spool.append(&payload(3), 1).unwrap();
+    assert_eq!(drain(&spool), [0, 1, 2, 3]);
+    assert!(dir.join("18446744073709551615.seg").exists());
+}
+
+#[test]
+fn absurd_counts_in_a_segment_header_do_not_overflow_the_totals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    drop(filled(&dir, 200));
+    for seg in &segments(&dir)[..2] {
+        write_at(seg, 16, &[0xff; 16]);
+    }
+    // No ledger: the next open rebuilds the totals from the headers.
+    fs::remove_file(dir.join("ledger")).unwrap();
+    let spool = Spool::open(&dir, opts()).unwrap();
+    spool.stats().unwrap();
+    spool.append(&payload(200), 1).unwrap();
+    assert_eq!(drain(&spool).len(), 201);
+}
+
 #[test]
 fn a_damaged_ledger_is_rebuilt_without_losing_records() {
     let tmp = tempfile::tempdir().unwrap();

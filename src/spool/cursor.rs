@@ -13,8 +13,10 @@
 //!  40  reserved u32
 //! ```
 //!
-//! The worst a crash can do is re-deliver the record acknowledged last. With both slots
-//! unreadable, delivery restarts at the oldest segment (duplicates, never loss).
+//! The worst a process crash can do is re-deliver the record acknowledged last (its slot was
+//! being written); a power loss also what was acknowledged since the last sync (see
+//! `Reader::ack_deferred`). With both slots unreadable, delivery restarts at the oldest segment
+//! (duplicates, never loss).
 
 use std::fs::File;
 use std::io;
@@ -75,8 +77,12 @@ impl Cursor {
 
     /// Writes `self` with the next sequence number into the slot the last write did not use.
     pub fn write(&mut self, file: &File) -> io::Result<()> {
-        self.seq += 1;
-        slots::write(file, SLOT_LEN, self.seq, &self.encode())
+        // The number moves only once written: after a failed write, the next one still goes
+        // to the slot that does not hold the last good value.
+        let seq = self.seq + 1;
+        slots::write(file, SLOT_LEN, seq, &self.encode())?;
+        self.seq = seq;
+        Ok(())
     }
 }
 

@@ -32,12 +32,18 @@ pub fn segment_name(id: u64) -> String {
     format!("{id:020}{SEGMENT_SUFFIX}")
 }
 
+/// The id in a segment's file name. Ids from 2^63 up are not ours (ids count up from 1 by one
+/// per segment): such a name is ignored, so that no id arithmetic can overflow.
 pub fn parse_segment_name(name: &OsStr) -> Option<u64> {
     let digits = name.to_str()?.strip_suffix(SEGMENT_SUFFIX)?;
     (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())
         .flatten()
+        .filter(|&id| id < MAX_ID)
 }
+
+/// The first segment id that is not ours.
+const MAX_ID: u64 = 1 << 63;
 
 /// A checked spool directory.
 #[derive(Debug)]
@@ -172,10 +178,8 @@ impl SpoolDir {
             path: dir.to_owned(),
             source,
         };
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(e)),
+        let Some(entries) = read_dir_nofollow(dir)? else {
+            return Ok(Vec::new());
         };
         let mut ids = Vec::new();
         for entry in entries {
@@ -215,10 +219,8 @@ impl SpoolDir {
     /// The plain files of an area with their sizes, oldest first (names sort by age).
     pub fn area_files(&self, area: Area) -> Result<Vec<(PathBuf, u64)>, SpoolError> {
         let dir = self.area_dir(area);
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(SpoolError::Io { path: dir, source }),
+        let Some(entries) = read_dir_nofollow(&dir)? else {
+            return Ok(Vec::new());
         };
         let mut files = Vec::new();
         for entry in entries {
@@ -247,6 +249,23 @@ impl SpoolDir {
             .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
             .map_err(|e| SpoolError::io(path, e))
     }
+}
+
+/// The entries of `dir` if it is a directory; `None` when it does not exist, or is a symlink
+/// or anything else (said once per look: never followed, nothing in it read or deleted).
+fn read_dir_nofollow(dir: &Path) -> Result<Option<fs::ReadDir>, SpoolError> {
+    match fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            tracing::warn!(path = %dir.display(), "not a directory (a symbolic link?); ignoring it");
+            return Ok(None);
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(SpoolError::io(dir, e)),
+    }
+    fs::read_dir(dir)
+        .map(Some)
+        .map_err(|e| SpoolError::io(dir, e))
 }
 
 /// Directories beside the segments that keep what must not be delivered.

@@ -3,7 +3,9 @@
 //! ```text
 //! ledger file (160 bytes, little-endian)
 //!   0  magic  "TSLG"     4  version u32 = 1
-//!   8  the u64 fields of `Ledger`, in declaration order (14 of them)
+//!   8  14 u64s: active_id, active_len, active_batches, active_spans, oldest_id,
+//!      sealed_bytes, sealed_batches, sealed_spans, quarantine_bytes, dropped_batches,
+//!      dropped_spans, corrupt_records, torn_records, rejected_spans
 //! 120  dirty u64         1 while a process changes the set of files (see below)
 //! 128  boot  u128        the boot id of the machine when the ledger was last trusted
 //! 144  deadletter_bytes u64
@@ -16,9 +18,10 @@
 //! (dropped, corrupt, torn). It is only read and written while the append lock (an exclusive
 //! `flock` on this same file) is held. Before creating, deleting or moving a file, a process sets
 //! `dirty` (no fsync: only a process crash needs it, and that leaves the page cache intact), and
-//! its commit clears it. Opening the spool rebuilds the cached part from a scan of the directory
-//! when the ledger is unreadable, `dirty` is set (someone died mid-change), or the machine has
-//! rebooted since (unsynced ledger writes may be lost); otherwise the ledger is trusted, so
+//! its commit clears it. The cached part is rebuilt from a scan of the directory when the ledger
+//! is unreadable or found `dirty` on taking the lock (its last holder died or failed
+//! mid-change), and on opening the spool when the machine has rebooted since (unsynced ledger
+//! writes may be lost); otherwise the ledger is trusted, so
 //! opening costs the same whatever the spool holds. The counters survive as long as the
 //! ledger's checksum holds.
 
@@ -26,7 +29,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use super::format::{u32_at, u64_at};
+use super::format::{SegmentCounts, u32_at, u64_at};
 
 pub const LEDGER_LEN: usize = 160;
 const CRC_AT: usize = LEDGER_LEN - 4;
@@ -62,6 +65,28 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// Counts a sealed segment in the totals. Its counts come from its header on disk (no
+    /// checksum): they saturate rather than overflow.
+    pub fn add_sealed(&mut self, bytes: u64, counts: SegmentCounts) {
+        self.sealed_bytes = self.sealed_bytes.saturating_add(bytes);
+        self.sealed_batches = self.sealed_batches.saturating_add(counts.batches);
+        self.sealed_spans = self.sealed_spans.saturating_add(counts.spans);
+    }
+
+    /// Takes a sealed segment that is gone out of the totals.
+    pub fn forget_sealed(&mut self, bytes: u64, counts: SegmentCounts) {
+        self.sealed_bytes = self.sealed_bytes.saturating_sub(bytes);
+        self.sealed_batches = self.sealed_batches.saturating_sub(counts.batches);
+        self.sealed_spans = self.sealed_spans.saturating_sub(counts.spans);
+    }
+
+    /// No sealed segment is left.
+    pub fn forget_all_sealed(&mut self) {
+        self.sealed_bytes = 0;
+        self.sealed_batches = 0;
+        self.sealed_spans = 0;
+    }
+
     fn fields(&self) -> [u64; 14] {
         [
             self.active_id,

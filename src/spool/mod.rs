@@ -194,8 +194,9 @@ impl Spool {
             }),
         };
         {
+            // A dirty ledger is rebuilt by `acquire` itself; a reboot may have lost writes.
             let mut locked = Locked::acquire(&spool)?;
-            if locked.ledger.dirty || locked.ledger.boot != sys::boot_id() {
+            if locked.ledger.boot != sys::boot_id() {
                 let previous = locked.ledger.clone();
                 locked.rebuild(Some(previous))?;
                 locked.commit()?;
@@ -237,11 +238,13 @@ impl Spool {
             }
         };
         let (done_batches, done_spans) = consumed(&cursor);
-        let batches = (ledger.sealed_batches + ledger.active_batches).saturating_sub(done_batches);
+        let batches = (ledger.sealed_batches.saturating_add(ledger.active_batches))
+            .saturating_sub(done_batches);
         Ok(Stats {
             batches,
-            spans: (ledger.sealed_spans + ledger.active_spans).saturating_sub(done_spans),
-            bytes: ledger.sealed_bytes + active_size,
+            spans: (ledger.sealed_spans.saturating_add(ledger.active_spans))
+                .saturating_sub(done_spans),
+            bytes: ledger.sealed_bytes.saturating_add(active_size),
             oldest_write: if batches > 0 {
                 self.oldest_write(&ledger, &cursor)?
             } else {
@@ -293,9 +296,8 @@ impl Spool {
     /// Keeps a batch the backend rejected as bad data in `deadletter/` (bounded, never
     /// delivered) and counts its spans as rejected.
     pub fn dead_letter(&self, payload: &[u8], spans: u32) -> Result<(), SpoolError> {
-        let cursor = self.read_cursor()?;
         let mut locked = Locked::acquire(self)?;
-        locked.dead_letter(payload, spans.into(), &cursor)?;
+        locked.dead_letter(payload, spans.into())?;
         locked.commit()
     }
 
@@ -383,6 +385,19 @@ mod tests {
         let stats = s.stats().unwrap();
         assert_eq!((stats.batches, stats.spans), (3, 6));
         assert!(stats.bytes < 1 << 20);
+    }
+
+    #[test]
+    fn a_ledger_left_dirty_is_rebuilt_by_the_next_process_to_take_the_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let live = spool(tmp.path());
+        live.append(b"abc", 2).unwrap();
+        // Another process dies mid-change; this one, open all along, appends next.
+        falsify_ledger(&spool(tmp.path()), true);
+        live.append(b"def", 2).unwrap();
+        let stats = live.stats().unwrap();
+        assert_eq!((stats.batches, stats.spans), (2, 4), "{stats:?}");
+        assert!(stats.bytes < 1 << 20, "{stats:?}");
     }
 
     #[test]

@@ -520,7 +520,7 @@ impl<'a> Reader<'a> {
         // The copy first: a record is never gone from both places.
         {
             let mut locked = Locked::acquire(self.spool)?;
-            locked.dead_letter(&record.payload, record.span_count.into(), &self.cursor)?;
+            locked.dead_letter(&record.payload, record.span_count.into())?;
             locked.commit()?;
         }
         self.ack(record)

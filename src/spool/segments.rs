@@ -23,7 +23,7 @@ use super::cursor::Cursor;
 use super::dir::{Area, file_len, segment_name};
 use super::error::SpoolError;
 use super::format::{
-    COUNTS_OFFSET, FrameHeader, SEGMENT_HEADER_LEN, SegmentCounts, SegmentHeader,
+    COUNTS_OFFSET, FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, SegmentCounts, SegmentHeader,
     decode_segment_header, encode_counts, encode_segment_header,
 };
 use super::ledger::Ledger;
@@ -57,7 +57,8 @@ impl Drop for Locked<'_> {
 }
 
 impl<'a> Locked<'a> {
-    /// Takes the lock and reads the ledger, rebuilding it when it is unreadable.
+    /// Takes the lock and reads the ledger, rebuilding it when it is unreadable or when the
+    /// last holder left it dirty (it died, or failed, in the middle of a change).
     pub fn acquire(spool: &'a Spool) -> Result<Locked<'a>, SpoolError> {
         let inner = spool
             .inner
@@ -78,6 +79,10 @@ impl<'a> Locked<'a> {
         match Ledger::read(&locked.inner.ledger_file)
             .map_err(|e| SpoolError::io(&ledger_path, e))?
         {
+            Some(ledger) if ledger.dirty => {
+                locked.rebuild(Some(ledger))?;
+                locked.commit()?;
+            }
             Some(ledger) => locked.ledger = ledger,
             None => {
                 // Empty is a new spool; anything else unreadable is damage worth a word.
@@ -164,10 +169,7 @@ impl<'a> Locked<'a> {
         }
         ledger.oldest_id = data.first().map_or(ledger.active_id, |&(id, _, _)| id);
         for (_, size, counts) in data {
-            let counts = counts.unwrap_or_default();
-            ledger.sealed_bytes += size;
-            ledger.sealed_batches += counts.batches;
-            ledger.sealed_spans += counts.spans;
+            ledger.add_sealed(size, counts.unwrap_or_default());
         }
         self.ledger = ledger;
         Ok(())
@@ -271,9 +273,7 @@ impl<'a> Locked<'a> {
         // Only now that the new segment exists does the ledger change: a failed rotation (a full
         // disk) leaves it as it was.
         if let Some((size, counts)) = sealed {
-            self.ledger.sealed_bytes += size;
-            self.ledger.sealed_batches += counts.batches;
-            self.ledger.sealed_spans += counts.spans;
+            self.ledger.add_sealed(size, counts);
         }
         self.inner.active = Some((id, file));
         self.inner.active_ours = true;
@@ -336,12 +336,15 @@ impl<'a> Locked<'a> {
                 Err(e) => return Err(e),
             };
             let counts = match read_segment_header(&file) {
-                SegmentHeader::Future(_) if id != self.ledger.active_id => {
+                // A newer format's segment is never read or deleted; as the active one, it is
+                // left for the next append to rotate past.
+                SegmentHeader::Future(_) if id == self.ledger.active_id => return Ok(false),
+                SegmentHeader::Future(_) => {
                     self.ledger.oldest_id += 1;
                     continue;
                 }
                 SegmentHeader::Current(c) => c,
-                _ => SegmentCounts::default(),
+                SegmentHeader::Damaged => SegmentCounts::default(),
             };
             let size = file_len(&file, &path)?;
             self.begin_change()?;
@@ -358,14 +361,14 @@ impl<'a> Locked<'a> {
             self.ledger.dropped_spans += counts.spans.saturating_sub(consumed.spans);
             self.counters_dirty = true;
             if id == self.ledger.active_id {
+                // Nothing sealed is left: totals still above zero counted files that vanished
+                // (a cleaner, a user), and must not make room look taken forever.
+                self.ledger.forget_all_sealed();
                 self.inner.active = None;
                 self.rotate()?;
                 self.ledger.oldest_id = self.ledger.active_id;
             } else {
-                self.ledger.sealed_bytes = self.ledger.sealed_bytes.saturating_sub(size);
-                self.ledger.sealed_batches =
-                    self.ledger.sealed_batches.saturating_sub(counts.batches);
-                self.ledger.sealed_spans = self.ledger.sealed_spans.saturating_sub(counts.spans);
+                self.ledger.forget_sealed(size, counts);
                 self.ledger.oldest_id = id + 1;
             }
             return Ok(true);
@@ -401,14 +404,10 @@ impl<'a> Locked<'a> {
         Ok(())
     }
 
-    /// Keeps a rejected batch in the dead-letter area for inspection (if it fits the area's share;
-    /// the oldest go first) and counts its spans as rejected. Never read back for delivery.
-    pub fn dead_letter(
-        &mut self,
-        payload: &[u8],
-        spans: u64,
-        cursor: &Cursor,
-    ) -> Result<(), SpoolError> {
+    /// Keeps a rejected batch in the dead-letter area for inspection (if it fits the area's share
+    /// and the bound with room made in the areas only: the oldest go first) and counts its spans
+    /// as rejected. Never read back for delivery, and never kept at the cost of data.
+    pub fn dead_letter(&mut self, payload: &[u8], spans: u64) -> Result<(), SpoolError> {
         self.ledger.rejected_spans += spans;
         self.counters_dirty = true;
         let len = payload.len() as u64;
@@ -426,10 +425,15 @@ impl<'a> Locked<'a> {
         {}
         loop {
             let active = self.active()?.unwrap_or(0);
-            if self.usage(active, None).admits(len, 0, max_bytes, None)
-                || !self.drop_oldest(cursor)?
-            {
+            if self.usage(active, None).admits(len, 0, max_bytes, None) {
                 break;
+            }
+            if !(self.drop_oldest_in(Area::Quarantine)? || self.drop_oldest_in(Area::DeadLetter)?) {
+                tracing::warn!(
+                    bytes = len,
+                    "the spool is full: the rejected batch is not kept in the dead-letter area"
+                );
+                return Ok(());
             }
         }
         let dir = self.spool.dir.ensure_area(Area::DeadLetter)?;
@@ -471,9 +475,7 @@ impl<'a> Locked<'a> {
         if self.spool.opts.sync.is_always() {
             self.spool.dir.sync()?;
         }
-        self.ledger.sealed_bytes = self.ledger.sealed_bytes.saturating_sub(size);
-        self.ledger.sealed_batches = self.ledger.sealed_batches.saturating_sub(counts.batches);
-        self.ledger.sealed_spans = self.ledger.sealed_spans.saturating_sub(counts.spans);
+        self.ledger.forget_sealed(size, counts);
         if self.ledger.oldest_id <= id {
             self.ledger.oldest_id = id + 1;
         }
@@ -524,10 +526,25 @@ impl<'a> Locked<'a> {
     }
 }
 
+/// The header of a segment. Its counts have no checksum of their own: counts the file is too
+/// short to hold (each frame takes at least its 32-byte header) are damage, so that no total
+/// built from them can overflow.
 pub(super) fn read_segment_header(file: &File) -> SegmentHeader {
     let mut b = [0u8; SEGMENT_HEADER_LEN as usize];
-    match file.read_exact_at(&mut b, 0) {
-        Ok(()) => decode_segment_header(&b),
-        Err(_) => SegmentHeader::Damaged,
+    if file.read_exact_at(&mut b, 0).is_err() {
+        return SegmentHeader::Damaged;
+    }
+    match decode_segment_header(&b) {
+        SegmentHeader::Current(counts) => {
+            let frames = file.metadata().map_or(0, |m| {
+                m.len().saturating_sub(SEGMENT_HEADER_LEN) / FRAME_HEADER_LEN
+            });
+            if counts.batches <= frames && counts.spans <= counts.batches * u64::from(u32::MAX) {
+                SegmentHeader::Current(counts)
+            } else {
+                SegmentHeader::Damaged
+            }
+        }
+        other => other,
     }
 }

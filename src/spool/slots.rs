@@ -86,20 +86,17 @@ pub fn write(file: &File, slot_len: usize, seq: u64, payload: &[u8]) -> io::Resu
     file.write_all_at(b, (seq % 2) * slot_len as u64)
 }
 
-/// Gives the file both slots' room now, so that no later write needs a new block. What the
-/// file holds stays readable.
+/// Gives the file both slots' room now, so that no later write needs a new block. Only the
+/// missing tail is written (zeros, which no slot reads as valid): what the file holds is never
+/// rewritten, so a crash here, or a writer in another process, loses nothing.
 pub fn preallocate(file: &File, slot_len: usize) -> io::Result<()> {
-    if file.metadata()?.len() >= 2 * slot_len as u64 {
+    let len = file.metadata()?.len();
+    let full = 2 * slot_len as u64;
+    if len >= full {
         return Ok(());
     }
-    let current = read(file, slot_len)?;
     // Written, not `set_len`: a hole would still need blocks at the first rewrite.
-    file.write_all_at(&vec![0u8; 2 * slot_len], 0)?;
-    if let Some((seq, payload)) = current {
-        // Both slots hold it: the zeroed one must not be taken for a newer, empty value.
-        write(file, slot_len, seq, &payload)?;
-        write(file, slot_len, seq + 1, &payload)?;
-    }
+    file.write_all_at(&vec![0u8; (full - len) as usize], len)?;
     file.sync_data()
 }
 

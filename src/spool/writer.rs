@@ -55,7 +55,9 @@ impl Spool {
     ///
     /// [`AppendError::TooLarge`] / [`AppendError::TooManySpans`] for a batch no spool with these
     /// bounds can hold; [`AppendError::NoSpace`] when the disk is full; I/O errors otherwise.
-    /// After an error the spool holds exactly what it held before (less any drops it made).
+    /// After an error the batch is not to be taken as stored, though one whose final sync failed
+    /// may still be delivered (at least once); nothing else held before is lost (less any
+    /// drops made to make room).
     pub fn append(&self, payload: &[u8], span_count: u32) -> Result<AppendOutcome, AppendError> {
         let mut results = self.append_all(&[(payload, span_count)])?;
         results.pop().expect("one batch, one result")
