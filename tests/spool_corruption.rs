@@ -248,17 +248,30 @@ fn segments_deleted_behind_the_spools_back_leave_appends_working() {
         ..opts()
     };
     let spool = Spool::open(&dir, small).unwrap();
-    for i in 0..200 {
+    // Nearly full: the next appends need room, and the totals say there is none.
+    for i in 0..245 {
         spool.append(&payload(i), 1).unwrap();
     }
+    let dropped = spool.stats().unwrap().dropped_batches;
     drop(spool);
-    // A cleaner (or a user) removes every sealed segment; the ledger still counts them.
+    // A cleaner (or a user) removes the oldest sealed segments; the ledger still counts them.
     let all = segments(&dir);
-    for sealed in &all[..all.len() - 1] {
+    for sealed in &all[..all.len() - 3] {
         fs::remove_file(sealed).unwrap();
     }
     within_20s("appending after the segments vanished", move || {
         let spool = Spool::open(&dir, small).unwrap();
+        // Room the vanished files held is free: nothing more is dropped to make it.
+        for i in 0..20 {
+            spool.append(&payload(480 + i), 1).unwrap();
+        }
+        assert_eq!(spool.stats().unwrap().dropped_batches, dropped);
+        // The flush finds them missing and stops counting them.
+        let delivered = drain(&spool);
+        assert_eq!(delivered.last(), Some(&499));
+        let stats = spool.stats().unwrap();
+        assert_eq!((stats.batches, stats.spans), (0, 0), "{stats:?}");
+        assert!(stats.bytes < 64 * 1024, "{stats:?}");
         // Larger than what is left of the bound by the totals' reckoning.
         let big = vec![7u8; 200 * 1024];
         spool.append(&big, 1).unwrap();

@@ -557,6 +557,14 @@ impl<'a> Reader<'a> {
                 }
             }
             if id != self.cursor.segment {
+                // Moving on, past segments the ledger still counts: they were deleted behind
+                // the spool's back, and the totals must stop counting them.
+                let mut locked = Locked::acquire(self.spool)?;
+                if locked.ledger.oldest_id < id {
+                    locked.recount()?;
+                    locked.commit()?;
+                }
+                drop(locked);
                 self.cursor = Cursor {
                     seq: self.cursor.seq,
                     segment: id,

@@ -175,6 +175,18 @@ impl<'a> Locked<'a> {
         Ok(())
     }
 
+    /// Rebuilds the totals after segments the ledger counts were found gone: deleted behind the
+    /// spool's back (a cleaner, a user). Said once per process.
+    pub fn recount(&mut self) -> Result<(), SpoolError> {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(dir = %self.spool.dir.path().display(), "segments of the spool went missing; recounting it");
+        });
+        self.begin_change()?;
+        let previous = self.ledger.clone();
+        self.rebuild(Some(previous))
+    }
+
     /// Marks the ledger dirty before the set of files changes (cleared by [`commit`]), so that
     /// a process dying before its commit makes the next open rebuild the ledger.
     ///
@@ -330,8 +342,10 @@ impl<'a> Locked<'a> {
                     if id == self.ledger.active_id {
                         return Ok(false);
                     }
-                    self.ledger.oldest_id += 1;
-                    continue;
+                    // Deleted behind our back: take stock again rather than drop data for room
+                    // that is free already.
+                    self.recount()?;
+                    return Ok(true);
                 }
                 Err(e) => return Err(e),
             };
