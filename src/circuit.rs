@@ -98,8 +98,26 @@ impl State {
             .map(|t| UNIX_EPOCH + Duration::from_secs_f64(t))
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a State always serializes")
+    /// The state as JSON of at most `max` bytes: `last_error` is cut further if escaping made
+    /// it longer than that (the fingerprint and the numbers always fit).
+    pub fn encode(&self, max: usize) -> Vec<u8> {
+        let mut state = self.clone();
+        loop {
+            let bytes = serde_json::to_vec(&state).expect("a State always serializes");
+            let Some(error) = state.last_error.as_mut().filter(|_| bytes.len() > max) else {
+                return bytes;
+            };
+            // Halved until it fits: escaping may have made each byte of it up to six.
+            let mut end = error.len() / 2;
+            while !error.is_char_boundary(end) {
+                end -= 1;
+            }
+            if end == 0 {
+                state.last_error = None;
+            } else {
+                error.truncate(end);
+            }
+        }
     }
 
     /// A missing, unreadable or foreign state file is no state.
@@ -257,8 +275,31 @@ mod tests {
             at(1_795_263_208),
             0.3,
         );
-        assert!(s.encode().len() <= 512, "{}", s.encode().len());
-        assert_eq!(State::decode(&s.encode()), s);
+        assert!(s.encode(512).len() <= 512, "{}", s.encode(512).len());
+        assert_eq!(State::decode(&s.encode(512)), s);
         assert_eq!(State::decode(b"\x00garbage"), State::default());
+    }
+
+    #[test]
+    fn an_error_that_escaping_makes_longer_still_fits() {
+        for message in ["\u{1}".repeat(400), "\"\\".repeat(400)] {
+            let s = next(
+                &State {
+                    fingerprint: "0123456789abcdef".into(),
+                    ..State::default()
+                },
+                &Outcome::Answered {
+                    note: Some(format!("HTTP 400: {message}")),
+                },
+                at(1_795_263_208),
+                0.0,
+            );
+            let last = s.last_error.as_deref().unwrap();
+            let bytes = s.encode(512);
+            assert!(bytes.len() <= 512, "{}", bytes.len());
+            let back = State::decode(&bytes);
+            assert_eq!(back.fingerprint, s.fingerprint);
+            assert!(last.starts_with(back.last_error.as_deref().unwrap()));
+        }
     }
 }

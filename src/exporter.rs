@@ -246,7 +246,9 @@ impl Delivery {
 
     fn store_state(&self, before: &State, after: &State) {
         if before != after
-            && let Err(e) = self.spool.store_delivery_state(&after.encode())
+            && let Err(e) = self
+                .spool
+                .store_delivery_state(&after.encode(crate::spool::MAX_DELIVERY_STATE))
         {
             // Advisory (a later run may probe once more): not worth a second line of its own.
             tracing::info!("could not record the delivery state: {e}");

@@ -388,7 +388,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The message of an OTLP answer body (error or partial success), protobuf or JSON.
 fn answer_message(format: Format, body: &[u8]) -> String {
-    if format == Format::Protobuf {
+    let message = if format == Format::Protobuf {
         RpcStatus::decode(body)
             .map(|s| s.message)
             .unwrap_or_default()
@@ -397,8 +397,21 @@ fn answer_message(format: Format, body: &[u8]) -> String {
             .ok()
             .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
             .unwrap_or_default()
-    }
+    };
+    printable(&message)
 }
+
+/// A backend's message as one line fit for a terminal and a log: its control characters
+/// (escape sequences, newlines) made spaces, and at most [`MAX_MESSAGE`] characters.
+fn printable(message: &str) -> String {
+    message
+        .chars()
+        .take(MAX_MESSAGE)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+const MAX_MESSAGE: usize = 1000;
 
 fn partial_success(format: Option<Format>, body: &[u8]) -> Accepted {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -408,7 +421,7 @@ fn partial_success(format: Option<Format>, body: &[u8]) -> Accepted {
             .and_then(|r| r.partial_success)
             .map(|p| Accepted {
                 rejected_spans: u64::try_from(p.rejected_spans).unwrap_or(0),
-                message: Some(p.error_message).filter(|m| !m.is_empty()),
+                message: Some(printable(&p.error_message)).filter(|m| !m.is_empty()),
             })
             .unwrap_or_default(),
         Some(Format::Json) => {
@@ -427,7 +440,7 @@ fn partial_success(format: Option<Format>, body: &[u8]) -> Accepted {
                     .and_then(|p| p.get("errorMessage"))
                     .and_then(|m| m.as_str())
                     .filter(|m| !m.is_empty())
-                    .map(str::to_owned),
+                    .map(printable),
             }
         }
         None => Accepted::default(),

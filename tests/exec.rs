@@ -1009,6 +1009,51 @@ fn a_span_with_a_bad_time_kind_status_or_attribute_is_a_usage_error_naming_it() 
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
+#[test]
+fn a_backends_message_of_control_characters_reaches_neither_the_terminal_nor_the_exit_code() {
+    // google.rpc.Status { code: 3, message }: escape sequences, controls, and quotes that JSON
+    // escaping makes longer.
+    let message = [
+        b"\x1b[2J\x1b[31mbad".as_slice(),
+        &[1u8; 300],
+        &b"\"\\".repeat(200),
+    ]
+    .concat();
+    let mut body = vec![0x08, 0x03, 0x12];
+    let mut len = message.len();
+    while len >= 0x80 {
+        body.push((len as u8 & 0x7f) | 0x80);
+        len >>= 7;
+    }
+    body.push(len as u8);
+    body.extend_from_slice(&message);
+    let server = FaultServer::start(Answer::with(
+        400,
+        &[("content-type", "application/x-protobuf")],
+        &body,
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let out = run(ts(&spool)
+        .args(["--endpoint", &server.endpoint(), "exec", "--"])
+        .args(["sh", "-c", "exit 3"]));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("rejected"),
+        "the dead-lettering is said: {err}"
+    );
+    assert!(
+        !err.chars().any(|c| c.is_control() && c != '\n'),
+        "control characters on stderr: {err:?}"
+    );
+    let status = status_json(&spool, &["--endpoint", &server.endpoint()]);
+    assert_eq!(status["rejected_spans"], 1, "{status}");
+    let last = status["last_error"].as_str().expect("last_error");
+    assert!(last.contains("bad"), "{last:?}");
+    assert!(!last.chars().any(char::is_control), "{last:?}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // §1: the config file.
 

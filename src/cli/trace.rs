@@ -4,11 +4,13 @@
 //! network, the command runs and its exit code comes back. Problems are said once on stderr.
 
 use std::ffi::{OsStr, OsString};
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::FutureExt;
 use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 
@@ -404,15 +406,19 @@ pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
         report_spawn_failure(program, &outcome);
         if let Some(delivery) = delivery {
             let spec = exec_span(&args, program, &outcome, start, end);
-            deliver(
+            let service = file_name(program);
+            let delivered = deliver(
                 &delivery,
                 config,
                 &placement,
                 spec,
-                &file_name(program),
+                &service,
                 captured.take(),
-            )
-            .await;
+            );
+            // Whatever happens to tracing, even a bug of ours, the command's code comes back.
+            if AssertUnwindSafe(delivered).catch_unwind().await.is_err() {
+                say!("tracing this run failed (a bug: please report it); exit code kept");
+            }
         }
         outcome.exit_code()
     });

@@ -324,12 +324,22 @@ impl Spool {
     /// on a full disk too. Not synced: the backoff is advisory, and a power loss costs at most
     /// one more attempt. At most [`MAX_DELIVERY_STATE`] bytes: it lives in the bookkeeping
     /// allowance of the bound.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors; contents over the allowance (`InvalidInput`).
     pub fn store_delivery_state(&self, contents: &[u8]) -> Result<(), SpoolError> {
-        assert!(
-            contents.len() <= MAX_DELIVERY_STATE,
-            "delivery state over its allowance"
-        );
         let path = self.dir.join(dir::DELIVERY_STATE);
+        if contents.len() > MAX_DELIVERY_STATE {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{} bytes of delivery state, over its {MAX_DELIVERY_STATE}",
+                    contents.len()
+                ),
+            );
+            return Err(SpoolError::io(path, e));
+        }
         let file = &self.delivery_file;
         let io = |e| SpoolError::io(&path, e);
         slots::preallocate(file, DELIVERY_SLOT).map_err(io)?;
