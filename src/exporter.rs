@@ -121,7 +121,8 @@ pub struct Report {
     pub dropped: AppendOutcome,
     pub dead_lettered: u64,
     pub rejected_spans: u64,
-    /// The spool still holds deliverable batches.
+    /// The spool still holds deliverable batches. When delivery stopped (see `stopped`) this is
+    /// set without counting them: it may hold none (count with `Spool::stats`).
     pub remaining: bool,
     /// What stopped delivery, if anything did.
     pub stopped: Option<Stop>,
@@ -302,17 +303,20 @@ impl Delivery {
         }
         let probing = run.state.backend == Backend::Down;
         match self.spool.reader() {
-            Ok(mut reader) => {
-                if !run.drain(&mut reader, &transport, deadline).await? {
+            Ok(mut reader) => match run.drain(&mut reader, &transport, deadline).await {
+                Ok(true) => {}
+                Ok(false) => {
                     let stop = run.report.stopped.clone().unwrap_or(Stop::Budget);
                     return run.spool_and_finish(batch, stop);
                 }
-            }
+                // The spool's trouble is not the backend's: this batch still goes.
+                Err(e) => tracing::warn!("could not deliver the spool: {e}"),
+            },
             Err(SpoolError::FlushLeaseHeld { .. }) if probing => {
                 return run.spool_and_finish(batch, Stop::LeaseHeld);
             }
             Err(SpoolError::FlushLeaseHeld { .. }) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => tracing::warn!("could not read the spool: {e}"),
         }
         match run
             .send(

@@ -517,4 +517,18 @@ fn no_endpoint_means_spool_only_and_flush_says_so() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no endpoint"), "{}", stderr(&out));
     assert_eq!(status_json(tmp.path(), &[])["backend"], "no_endpoint");
+
+    // Nothing deliverable remains in an empty spool, endpoint or not: exit 0.
+    let empty = tmp.path().join("empty");
+    for endpoint in [&[][..], &["--endpoint", "https://127.0.0.1:1/v1/traces"]] {
+        let out = tracespool()
+            .arg("--spool-dir")
+            .arg(&empty)
+            .args(endpoint)
+            .args(["--ca-file", "/nonexistent/ca.pem", "flush"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{endpoint:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("nothing remains"), "{}", stderr(&out));
+    }
 }

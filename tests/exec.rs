@@ -983,6 +983,21 @@ fn span_prints_its_traceparent_and_records_times_kind_status_and_parent() {
 }
 
 #[test]
+fn span_records_its_span_even_when_stdout_is_a_closed_pipe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = ts(&spool)
+        .args(["span", "--name", "closed", "--print-traceparent"])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(status_json(&spool, &[])["batches"], 1);
+}
+
+#[test]
 fn a_span_with_a_bad_time_kind_status_or_attribute_is_a_usage_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");

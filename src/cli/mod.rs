@@ -91,8 +91,12 @@ fn init_logging(verbose: u8) {
         .try_init();
 }
 
+/// One line on stderr. A closed stderr loses the line, and nothing else (`eprintln!` panics).
 macro_rules! say {
-    ($($tt:tt)*) => { eprintln!("tracespool: {}", format_args!($($tt)*)) };
+    ($($tt:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "tracespool: {}", format_args!($($tt)*));
+    }};
 }
 pub(crate) use say;
 

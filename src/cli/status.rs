@@ -55,6 +55,8 @@ pub(super) fn flush(config: &Config) -> Result<ExitCode, CliError> {
     let shown = bar.clone();
     let progress = move |done: u64| shown.set_position(done);
     let report = runtime.block_on(delivery.flush(true, Some(&progress)));
+    // Nothing of ours is worth waiting for at exit (a resolver thread, say).
+    runtime.shutdown_background();
     bar.finish_and_clear();
     let report = report?;
     let mut line = format!(
@@ -67,11 +69,15 @@ pub(super) fn flush(config: &Config) -> Result<ExitCode, CliError> {
             report.dead_lettered
         );
     }
-    if !report.remaining {
+    let left = if report.remaining {
+        delivery.spool().stats()?
+    } else {
+        Stats::default()
+    };
+    if left.batches == 0 {
         say!("{line}; nothing remains");
         return Ok(ExitCode::SUCCESS);
     }
-    let left = delivery.spool().stats()?;
     let why = report
         .stopped
         .map_or_else(|| "stopped".to_owned(), |s| s.to_string());

@@ -427,6 +427,13 @@ pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// `TRACEPARENT=…` on stdout. A reader gone (a closed pipe) does not stop the span from being
+/// recorded.
+fn print_traceparent(traceparent: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "TRACEPARENT={traceparent}");
+}
+
 pub(super) fn span(config: &Config, args: SpanArgs) -> Result<ExitCode, CliError> {
     let parent = parent();
     if parent.is_some_and(|p| !p.sampled) {
@@ -434,16 +441,16 @@ pub(super) fn span(config: &Config, args: SpanArgs) -> Result<ExitCode, CliError
         if args.print_traceparent
             && let Some(tp) = std::env::var_os("TRACEPARENT")
         {
-            println!("TRACEPARENT={}", tp.to_string_lossy());
+            print_traceparent(&tp.to_string_lossy());
         }
         return Ok(ExitCode::SUCCESS);
     }
     let placement = Placement::new(parent.as_ref(), trace_state().as_deref());
     if args.print_traceparent {
-        println!(
-            "TRACEPARENT={}",
-            propagation::traceparent(placement.trace_id, placement.span_id)
-        );
+        print_traceparent(&propagation::traceparent(
+            placement.trace_id,
+            placement.span_id,
+        ));
     }
     let (start, end) = args.times();
     let spec = SpanSpec {
