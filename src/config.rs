@@ -115,6 +115,10 @@ pub fn parse_endpoint(s: &str) -> Result<Uri, String> {
     if uri.host().is_none_or(str::is_empty) {
         return Err("the URL has no host".into());
     }
+    // They would be shown, and kept in the delivery state file: headers are neither.
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err("credentials in the URL; pass them with --header instead".into());
+    }
     // Used as is, but an empty path is "/" (REFERENCE §1).
     Ok(uri)
 }
@@ -619,6 +623,13 @@ mod tests {
             default_spool_dir(&env(&[])),
             PathBuf::from("/var/lib/tracespool")
         );
+    }
+
+    #[test]
+    fn credentials_in_the_endpoint_url_are_refused() {
+        let err = parse_endpoint("https://user:token@h/v1/traces").unwrap_err();
+        assert!(err.contains("--header"), "{err}");
+        assert!(parse_endpoint("https://h:4318/v1/traces?x=y").is_ok());
     }
 
     #[test]

@@ -299,7 +299,7 @@ impl Transport {
         match tokio::time::timeout(timeout, self.send_inner(body)).await {
             Ok(result) => result,
             Err(_) => Err(SendError::TimedOut {
-                endpoint: self.settings.endpoint.to_string(),
+                endpoint: shown(&self.settings.endpoint),
                 after: timeout,
             }),
         }
@@ -335,7 +335,11 @@ impl Transport {
             .request(request)
             .await
             .map_err(|e| SendError::Retryable {
-                reason: format!("sending to {}: {}", self.settings.endpoint, error_chain(&e)),
+                reason: format!(
+                    "sending to {}: {}",
+                    shown(&self.settings.endpoint),
+                    error_chain(&e)
+                ),
                 retry_after: None,
             })?;
         let (parts, body) = response.into_parts();
@@ -384,6 +388,17 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = inner.source();
     }
     s
+}
+
+/// The endpoint for messages, which may end up on disk (`last_error`): without its query, where
+/// a key could be.
+fn shown(endpoint: &Uri) -> String {
+    format!(
+        "{}://{}{}",
+        endpoint.scheme_str().unwrap_or("?"),
+        endpoint.authority().map_or("", |a| a.as_str()),
+        endpoint.path()
+    )
 }
 
 /// The message of an OTLP answer body (error or partial success), protobuf or JSON.
@@ -475,7 +490,7 @@ pub fn classify(
     match code {
         200..=299 => Ok(partial_success(otlp, body)),
         429 | 502 | 503 | 504 => Err(SendError::Retryable {
-            reason: format!("HTTP {code} from {endpoint}"),
+            reason: format!("HTTP {code} from {}", shown(endpoint)),
             retry_after,
         }),
         400 if otlp.is_some() => Err(SendError::BadData {
@@ -488,7 +503,7 @@ pub fn classify(
         }),
         _ => Err(SendError::Misconfigured {
             status: code,
-            endpoint: endpoint.to_string(),
+            endpoint: shown(endpoint),
             message: otlp.map(|f| answer_message(f, body)).unwrap_or_default(),
             retry_after,
         }),
@@ -631,6 +646,23 @@ mod tests {
                 "{msg}"
             );
         }
+    }
+
+    #[test]
+    fn messages_name_the_endpoint_without_its_query() {
+        let endpoint: Uri = "https://h:4318/v1/traces?api_key=secret".parse().unwrap();
+        let e = classify(
+            StatusCode::from_u16(503).unwrap(),
+            None,
+            None,
+            b"",
+            &endpoint,
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("https://h:4318/v1/traces"), "{msg}");
+        assert!(!msg.contains("secret"), "{msg}");
     }
 
     #[test]
