@@ -287,8 +287,21 @@ impl Delivery {
     ///
     /// Not cancel safe: dropping the future may leave the new batch neither sent nor spooled.
     pub async fn export(&self, batch: EncodedBatch) -> Result<Report, ExportError> {
-        let deadline = Instant::now() + self.settings.budget;
+        self.export_in_run(batch, Instant::now() + self.settings.budget, false)
+            .await
+    }
+
+    /// [`export`](Delivery::export) as one of several by one short-lived run: within the run's
+    /// budget, which ends at `deadline`. `answered`: the backend answered an earlier export of
+    /// the run, so a request the budget cuts short says nothing against it.
+    pub(crate) async fn export_in_run(
+        &self,
+        batch: EncodedBatch,
+        deadline: Instant,
+        answered: bool,
+    ) -> Result<Report, ExportError> {
         let mut run = Run::new(self);
+        run.answered = answered;
         let transport = match self.target() {
             Target::NoEndpoint => return run.spool_and_finish(batch, Stop::NoEndpoint),
             Target::NotReady(e) => return run.tls_not_ready(batch, e),
@@ -415,6 +428,8 @@ struct Run<'a> {
     /// The deadline only stops new sends; a request under way keeps its whole timeout (the
     /// agent, which has no process exit to hurry to).
     patient: bool,
+    /// The backend answered earlier in this run (this delivery or one before it).
+    answered: bool,
 }
 
 /// What the answer to one send asks the caller to do with the batch.
@@ -437,6 +452,7 @@ impl<'a> Run<'a> {
             report: Report::default(),
             progress: None,
             patient: false,
+            answered: false,
         }
     }
 
@@ -483,11 +499,12 @@ impl<'a> Run<'a> {
         match transport.send(bytes, timeout).await {
             // It answered earlier in this run, and our budget (not its own timeout) ran out:
             // no verdict on a backend that is merely behind a backlog.
-            Err(e) if e.is_timeout() && timeout < nominal && self.report.sent_batches > 0 => {
+            Err(e) if e.is_timeout() && timeout < nominal && self.answered => {
                 tracing::info!("budget spent while waiting for an answer: {e}");
                 Sent::Keep(Stop::Budget)
             }
             Ok(accepted) => {
+                self.answered = true;
                 self.report.sent_batches += 1;
                 self.report.sent_spans += u64::from(spans);
                 self.report.rejected_spans += accepted.rejected_spans;

@@ -638,16 +638,17 @@ fn with_capture_the_child_is_pointed_at_a_loopback_receiver_and_loses_its_certif
     );
 }
 
-/// Sends 5 OTLP/JSON requests of 400 spans with a 10 KB attribute each (about 4 MB apiece, 20 MB
-/// in all: more than the 16 MiB exec holds in memory) to the receiver exec points it at.
+/// Sends REQUESTS OTLP/JSON requests of SPANS spans with a 10 KB attribute each (its arguments)
+/// to the receiver exec points it at.
 const PYTHON_BIG_CHILD: &str = r#"
-import json, os, urllib.request
+import json, os, sys, urllib.request
 endpoint = os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+requests, per_request = int(sys.argv[1]), int(sys.argv[2])
 blob = "x" * 10000
-for r in range(5):
+for r in range(requests):
     spans = [{"traceId": "%032x" % (r + 1), "spanId": "%016x" % (i + 1), "name": "big-%d-%d" % (r, i),
               "kind": 1, "startTimeUnixNano": "1", "endTimeUnixNano": "2",
-              "attributes": [{"key": "blob", "value": {"stringValue": blob}}]} for i in range(400)]
+              "attributes": [{"key": "blob", "value": {"stringValue": blob}}]} for i in range(per_request)]
     body = json.dumps({"resourceSpans": [{"scopeSpans": [{"scope": {"name": "big"}, "spans": spans}]}]})
     request = urllib.request.Request(endpoint, data=body.encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request) as answer:
@@ -660,10 +661,12 @@ fn captured_spans_beyond_what_is_held_in_memory_go_to_the_spool_and_none_is_lost
     let spool = tmp.path().join("spool");
     let script = tmp.path().join("big.py");
     std::fs::write(&script, PYTHON_BIG_CHILD).unwrap();
+    // 5 requests of 400 spans, about 4 MB apiece: 20 MB, more than the 16 MiB exec holds.
     let out = run(ts(&spool)
         .args(["exec", "--name", "big", "--"])
         .arg(python())
-        .arg(&script));
+        .arg(&script)
+        .args(["5", "400"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(out.stderr.is_empty(), "{}", stderr(&out));
     let status = common::status_verify_json(&spool, &[]);
@@ -677,6 +680,43 @@ fn captured_spans_beyond_what_is_held_in_memory_go_to_the_spool_and_none_is_lost
     assert!(
         status["bytes"].as_u64().unwrap() > 16 * 1024 * 1024,
         "{status}"
+    );
+}
+
+#[test]
+fn one_budget_bounds_the_whole_run_however_many_requests_its_spans_take() {
+    let server = FaultServer::start(Answer::Late(
+        Duration::from_millis(400),
+        Box::new(Answer::status(200)),
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let script = tmp.path().join("big.py");
+    std::fs::write(&script, PYTHON_BIG_CHILD).unwrap();
+    // 4 requests of 6 spans, about 60 KB apiece; with this bound exec sends at most 64 KiB per
+    // request: 4 requests of 0.4 s each against a budget of 0.5 s.
+    let started = Instant::now();
+    let out = run(ts(&spool)
+        .args(["--endpoint", &server.endpoint(), "--budget", "500ms"])
+        .args(["--max-bytes", "256KiB", "exec", "--"])
+        .arg(python())
+        .arg(&script)
+        .args(["4", "6"]));
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        took < Duration::from_millis(1500),
+        "{took:?}: the budget bounds the run, not each request"
+    );
+    let status = status_json(&spool, &["--endpoint", &server.endpoint()]);
+    assert_eq!(
+        status["spans"],
+        3 * 6,
+        "what the budget left unsent is spooled: {status}"
+    );
+    assert_eq!(
+        status["backend"], "up",
+        "a slow backend is not a down one: {status}"
     );
 }
 

@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::FutureExt;
 use opentelemetry::trace::{SpanKind, Status};
@@ -336,14 +336,23 @@ async fn deliver(
             }
         }
     }
+    // One budget for the run, however many requests it takes.
+    let deadline = Instant::now() + config.delivery.budget;
+    let mut answered = false;
     for chunk in chunks {
-        match delivery.export(encode::concat(&chunk)).await {
-            Ok(report) => tracing::info!(
-            sent = report.sent_batches,
-            spooled = report.spooled,
-            stopped = ?report.stopped.map(|s| s.to_string()),
-            "delivery done"
-            ),
+        match delivery
+            .export_in_run(encode::concat(&chunk), deadline, answered)
+            .await
+        {
+            Ok(report) => {
+                answered |= report.sent_batches > 0;
+                tracing::info!(
+                    sent = report.sent_batches,
+                    spooled = report.spooled,
+                    stopped = ?report.stopped.map(|s| s.to_string()),
+                    "delivery done"
+                );
+            }
             Err(e) => say!("{e}"),
         }
     }

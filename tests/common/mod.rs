@@ -377,6 +377,8 @@ pub enum Answer {
     },
     /// Accept, read the request, never answer.
     Hang,
+    /// Answer this, after a while.
+    Late(Duration, Box<Answer>),
 }
 
 impl Answer {
@@ -527,12 +529,17 @@ fn serve(stream: TcpStream, state: Arc<Mutex<FaultState>>) {
             }
             Incoming::Closed => return,
         };
-        let answer = {
+        let mut answer = {
             let mut st = state.lock().unwrap();
             st.requests.push(request);
             st.answer.clone().unwrap_or(Answer::status(200))
         };
+        while let Answer::Late(after, then) = answer {
+            std::thread::sleep(after);
+            answer = *then;
+        }
         match answer {
+            Answer::Late(..) => unreachable!("waited for above"),
             Answer::Hang => {
                 std::thread::sleep(Duration::from_secs(60));
                 return;
