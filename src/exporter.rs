@@ -180,7 +180,9 @@ pub struct DeliveryStatus {
 pub struct Delivery {
     spool: Arc<Spool>,
     settings: DeliverySettings,
-    fingerprint: String,
+    /// The settings' fingerprint when the transport was built: certificate files can be
+    /// replaced while a long-lived delivery runs.
+    fingerprint: Mutex<String>,
     transport: Mutex<Option<Arc<Transport>>>,
 }
 
@@ -198,7 +200,7 @@ impl Delivery {
     /// A delivery over a spool other deliveries may share (a reconfigured `serve`).
     pub fn shared(spool: Arc<Spool>, settings: DeliverySettings) -> Delivery {
         Delivery {
-            fingerprint: settings.fingerprint(),
+            fingerprint: Mutex::new(settings.fingerprint()),
             spool,
             settings,
             transport: Mutex::new(None),
@@ -213,7 +215,21 @@ impl Delivery {
         &self.settings
     }
 
-    /// The transport, built on first use; rebuilt while TLS is not ready (a file may appear).
+    /// The fingerprint of the settings as their files are now. When a certificate file changed,
+    /// the transport built from the old one is dropped, and the state recorded under the old
+    /// fingerprint is void (for every process alike).
+    fn fingerprint(&self) -> String {
+        let now = self.settings.fingerprint();
+        let mut known = self.fingerprint.lock().unwrap_or_else(|p| p.into_inner());
+        if *known != now {
+            *known = now.clone();
+            *self.transport.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        now
+    }
+
+    /// The transport, built on first use; rebuilt while TLS is not ready (a file may appear)
+    /// and after a certificate file changed (see [`fingerprint`](Delivery::fingerprint)).
     fn target(&self) -> Target {
         let Some(endpoint) = &self.settings.endpoint else {
             return Target::NoEndpoint;
@@ -242,7 +258,7 @@ impl Delivery {
             .ok()
             .flatten()
             .unwrap_or_default();
-        State::decode(&bytes).for_settings(&self.fingerprint)
+        State::decode(&bytes).for_settings(&self.fingerprint())
     }
 
     fn store_state(&self, before: &State, after: &State) {

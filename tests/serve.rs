@@ -1753,6 +1753,56 @@ fn serve_sixteen_execs_and_flushes_share_a_spool_without_double_delivery() {
 }
 
 // ---------------------------------------------------------------------------------------------
+#[test]
+fn a_certificate_replaced_while_serve_runs_leaves_one_backoff_shared_with_exec() {
+    let fault = FaultServer::start(Answer::with(503, &[("retry-after", "60")], b""));
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let ca = tmp.path().join("ca.pem");
+    std::fs::write(&ca, "first").unwrap();
+    let ca_flag = ["--ca-file", ca.to_str().unwrap()];
+    let mut serve = ServeCmd::new(&spool, Some(&fault.endpoint()))
+        .global(&ca_flag)
+        .start(&tmp.path().join("serve.log"));
+    let resp = post_protobuf(serve.http, &[], &protobuf(&["before"]));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(
+        eventually(10 * SECOND, || fault.requests().len() == 1),
+        "serve never tried: {}",
+        serve.log()
+    );
+
+    // The file changes (a renewed certificate): the next run finds the backoff void, tries
+    // once, and records a new one; from then on every process, serve included, obeys it.
+    std::fs::write(&ca, "second").unwrap();
+    let exec = || {
+        let out = tracespool()
+            .arg("--spool-dir")
+            .arg(&spool)
+            .args(["--endpoint", &fault.endpoint()])
+            .args(ca_flag)
+            .args(["exec", "--", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+    };
+    exec();
+    assert_eq!(fault.requests().len(), 2);
+    for name in ["after-1", "after-2"] {
+        let resp = post_protobuf(serve.http, &[], &protobuf(&[name]));
+        assert_eq!(resp.status, 200, "{resp:?}");
+        std::thread::sleep(Duration::from_millis(1500));
+        exec();
+    }
+    serve.stop();
+    assert_eq!(
+        fault.requests().len(),
+        2,
+        "serve and exec took turns voiding each other's backoff: {}",
+        serve.log()
+    );
+}
+
 // 9: SIGHUP reloads the config file; a new endpoint resets the backoff.
 
 #[test]
