@@ -12,8 +12,9 @@
 //!   append to the same spool). Only the flush-lease holder delivers, so `exec` and `flush` runs
 //!   on the same spool never cause double delivery.
 //! - **Reconfiguring** swaps the delivery settings (a new endpoint or CA resets the backoff).
-//! - **Stopping**: receivers stop accepting and finish in-flight requests, the committer
-//!   finishes what was queued, then one last flush within the budget.
+//! - **Stopping**: receivers stop accepting and finish in-flight requests (for [`DRAIN`] at most;
+//!   connections still open then are cut, their requests never acknowledged), the committer
+//!   commits what was queued, then one last flush within the budget.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ const TLS_POLL: Duration = Duration::from_secs(1);
 const FAILED_RECHECK: Duration = Duration::from_millis(10);
 /// How long a forwarder waits after the spool itself failed.
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// How long requests in flight may take to finish once the agent is stopping.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// Where the agent listens.
 #[derive(Debug, Clone)]
@@ -64,13 +67,26 @@ impl Sink for GroupCommit {
     }
 }
 
-/// Commits queued batches in groups until the queue closes (every receiver has stopped).
+/// Commits queued batches in groups until the queue closes: every receiver has stopped, or
+/// `close` fired (then what is queued already is still committed).
 async fn committer(
     spool: Arc<Spool>,
     mut queue: mpsc::Receiver<(EncodedBatch, Reply)>,
     committed: Arc<Notify>,
+    close: oneshot::Receiver<()>,
 ) {
-    while let Some(first) = queue.recv().await {
+    tokio::pin!(close);
+    let mut closing = false;
+    loop {
+        let first = tokio::select! {
+            item = queue.recv() => item,
+            _ = &mut close, if !closing => {
+                closing = true;
+                queue.close();
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match queue.try_recv() {
@@ -221,13 +237,20 @@ pub async fn run(
     let committed = Arc::new(Notify::new());
     let (queue, queued) = mpsc::channel(4 * MAX_GROUP);
     let sink = Arc::new(GroupCommit { queue });
-    let commit_task = tokio::spawn(committer(spool.clone(), queued, committed.clone()));
+    let (close_queue, queue_closed) = oneshot::channel();
+    let commit_task = tokio::spawn(committer(
+        spool.clone(),
+        queued,
+        committed.clone(),
+        queue_closed,
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_forwarding, forwarding_stopped) = watch::channel(false);
     let forward_task = tokio::spawn(forwarder(
         spool.clone(),
         settings,
         committed,
-        stop_rx.clone(),
+        forwarding_stopped,
     ));
 
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -240,7 +263,7 @@ pub async fn run(
             listen.receiver.clone(),
             sink.clone(),
             stopped(stop_rx.clone()),
-            Duration::from_secs(5),
+            DRAIN,
         )));
     }
     if let Some(listener) = grpc {
@@ -260,11 +283,20 @@ pub async fn run(
     shutdown.await;
     tracing::info!("stopping: finishing requests in flight");
     let _ = stop_tx.send(true);
-    for task in receivers {
-        let _ = task.await;
+    for mut task in receivers {
+        // A receiver past its drain (a client that never finishes its request) is cut.
+        if tokio::time::timeout(DRAIN + Duration::from_secs(1), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
     }
-    // Every sender is gone once the receivers are: the committer ends after the last group.
+    // Whatever still holds the queue (a connection the abort left behind) queues no more; what
+    // is queued already is committed.
+    let _ = close_queue.send(());
     let _ = commit_task.await;
+    let _ = stop_forwarding.send(true);
     let _ = forward_task.await;
     Ok(())
 }

@@ -1754,6 +1754,34 @@ fn serve_sixteen_execs_and_flushes_share_a_spool_without_double_delivery() {
 
 // ---------------------------------------------------------------------------------------------
 #[test]
+fn sigterm_exits_even_with_clients_that_never_finish_their_requests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let mut serve = ServeCmd::new(&spool, None).start(&tmp.path().join("serve.log"));
+    // One client stops in the middle of its body, another in the middle of its headers.
+    let mut body = std::net::TcpStream::connect(("127.0.0.1", serve.http)).unwrap();
+    body.write_all(
+        b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\n\
+          content-length: 1000\r\n\r\nabc",
+    )
+    .unwrap();
+    let mut headers = std::net::TcpStream::connect(("127.0.0.1", serve.http)).unwrap();
+    headers
+        .write_all(b"POST /v1/traces HTTP/1.1\r\nhost")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let status = serve.stop_within(15 * SECOND);
+    assert_eq!(status.code(), Some(0), "{}", serve.log());
+    assert!(
+        started.elapsed() < 10 * SECOND,
+        "{:?}: the drain is 5 s",
+        started.elapsed()
+    );
+    drop((body, headers));
+}
+
+#[test]
 fn a_certificate_replaced_while_serve_runs_leaves_one_backoff_shared_with_exec() {
     let fault = FaultServer::start(Answer::with(503, &[("retry-after", "60")], b""));
     let tmp = tempfile::tempdir().unwrap();

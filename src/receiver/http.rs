@@ -27,7 +27,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -266,6 +266,7 @@ pub async fn serve<S: Sink>(
 ) {
     let settings = Arc::new(settings);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -274,19 +275,25 @@ pub async fn serve<S: Sink>(
                 let _ = stream.set_nodelay(true);
                 let (settings, sink) = (settings.clone(), sink.clone());
                 let service = service_fn(move |req| handle(req, settings.clone(), sink.clone()));
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                // With a timer, a client slow to send its headers is cut after 30 s.
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!("receiver connection: {e}");
                     }
                 });
             }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
             () = &mut shutdown => break,
         }
     }
     drop(listener);
     let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+    // Connections still open after the drain are cut (and their sink handles dropped).
+    connections.shutdown().await;
 }
 
 #[cfg(test)]
