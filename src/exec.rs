@@ -12,7 +12,8 @@
 //! A signal sent by a process (`kill`) is forwarded to the child by [`Running::wait`], on the
 //! caller's runtime (no thread of its own), until the child is reaped; one the kernel sends
 //! (Ctrl-C on a terminal goes to the whole foreground process group, the child included) is not
-//! forwarded again.
+//! forwarded again. A process that signals the whole process group (`kill -- -PGID`, GNU
+//! `timeout` without `--foreground`) reaches the child directly and through tracespool: twice.
 
 use std::ffi::{OsStr, OsString};
 use std::io;

@@ -9,7 +9,8 @@
 //!    missing) → spool; nothing is sent, never in clear;
 //! 2. the shared backoff is open (`retry_at` in the future) → spool, no connection attempt;
 //! 3. take the flush lease: flush the spool oldest first, one batch at a time, stopping at the
-//!    first failure or when the budget is spent; then, if the spool is empty, send the new batch;
+//!    first failure or when the budget is spent; then, if the spool is empty, let the lease go
+//!    and send the new batch;
 //! 4. lease held by another process: send the new batch directly while the backend is up or
 //!    unknown; when the backoff has just expired only the lease holder probes, so spool it;
 //! 5. whatever was not delivered is spooled. Bad data goes to the dead-letter area.
@@ -115,7 +116,7 @@ pub struct Report {
     /// Batches and spans the backend accepted (spooled ones and the new one).
     pub sent_batches: u64,
     pub sent_spans: u64,
-    /// The new batch went to the spool.
+    /// The new batch went to the spool (not with spooling disabled: `max_bytes = 0`).
     pub spooled: bool,
     /// Stored batches dropped by the bound to make room for it.
     pub dropped: AppendOutcome,
@@ -610,7 +611,7 @@ impl<'a> Run<'a> {
         match self.delivery.spool.append(&batch.bytes, batch.spans) {
             Ok(outcome) => {
                 outcome.warn_if_dropped();
-                self.report.spooled = true;
+                self.report.spooled = outcome.stored;
                 self.report.dropped = outcome;
             }
             Err(source) => {

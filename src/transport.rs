@@ -165,7 +165,18 @@ pub fn tls_config(files: &TlsFiles) -> Result<ClientConfig, TlsError> {
         }
         None => {
             let native = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(native.certs);
+            let (_, unusable) = roots.add_parsable_certificates(native.certs);
+            if roots.is_empty() {
+                // Every https send would fail its handshake, and back off, for ever.
+                let why = native.errors.first().map_or_else(
+                    || format!("none found ({unusable} unusable)"),
+                    ToString::to_string,
+                );
+                return Err(TlsError::Invalid {
+                    path: PathBuf::from("the system's CA certificates"),
+                    reason: format!("{why}; give one with --ca-file"),
+                });
+            }
         }
     }
     let builder = ClientConfig::builder_with_provider(provider)

@@ -90,8 +90,17 @@ fn flip(path: &Path, at: u64) {
 
 #[test]
 fn a_flipped_payload_byte_loses_only_that_record_and_quarantines_its_segment() {
+    for sync in [SyncPolicy::Never, SyncPolicy::Always] {
+        a_flipped_payload_byte_under(sync);
+    }
+}
+
+fn a_flipped_payload_byte_under(sync: SyncPolicy) {
     let tmp = tempfile::tempdir().unwrap();
-    let spool = filled(tmp.path(), 200);
+    let spool = Spool::open(tmp.path(), SpoolOptions { sync, ..opts() }).unwrap();
+    for i in 0..200 {
+        spool.append(&payload(i), 1).unwrap();
+    }
     let first = &segments(tmp.path())[0];
     // Record 5 of the first segment, in the middle of its payload.
     flip(first, SEGMENT_HEADER + 5 * FRAME + 32 + 500);

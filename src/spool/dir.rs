@@ -205,15 +205,24 @@ impl SpoolDir {
         self.join(area.name())
     }
 
-    /// Creates an area's directory (`0700`) if needed.
-    pub fn ensure_area(&self, area: Area) -> Result<PathBuf, SpoolError> {
+    /// Creates an area's directory (`0700`) if needed (made durable when `durable`).
+    pub fn ensure_area(&self, area: Area, durable: bool) -> Result<PathBuf, SpoolError> {
         let dir = self.area_dir(area);
         match DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) if durable => self.sync()?,
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => check_private_dir(&dir)?,
             Err(source) => return Err(SpoolError::Io { path: dir, source }),
         }
         Ok(dir)
+    }
+
+    /// Makes renames into an area durable: its directory's entries synced.
+    pub fn sync_area(&self, area: Area) -> Result<(), SpoolError> {
+        let dir = self.area_dir(area);
+        open_nofollow(&dir, OpenOptions::new().read(true), libc::O_DIRECTORY)?
+            .sync_all()
+            .map_err(|e| SpoolError::io(dir, e))
     }
 
     /// The plain files of an area with their sizes, oldest first (names sort by age).
@@ -247,7 +256,11 @@ impl SpoolDir {
         (&file)
             .write_all(contents)
             .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
-            .map_err(|e| SpoolError::io(path, e))
+            .map_err(|e| {
+                // No part of a file left behind, uncounted.
+                let _ = fs::remove_file(path);
+                SpoolError::io(path, e)
+            })
     }
 }
 

@@ -450,7 +450,10 @@ impl<'a> Locked<'a> {
                 return Ok(());
             }
         }
-        let dir = self.spool.dir.ensure_area(Area::DeadLetter)?;
+        let dir = self
+            .spool
+            .dir
+            .ensure_area(Area::DeadLetter, self.spool.opts.sync.is_always())?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -477,16 +480,21 @@ impl<'a> Locked<'a> {
             _ => SegmentCounts::default(),
         };
         self.begin_change()?;
+        let durable = self.spool.opts.sync.is_always();
         if damaged {
-            let q_dir = self.spool.dir.ensure_area(Area::Quarantine)?;
+            let q_dir = self.spool.dir.ensure_area(Area::Quarantine, durable)?;
             fs::rename(&path, q_dir.join(segment_name(id)))
                 .map_err(|e| SpoolError::io(&path, e))?;
+            if durable {
+                // Both ends of the rename.
+                self.spool.dir.sync_area(Area::Quarantine)?;
+            }
             self.ledger.quarantine_bytes += size;
             self.trim_area(Area::Quarantine)?;
         } else {
             fs::remove_file(&path).map_err(|e| SpoolError::io(&path, e))?;
         }
-        if self.spool.opts.sync.is_always() {
+        if durable {
             self.spool.dir.sync()?;
         }
         self.ledger.forget_sealed(size, counts);
