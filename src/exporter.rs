@@ -319,18 +319,10 @@ impl Delivery {
     ) -> Result<Report, ExportError> {
         let mut run = Run::new(self);
         run.answered = answered;
-        let transport = match self.target() {
-            Target::NoEndpoint => return run.spool_and_finish(batch, Stop::NoEndpoint),
-            Target::NotReady(e) => return run.tls_not_ready(batch, e),
-            Target::Ready(t) => t,
+        let transport = match run.preflight(true) {
+            Ok(transport) => transport,
+            Err(stop) => return run.spool_and_finish(batch, stop),
         };
-        if let Some(retry_at) = run
-            .state
-            .retry_at_time()
-            .filter(|_| run.state.is_open(SystemTime::now()))
-        {
-            return run.spool_and_finish(batch, Stop::BackingOff { retry_at });
-        }
         let probing = run.state.backend == Backend::Down;
         match self.spool.reader() {
             Ok(mut reader) => match run.drain(&mut reader, &transport, deadline).await {
@@ -402,25 +394,10 @@ impl Delivery {
         let mut run = Run::new(self);
         run.progress = progress;
         run.patient = patient;
-        let transport = match self.target() {
-            Target::NoEndpoint => return run.finish_stopped(Stop::NoEndpoint),
-            Target::NotReady(e) => {
-                let error = e.to_string();
-                run.record(Outcome::TlsNotReady {
-                    error: error.clone(),
-                });
-                return run.finish_stopped(Stop::TlsNotReady(error));
-            }
-            Target::Ready(t) => t,
+        let transport = match run.preflight(!ignore_backoff) {
+            Ok(transport) => transport,
+            Err(stop) => return run.finish_stopped(stop),
         };
-        if !ignore_backoff
-            && let Some(retry_at) = run
-                .state
-                .retry_at_time()
-                .filter(|_| run.state.is_open(SystemTime::now()))
-        {
-            return run.finish_stopped(Stop::BackingOff { retry_at });
-        }
         let mut reader = match self.spool.reader() {
             Ok(reader) => reader,
             Err(SpoolError::FlushLeaseHeld { .. }) => return run.finish_stopped(Stop::LeaseHeld),
@@ -483,12 +460,29 @@ impl<'a> Run<'a> {
         self.state = circuit::next(&self.state, &outcome, SystemTime::now(), jitter);
     }
 
-    fn tls_not_ready(mut self, batch: EncodedBatch, e: TlsError) -> Result<Report, ExportError> {
-        let error = e.to_string();
-        self.record(Outcome::TlsNotReady {
-            error: error.clone(),
-        });
-        self.spool_and_finish(batch, Stop::TlsNotReady(error))
+    /// The transport, unless something stops delivery before any connection: no endpoint, TLS
+    /// not ready (recorded as the backend's state), or the shared backoff (when obeyed).
+    fn preflight(&mut self, obey_backoff: bool) -> Result<Arc<Transport>, Stop> {
+        let transport = match self.delivery.target() {
+            Target::NoEndpoint => return Err(Stop::NoEndpoint),
+            Target::NotReady(e) => {
+                let error = e.to_string();
+                self.record(Outcome::TlsNotReady {
+                    error: error.clone(),
+                });
+                return Err(Stop::TlsNotReady(error));
+            }
+            Target::Ready(t) => t,
+        };
+        if obey_backoff
+            && let Some(retry_at) = self
+                .state
+                .retry_at_time()
+                .filter(|_| self.state.is_open(SystemTime::now()))
+        {
+            return Err(Stop::BackingOff { retry_at });
+        }
+        Ok(transport)
     }
 
     /// Sends one batch within what is left of the budget, and learns from the answer.
