@@ -103,13 +103,17 @@ impl SpoolDir {
     }
 
     /// Opens an existing file read-only, refusing symlinks.
-    pub fn open_read(&self, path: &Path) -> Result<File, SpoolError> {
-        open_nofollow(path, OpenOptions::new().read(true), 0)
+    pub fn open_read(&self, path: &Path) -> Result<Option<File>, SpoolError> {
+        existing(open_nofollow(path, OpenOptions::new().read(true), 0))
     }
 
-    /// Opens an existing segment for writing, refusing symlinks.
-    pub fn open_write(&self, path: &Path) -> Result<File, SpoolError> {
-        open_nofollow(path, OpenOptions::new().read(true).write(true), 0)
+    /// Opens an existing segment for writing, refusing symlinks. `None` when it is gone.
+    pub fn open_write(&self, path: &Path) -> Result<Option<File>, SpoolError> {
+        existing(open_nofollow(
+            path,
+            OpenOptions::new().read(true).write(true),
+            0,
+        ))
     }
 
     /// Creates `name` with `contents`, atomically: it either appears whole or not at all.
@@ -261,6 +265,15 @@ impl SpoolDir {
                 let _ = fs::remove_file(path);
                 SpoolError::io(path, e)
             })
+    }
+}
+
+/// A file that is gone (a segment another process retired, say) as `None`.
+fn existing(opened: Result<File, SpoolError>) -> Result<Option<File>, SpoolError> {
+    match opened {
+        Ok(file) => Ok(Some(file)),
+        Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

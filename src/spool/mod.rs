@@ -272,7 +272,7 @@ impl Spool {
             .filter(|&id| id >= cursor.segment.max(ledger.oldest_id))
         {
             let path = self.dir.join(&dir::segment_name(id));
-            let Ok(file) = self.dir.open_read(&path) else {
+            let Ok(Some(file)) = self.dir.open_read(&path) else {
                 continue;
             };
             if let SegmentHeader::Future(_) = segments::read_segment_header(&file) {

@@ -531,14 +531,8 @@ impl<'a> Reader<'a> {
         let dir = &self.spool.dir;
         for id in dir.list_segments(dir.path(), false)? {
             let path = self.seg_path(id);
-            let file = match dir.open_read(&path) {
-                Ok(f) => f,
-                Err(SpoolError::Io { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(e),
+            let Some(file) = dir.open_read(&path)? else {
+                continue;
             };
             if let SegmentHeader::Future(version) = read_segment_header(&file) {
                 if !self.warned_future {
@@ -656,12 +650,8 @@ pub(super) fn verify(spool: &Spool) -> Result<VerifyReport, SpoolError> {
     let mut report = VerifyReport::default();
     for id in spool.dir.list_segments(spool.dir.path(), false)? {
         let path = spool.dir.join(&segment_name(id));
-        let file = match spool.dir.open_read(&path) {
-            Ok(f) => f,
-            Err(SpoolError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                continue;
-            }
-            Err(e) => return Err(e),
+        let Some(file) = spool.dir.open_read(&path)? else {
+            continue;
         };
         if let SegmentHeader::Future(_) = read_segment_header(&file) {
             report.unsupported_segments.push(path);

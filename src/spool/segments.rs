@@ -119,12 +119,8 @@ impl<'a> Locked<'a> {
         for id in ids {
             max_id = max_id.max(id);
             let path = self.seg_path(id);
-            let file = match dir.open_read(&path) {
-                Ok(f) => f,
-                Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                    continue;
-                }
-                Err(e) => return Err(e),
+            let Some(file) = dir.open_read(&path)? else {
+                continue;
             };
             let size = file_len(&file, &path)?;
             match read_segment_header(&file) {
@@ -229,19 +225,14 @@ impl<'a> Locked<'a> {
         {
             self.inner.active = None;
             let path = self.seg_path(id);
-            match self.spool.dir.open_write(&path) {
-                Ok(f) => {
-                    // Checked once per handle: a newer format's segment, or a damaged one, is
-                    // read (or left alone) but never appended to.
-                    self.inner.active_ours =
-                        matches!(read_segment_header(&f), SegmentHeader::Current(_));
-                    self.inner.active = Some((id, f));
-                }
-                Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
-            }
+            let Some(file) = self.spool.dir.open_write(&path)? else {
+                return Ok(None);
+            };
+            // Checked once per handle: a newer format's segment, or a damaged one, is read (or
+            // left alone) but never appended to.
+            self.inner.active_ours =
+                matches!(read_segment_header(&file), SegmentHeader::Current(_));
+            self.inner.active = Some((id, file));
         }
         let (_, file) = self.inner.active.as_ref().expect("opened above");
         let (size, links) =
@@ -336,9 +327,9 @@ impl<'a> Locked<'a> {
         while self.ledger.oldest_id <= self.ledger.active_id {
             let id = self.ledger.oldest_id;
             let path = self.seg_path(id);
-            let file = match self.spool.dir.open_read(&path) {
-                Ok(f) => f,
-                Err(SpoolError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            let file = match self.spool.dir.open_read(&path)? {
+                Some(file) => file,
+                None => {
                     if id == self.ledger.active_id {
                         return Ok(false);
                     }
@@ -347,7 +338,6 @@ impl<'a> Locked<'a> {
                     self.recount()?;
                     return Ok(true);
                 }
-                Err(e) => return Err(e),
             };
             let counts = match read_segment_header(&file) {
                 // A newer format's segment is never read or deleted; as the active one, it is
