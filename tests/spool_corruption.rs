@@ -32,10 +32,22 @@ fn id_of(p: &[u8]) -> u32 {
 /// A spool with `n` records 0..n spread over several segments.
 fn filled(dir: &Path, n: u32) -> Spool {
     let spool = Spool::open(dir, opts()).unwrap();
-    for i in 0..n {
+    append_ids(&spool, 0..n);
+    spool
+}
+
+fn append_ids(spool: &Spool, ids: std::ops::Range<u32>) {
+    for i in ids {
         spool.append(&payload(i), 1).unwrap();
     }
-    spool
+}
+
+/// [`opts`] with a smaller bound.
+fn bounded(max_bytes: u64) -> SpoolOptions {
+    SpoolOptions {
+        max_bytes,
+        ..opts()
+    }
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
@@ -98,9 +110,7 @@ fn a_flipped_payload_byte_loses_only_that_record_and_quarantines_its_segment() {
 fn a_flipped_payload_byte_under(sync: SyncPolicy) {
     let tmp = tempfile::tempdir().unwrap();
     let spool = Spool::open(tmp.path(), SpoolOptions { sync, ..opts() }).unwrap();
-    for i in 0..200 {
-        spool.append(&payload(i), 1).unwrap();
-    }
+    append_ids(&spool, 0..200);
     let first = &segments(tmp.path())[0];
     // Record 5 of the first segment, in the middle of its payload.
     flip(first, SEGMENT_HEADER + 5 * FRAME + 32 + 500);
@@ -252,15 +262,10 @@ fn within_20s(what: &str, f: impl FnOnce() + Send + 'static) {
 fn segments_deleted_behind_the_spools_back_leave_appends_working() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("s");
-    let small = SpoolOptions {
-        max_bytes: 256 * 1024,
-        ..opts()
-    };
+    let small = bounded(256 * 1024);
     let spool = Spool::open(&dir, small).unwrap();
     // Nearly full: the next appends need room, and the totals say there is none.
-    for i in 0..245 {
-        spool.append(&payload(i), 1).unwrap();
-    }
+    append_ids(&spool, 0..245);
     let dropped = spool.stats().unwrap().dropped_batches;
     drop(spool);
     // A cleaner (or a user) removes the oldest sealed segments; the ledger still counts them.
@@ -271,9 +276,7 @@ fn segments_deleted_behind_the_spools_back_leave_appends_working() {
     within_20s("appending after the segments vanished", move || {
         let spool = Spool::open(&dir, small).unwrap();
         // Room the vanished files held is free: nothing more is dropped to make it.
-        for i in 0..20 {
-            spool.append(&payload(480 + i), 1).unwrap();
-        }
+        append_ids(&spool, 480..500);
         assert_eq!(spool.stats().unwrap().dropped_batches, dropped);
         // The flush finds them missing and stops counting them.
         let delivered = drain(&spool);
@@ -284,9 +287,7 @@ fn segments_deleted_behind_the_spools_back_leave_appends_working() {
         // Larger than what is left of the bound by the totals' reckoning.
         let big = vec![7u8; 200 * 1024];
         spool.append(&big, 1).unwrap();
-        for i in 0..100 {
-            spool.append(&payload(1000 + i), 1).unwrap();
-        }
+        append_ids(&spool, 1000..1100);
         assert!(spool.stats().unwrap().bytes <= 256 * 1024);
     });
 }
@@ -304,15 +305,9 @@ fn a_symlinked_quarantine_is_never_followed() {
     }
     // No ledger: the next open takes stock of the directory, areas included.
     fs::remove_file(dir.join("ledger")).unwrap();
-    let small = SpoolOptions {
-        max_bytes: 128 * 1024,
-        ..opts()
-    };
-    let spool = Spool::open(&dir, small).unwrap();
+    let spool = Spool::open(&dir, bounded(128 * 1024)).unwrap();
     // Fill well past the bound: room is made, and never in the areas.
-    for i in 0..400 {
-        spool.append(&payload(i), 1).unwrap();
-    }
+    append_ids(&spool, 0..400);
     assert!(
         outside.join("precious").exists(),
         "a file outside the spool was deleted"
@@ -323,11 +318,7 @@ fn a_symlinked_quarantine_is_never_followed() {
 #[test]
 fn dead_lettering_in_a_full_spool_drops_no_data() {
     let tmp = tempfile::tempdir().unwrap();
-    let small = SpoolOptions {
-        max_bytes: 16 * 1024,
-        ..opts()
-    };
-    let spool = Spool::open(tmp.path().join("s"), small).unwrap();
+    let spool = Spool::open(tmp.path().join("s"), bounded(16 * 1024)).unwrap();
     // Sizes at which the copy does not fit in what is left: room must be made for it.
     for i in 0..40 {
         let mut p = payload(i);
