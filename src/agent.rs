@@ -25,8 +25,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::encode::EncodedBatch;
 use crate::exporter::{Delivery, DeliverySettings, Stop};
-use crate::receiver::{self, ReceiverSettings, Sink};
-use crate::spool::Spool;
+use crate::receiver::{self, ReceiverSettings, Sink, StoreError};
+use crate::spool::{AppendOutcome, Spool};
 
 /// How many waiting requests one commit takes at most.
 const MAX_GROUP: usize = 256;
@@ -49,7 +49,7 @@ pub struct Listen {
     pub receiver: ReceiverSettings,
 }
 
-type Reply = oneshot::Sender<Result<(), String>>;
+type Reply = oneshot::Sender<Result<(), StoreError>>;
 
 /// The receivers' sink: queues each batch for the committer and waits for its verdict.
 struct GroupCommit {
@@ -57,13 +57,13 @@ struct GroupCommit {
 }
 
 impl Sink for GroupCommit {
-    async fn store(&self, batch: EncodedBatch) -> Result<(), String> {
+    async fn store(&self, batch: EncodedBatch) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.queue
             .send((batch, tx))
             .await
-            .map_err(|_| "the agent is stopping".to_owned())?;
-        rx.await.map_err(|_| "the agent is stopping".to_owned())?
+            .map_err(|_| StoreError::Stopping)?;
+        rx.await.map_err(|_| StoreError::Stopping)?
     }
 }
 
@@ -105,8 +105,8 @@ async fn committer(
                 results
                     .into_iter()
                     .map(|r| {
-                        r.map_err(|e| e.to_string())
-                            .and_then(|outcome| outcome.accepted())
+                        r.and_then(AppendOutcome::accepted)
+                            .map_err(StoreError::failed)
                     })
                     .collect::<Vec<_>>()
             })
@@ -119,14 +119,15 @@ async fn committer(
                 }
             }
             Ok(Err(e)) => {
-                let e = e.to_string();
+                let e = StoreError::failed(e);
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
             }
             Err(join) => {
+                let e = StoreError::failed(join);
                 for reply in replies {
-                    let _ = reply.send(Err(format!("commit failed: {join}")));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }

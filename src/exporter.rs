@@ -32,6 +32,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
 use crate::circuit::{self, Backend, Outcome, State};
 use crate::encode::{EncodedBatch, Encoder};
+use crate::receiver::{Sink, StoreError};
 use crate::spool::{AppendError, AppendOutcome, Reader, Spool, SpoolError};
 use crate::transport::{Compression, SendError, TlsError, TlsFiles, Transport, TransportSettings};
 
@@ -767,11 +768,11 @@ impl SpanExporter for SpoolExporter {
 
 /// Received batches (from `exec`'s capture or `serve`) go to the spool; delivery takes them
 /// from there, oldest first, like everything else.
-impl crate::receiver::Sink for Delivery {
-    async fn store(&self, batch: EncodedBatch) -> Result<(), String> {
+impl Sink for Delivery {
+    async fn store(&self, batch: EncodedBatch) -> Result<(), StoreError> {
         self.spool
             .append(&batch.bytes, batch.spans)
-            .map_err(|e| e.to_string())?
-            .accepted()
+            .and_then(AppendOutcome::accepted)
+            .map_err(StoreError::failed)
     }
 }

@@ -20,7 +20,7 @@ use crate::encode::{self, EncodedBatch, Encoder};
 use crate::exec::{self, Outcome};
 use crate::exporter::Delivery;
 use crate::propagation::{self, Incoming, Parent};
-use crate::receiver::{self, ReceiverSettings, Sink};
+use crate::receiver::{self, ReceiverSettings, Sink, StoreError};
 use crate::record::{self, Placement, SpanSpec, parse_kind, parse_time};
 
 #[derive(Debug, clap::Args)]
@@ -188,7 +188,7 @@ struct Captured {
 const CAPTURE_MEMORY: usize = 16 * 1024 * 1024;
 
 impl Sink for Captured {
-    async fn store(&self, batch: EncodedBatch) -> Result<(), String> {
+    async fn store(&self, batch: EncodedBatch) -> Result<(), StoreError> {
         {
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
             if held.1 + batch.bytes.len() <= CAPTURE_MEMORY {
@@ -198,7 +198,7 @@ impl Sink for Captured {
             }
         }
         // No spool only when it could not be opened (already said): refused, the client keeps it.
-        let delivery = self.spill.get().ok_or("not tracing this run")?;
+        let delivery = self.spill.get().ok_or(StoreError::NotTracing)?;
         delivery.store(batch).await
     }
 }

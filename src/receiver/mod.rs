@@ -8,6 +8,7 @@ pub mod http;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
@@ -19,8 +20,28 @@ pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
 pub trait Sink: Send + Sync + 'static {
     /// # Errors
     ///
-    /// A message for the log: the client is answered 503 and will retry.
-    fn store(&self, batch: EncodedBatch) -> impl Future<Output = Result<(), String>> + Send;
+    /// The batch is not stored: the client is answered 503 / UNAVAILABLE and will retry.
+    fn store(&self, batch: EncodedBatch) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Why a sink did not store a batch. Cheap to clone: one failure may answer many requests.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The agent is stopping: nothing more is taken.
+    #[error("the agent is stopping")]
+    Stopping,
+    /// There is nowhere to store it (this run's spool could not be opened).
+    #[error("not tracing this run")]
+    NotTracing,
+    /// The store itself failed (the spool's error, which this module does not know).
+    #[error(transparent)]
+    Failed(Arc<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    pub fn failed(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+        StoreError::Failed(Arc::new(e))
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -75,6 +75,9 @@ pub enum AppendError {
     /// Any other failure. The spool is unchanged as far as the failure allowed.
     #[error(transparent)]
     Spool(SpoolError),
+    /// Spooling is disabled (`max_bytes = 0`): the batch was dropped, and counted.
+    #[error("spooling is disabled (max_bytes = 0): the batch was not stored")]
+    Disabled,
 }
 
 impl From<SpoolError> for AppendError {

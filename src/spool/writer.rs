@@ -25,10 +25,10 @@ impl AppendOutcome {
     ///
     /// # Errors
     ///
-    /// When spooling is disabled and the batch was dropped.
-    pub fn accepted(self) -> Result<(), String> {
+    /// [`AppendError::Disabled`] when spooling is disabled and the batch was dropped.
+    pub fn accepted(self) -> Result<(), AppendError> {
         if !self.stored {
-            return Err("spooling is disabled (max_bytes = 0): the batch was not stored".into());
+            return Err(AppendError::Disabled);
         }
         self.warn_if_dropped();
         Ok(())
