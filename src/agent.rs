@@ -284,12 +284,11 @@ pub async fn run(
     shutdown.await;
     tracing::info!("stopping: finishing requests in flight");
     let _ = stop_tx.send(true);
+    // One drain for all the receivers: one past it (a client that never finishes its request)
+    // is cut.
+    let drained = tokio::time::Instant::now() + DRAIN + Duration::from_secs(1);
     for mut task in receivers {
-        // A receiver past its drain (a client that never finishes its request) is cut.
-        if tokio::time::timeout(DRAIN + Duration::from_secs(1), &mut task)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout_at(drained, &mut task).await.is_err() {
             task.abort();
         }
     }

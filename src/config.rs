@@ -100,9 +100,23 @@ impl std::fmt::Display for Warning {
         write!(
             f,
             "ignoring {}={:?}: {}",
-            self.source, self.value, self.reason
+            self.source,
+            without_credentials(&self.value),
+            self.reason
         )
     }
+}
+
+/// `scheme://user:secret@host/…` as `scheme://…@host/…`: a refused endpoint is said without
+/// the credentials that got it refused.
+fn without_credentials(value: &str) -> std::borrow::Cow<'_, str> {
+    if let Some((scheme, rest)) = value.split_once("://") {
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        if let Some(at) = authority.rfind('@') {
+            return format!("{scheme}://…{}", &rest[at..]).into();
+        }
+    }
+    value.into()
 }
 
 /// An endpoint URL: http or https, with a host.
@@ -626,10 +640,16 @@ mod tests {
     }
 
     #[test]
-    fn credentials_in_the_endpoint_url_are_refused() {
+    fn credentials_in_the_endpoint_url_are_refused_and_not_repeated() {
         let err = parse_endpoint("https://user:token@h/v1/traces").unwrap_err();
         assert!(err.contains("--header"), "{err}");
         assert!(parse_endpoint("https://h:4318/v1/traces?x=y").is_ok());
+        let (_, warnings) = resolve(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://user:token@h")]);
+        let said = warnings[0].to_string();
+        assert!(
+            said.contains("https://…@h") && !said.contains("token"),
+            "{said}"
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! 2. the shared backoff is open (`retry_at` in the future) → spool, no connection attempt;
 //! 3. take the flush lease: flush the spool oldest first, one batch at a time, stopping at the
 //!    first failure or when the budget is spent; then, if the spool is empty, let the lease go
-//!    and send the new batch;
+//!    and send the new batch (also when the spool cannot be read: the new batch then goes
+//!    ahead of older spooled ones);
 //! 4. lease held by another process: send the new batch directly while the backend is up or
 //!    unknown; when the backoff has just expired only the lease holder probes, so spool it;
 //! 5. whatever was not delivered is spooled. Bad data goes to the dead-letter area.
@@ -182,8 +183,8 @@ pub struct DeliveryStatus {
 pub struct Delivery {
     spool: Arc<Spool>,
     settings: DeliverySettings,
-    /// The settings' fingerprint when the transport was built: certificate files can be
-    /// replaced while a long-lived delivery runs.
+    /// The settings' fingerprint as last taken (every run reads the certificate files again:
+    /// they can be replaced while a long-lived delivery runs).
     fingerprint: Mutex<String>,
     transport: Mutex<Option<Arc<Transport>>>,
 }
@@ -352,7 +353,9 @@ impl Delivery {
         {
             Sent::Accepted => run.finish(),
             Sent::BadData => {
-                self.spool.dead_letter(&batch.bytes, batch.spans)?;
+                if let Err(e) = self.spool.dead_letter(&batch.bytes, batch.spans) {
+                    tracing::warn!("could not count or keep the rejected batch: {e}");
+                }
                 run.finish()
             }
             Sent::Keep(stop) => run.spool_and_finish(batch, stop),
@@ -534,6 +537,7 @@ impl<'a> Run<'a> {
                 Sent::Accepted
             }
             Err(e @ SendError::BadData { .. }) => {
+                self.answered = true;
                 tracing::warn!("{e}; keeping the batch in the dead-letter area");
                 self.report.dead_lettered += 1;
                 self.report.rejected_spans += u64::from(spans);

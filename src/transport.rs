@@ -403,7 +403,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The endpoint for messages, which may end up on disk (`last_error`): without its query, where
 /// a key could be.
-fn shown(endpoint: &Uri) -> String {
+pub fn shown(endpoint: &Uri) -> String {
     format!(
         "{}://{}{}",
         endpoint.scheme_str().unwrap_or("?"),

@@ -293,6 +293,41 @@ fn segments_deleted_behind_the_spools_back_leave_appends_working() {
 }
 
 #[test]
+fn a_spool_emptied_by_hand_counts_nothing_once_a_flush_has_looked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    drop(filled(&dir, 200));
+    for seg in segments(&dir) {
+        fs::remove_file(seg).unwrap();
+    }
+    let spool = Spool::open(&dir, opts()).unwrap();
+    assert_eq!(drain(&spool), Vec::<u32>::new());
+    let stats = spool.stats().unwrap();
+    assert_eq!(
+        (stats.batches, stats.spans, stats.bytes),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    append_ids(&spool, 0..1);
+    assert_eq!(drain(&spool), [0]);
+}
+
+#[test]
+fn a_dead_letter_area_that_cannot_be_written_does_not_hold_up_delivery() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let spool = filled(&dir, 3);
+    // Not a directory: nothing can be kept there.
+    fs::write(dir.join("deadletter"), b"in the way").unwrap();
+    let mut reader = spool.reader().unwrap();
+    let record = reader.next().unwrap().unwrap();
+    reader.dead_letter(&record).unwrap();
+    drop(reader);
+    assert_eq!(drain(&spool), [1, 2]);
+    assert_eq!(spool.stats().unwrap().rejected_spans, 1);
+}
+
+#[test]
 fn a_symlinked_quarantine_is_never_followed() {
     let tmp = tempfile::tempdir().unwrap();
     let outside = tmp.path().join("outside");

@@ -8,6 +8,7 @@ use super::{CliError, current_thread, open_delivery, say};
 use crate::config::Config;
 use crate::exporter::DeliveryStatus;
 use crate::spool::{Stats, VerifyReport};
+use crate::transport::shown;
 
 #[derive(Debug, serde::Serialize)]
 struct StatusJson {
@@ -129,7 +130,7 @@ fn status_json(
 ) -> StatusJson {
     StatusJson {
         spool_dir: config.spool_dir.display().to_string(),
-        endpoint: config.delivery.endpoint.as_ref().map(|u| u.to_string()),
+        endpoint: config.delivery.endpoint.as_ref().map(shown),
         batches: stats.batches,
         spans: stats.spans,
         bytes: stats.bytes,
@@ -174,7 +175,7 @@ fn write_status(
     match &config.delivery.endpoint {
         None => writeln!(out, "backend    no endpoint configured: spooling only")?,
         Some(endpoint) => {
-            write!(out, "backend    {endpoint}: {}", backend.backend)?;
+            write!(out, "backend    {}: {}", shown(endpoint), backend.backend)?;
             let now = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());

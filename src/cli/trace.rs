@@ -345,7 +345,7 @@ async fn deliver(
             .await
         {
             Ok(report) => {
-                answered |= report.sent_batches > 0;
+                answered |= report.sent_batches > 0 || report.dead_lettered > 0;
                 tracing::info!(
                     sent = report.sent_batches,
                     spooled = report.spooled,

@@ -275,7 +275,8 @@ pub async fn serve<S: Sink>(
                 let _ = stream.set_nodelay(true);
                 let (settings, sink) = (settings.clone(), sink.clone());
                 let service = service_fn(move |req| handle(req, settings.clone(), sink.clone()));
-                // With a timer, a client slow to send its headers is cut after 30 s.
+                // With a timer, a connection without complete request headers for 30 s (slow,
+                // or idle between requests) is closed.
                 let conn = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .serve_connection(TokioIo::new(stream), service);

@@ -576,6 +576,15 @@ impl<'a> Reader<'a> {
             });
             return Ok(true);
         }
+        // Nothing left to read: totals that still count something counted files deleted
+        // behind the spool's back (all of them, the active one too).
+        let mut locked = Locked::acquire(self.spool)?;
+        if locked.ledger.sealed_batches > 0
+            || (locked.ledger.active_batches > 0 && locked.active()?.is_none())
+        {
+            locked.recount()?;
+            locked.commit()?;
+        }
         Ok(false)
     }
 

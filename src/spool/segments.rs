@@ -6,9 +6,9 @@
 //!
 //! Order of operations, and what a crash between two steps leaves:
 //! - rotate: the new segment appears whole (tmp, sync, rename, sync dir), then the ledger names
-//!   it. A crash in between leaves an empty newest segment, which the next open adopts.
-//! - drop / retire: the file goes, then the ledger forgets it. A crash in between leaves totals
-//!   too high until the next open rebuilds them.
+//!   it. A crash in between leaves an empty newest segment, which the next rebuild adopts.
+//! - drop / retire: the file goes, then the ledger forgets it. A crash in between leaves the
+//!   ledger dirty, and the next process to take the lock rebuilds the totals.
 
 use std::fs::{self, File};
 use std::io;
@@ -184,7 +184,8 @@ impl<'a> Locked<'a> {
     }
 
     /// Marks the ledger dirty before the set of files changes (cleared by [`commit`]), so that
-    /// a process dying before its commit makes the next open rebuild the ledger.
+    /// a process dying (or failing) before its commit makes the next holder of the lock rebuild
+    /// the ledger.
     ///
     /// [`commit`]: Locked::commit
     fn begin_change(&mut self) -> Result<(), SpoolError> {
@@ -296,8 +297,15 @@ impl<'a> Locked<'a> {
         let l = &self.ledger;
         let consumed = cursor.map_or(0, |c| self.consumed(c).spans);
         Usage {
-            bytes: l.sealed_bytes + active_size + l.quarantine_bytes + l.deadletter_bytes,
-            spans: (l.sealed_spans + l.active_spans).saturating_sub(consumed),
+            bytes: l
+                .sealed_bytes
+                .saturating_add(active_size)
+                .saturating_add(l.quarantine_bytes)
+                .saturating_add(l.deadletter_bytes),
+            spans: l
+                .sealed_spans
+                .saturating_add(l.active_spans)
+                .saturating_sub(consumed),
         }
     }
 
@@ -440,19 +448,23 @@ impl<'a> Locked<'a> {
                 return Ok(());
             }
         }
-        let dir = self
-            .spool
-            .dir
-            .ensure_area(Area::DeadLetter, self.spool.opts.sync.is_always())?;
+        // The copy is for inspection only: failing to keep it must not hold up delivery.
+        if let Err(e) = self.keep_dead_letter(payload) {
+            tracing::warn!("the rejected batch is not kept in the dead-letter area: {e}");
+        }
+        Ok(())
+    }
+
+    fn keep_dead_letter(&mut self, payload: &[u8]) -> Result<(), SpoolError> {
+        let durable = self.spool.opts.sync.is_always();
+        let dir = self.spool.dir.ensure_area(Area::DeadLetter, durable)?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let path = dir.join(format!("{nanos:020}-{}.pb", std::process::id()));
         self.begin_change()?;
-        self.spool
-            .dir
-            .write_new(&path, payload, self.spool.opts.sync.is_always())?;
-        self.ledger.deadletter_bytes += len;
+        self.spool.dir.write_new(&path, payload, durable)?;
+        self.ledger.deadletter_bytes += payload.len() as u64;
         Ok(())
     }
 
@@ -551,7 +563,9 @@ pub(super) fn read_segment_header(file: &File) -> SegmentHeader {
             let frames = file.metadata().map_or(0, |m| {
                 m.len().saturating_sub(SEGMENT_HEADER_LEN) / FRAME_HEADER_LEN
             });
-            if counts.batches <= frames && counts.spans <= counts.batches * u64::from(u32::MAX) {
+            if counts.batches <= frames
+                && counts.spans <= counts.batches.saturating_mul(u64::from(u32::MAX))
+            {
                 SegmentHeader::Current(counts)
             } else {
                 SegmentHeader::Damaged
