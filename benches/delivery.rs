@@ -376,10 +376,7 @@ fn bench_flush(tmp: &Tmp, scale: &Scale, rotel: &Rotel) -> FlushResults {
     let batches: Vec<EncodedBatch> = (0..n as u64)
         .map(|b| enc.encode(spans(b, scale.flush_spans)))
         .collect();
-    let bodies: Vec<Bytes> = batches
-        .iter()
-        .map(|b| Bytes::from(b.bytes.clone()))
-        .collect();
+    let bodies: Vec<Bytes> = batches.iter().map(|b| b.bytes.clone()).collect();
     let bytes_per_batch = batches.iter().map(|b| b.bytes.len()).sum::<usize>() as f64 / n as f64;
     let uri: Uri = rotel.endpoint().parse().expect("endpoint URI");
 

@@ -97,10 +97,8 @@ async fn committer(
         let (batches, replies): (Vec<EncodedBatch>, Vec<Reply>) = group.into_iter().unzip();
         let spool = spool.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            let items: Vec<(&[u8], u32)> = batches
-                .iter()
-                .map(|b| (b.bytes.as_slice(), b.spans))
-                .collect();
+            let items: Vec<(&[u8], u32)> =
+                batches.iter().map(|b| (&b.bytes[..], b.spans)).collect();
             spool.append_all(&items).map(|results| {
                 results
                     .into_iter()

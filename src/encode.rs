@@ -1,5 +1,6 @@
 //! Spans to OTLP bytes, once: the same bytes are sent, spooled and re-sent. Pure: no I/O.
 
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
@@ -10,7 +11,8 @@ use prost::Message;
 /// An encoded `ExportTraceServiceRequest` and the number of spans in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedBatch {
-    pub bytes: Vec<u8>,
+    /// Shared, not copied, from the receiver to the spool and the request body.
+    pub bytes: Bytes,
     pub spans: u32,
 }
 
@@ -34,7 +36,7 @@ impl Encoder {
             resource_spans: group_spans_by_resource_and_scope(spans, &self.resource),
         };
         EncodedBatch {
-            bytes: request.encode_to_vec(),
+            bytes: request.encode_to_vec().into(),
             spans: count,
         }
     }
@@ -86,12 +88,16 @@ impl Format {
 /// Joins encoded requests into one: protobuf appends repeated fields of concatenated messages,
 /// so the bytes one after the other are a request holding every `resource_spans`. No decoding.
 pub fn concat(batches: &[EncodedBatch]) -> EncodedBatch {
+    if let [one] = batches {
+        return one.clone();
+    }
     EncodedBatch {
         bytes: batches
             .iter()
-            .map(|b| b.bytes.as_slice())
+            .map(|b| &b.bytes[..])
             .collect::<Vec<_>>()
-            .concat(),
+            .concat()
+            .into(),
         spans: batches.iter().fold(0u32, |n, b| n.saturating_add(b.spans)),
     }
 }

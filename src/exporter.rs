@@ -343,12 +343,7 @@ impl Delivery {
             Err(e) => tracing::warn!("could not read the spool: {e}"),
         }
         match run
-            .send(
-                &transport,
-                Bytes::copy_from_slice(&batch.bytes),
-                batch.spans,
-                deadline,
-            )
+            .send(&transport, batch.bytes.clone(), batch.spans, deadline)
             .await
         {
             Sent::Accepted => run.finish(),

@@ -94,7 +94,12 @@ pub fn otlp_decode(data: &[u8]) {
     } else {
         Format::Protobuf
     };
-    if let Ok(batch) = decode_body(format, flags & 2 == 2, body, 1 << 20) {
+    if let Ok(batch) = decode_body(
+        format,
+        flags & 2 == 2,
+        bytes::Bytes::copy_from_slice(body),
+        1 << 20,
+    ) {
         let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         let framed = crate::encode::count_spans_in(&batch.bytes)
             .expect("an accepted batch is well-framed protobuf");

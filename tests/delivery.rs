@@ -44,7 +44,7 @@ fn batch(names: &[&str]) -> EncodedBatch {
         }],
     };
     EncodedBatch {
-        bytes: request.encode_to_vec(),
+        bytes: request.encode_to_vec().into(),
         spans: names.len() as u32,
     }
 }

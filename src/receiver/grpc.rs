@@ -98,7 +98,7 @@ impl<S: Sink> UnaryService<Bytes> for Export<S> {
             })?;
             if spans > 0 {
                 let batch = EncodedBatch {
-                    bytes: body.to_vec(),
+                    bytes: body,
                     spans: u32::try_from(spans).unwrap_or(u32::MAX),
                 };
                 this.sink.store(batch).await.map_err(|e| {

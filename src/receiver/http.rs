@@ -168,7 +168,7 @@ async fn decode(
             }
         })?
         .to_bytes();
-    match decode_body(format, gzip, &body, settings.body_limit) {
+    match decode_body(format, gzip, body, settings.body_limit) {
         Ok(batch) => Ok((batch, format)),
         Err(BodyError::TooLarge) => Err(too_large()),
         Err(e) => Err(error(
@@ -193,31 +193,30 @@ pub enum BodyError {
 
 /// Decodes a request body: gunzipped within `limit` when `gzip`, then protobuf or OTLP/JSON.
 /// A protobuf body is checked and its spans counted ([`count_spans_in`]), and kept as the very
-/// bytes received (inflated); a JSON body is decoded and encoded as protobuf. Pure.
+/// bytes received (inflated; not copied); a JSON body is decoded and encoded as protobuf. Pure.
 pub fn decode_body(
     format: Format,
     gzip: bool,
-    body: &[u8],
+    body: Bytes,
     limit: usize,
 ) -> Result<EncodedBatch, BodyError> {
-    let inflated;
     let raw = if gzip {
-        inflated = gunzip(body, limit)
+        gunzip(&body, limit)
             .map_err(|e| BodyError::BadGzip(e.to_string()))?
-            .ok_or(BodyError::TooLarge)?;
-        &inflated[..]
+            .ok_or(BodyError::TooLarge)?
+            .into()
     } else {
         body
     };
     let (spans, bytes) = match format {
         Format::Protobuf => {
-            let spans = count_spans_in(raw).map_err(|e| BodyError::Malformed(e.to_string()))?;
-            (spans, raw.to_vec())
+            let spans = count_spans_in(&raw).map_err(|e| BodyError::Malformed(e.to_string()))?;
+            (spans, raw)
         }
         Format::Json => {
-            let request = serde_json::from_slice::<ExportTraceServiceRequest>(raw)
+            let request = serde_json::from_slice::<ExportTraceServiceRequest>(&raw)
                 .map_err(|e| BodyError::Malformed(e.to_string()))?;
-            (count_spans(&request), request.encode_to_vec())
+            (count_spans(&request), request.encode_to_vec().into())
         }
     };
     let spans = u32::try_from(spans).unwrap_or(u32::MAX);
