@@ -35,13 +35,13 @@
 mod common;
 
 use common::{
-    Rotel, Tmp, free_port, load_snapshot, machine_json, print_banner, quick, rotel_bin, sync_all,
-    target_dir, wait_listening, write_report,
+    Peer, Rotel, Tmp, free_port, load_snapshot, machine_json, print_banner, quick, rotel_bin,
+    sync_all, target_dir, write_report,
 };
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -1443,7 +1443,7 @@ struct Serve {
     http_port: u16,
     grpc_port: u16,
     spool: PathBuf,
-    child: Option<Child>,
+    child: Peer,
     _dir: tempfile::TempDir,
 }
 
@@ -1454,7 +1454,6 @@ impl Serve {
         let log = dir.path().join("serve.log");
         let http_port = free_port();
         let grpc_port = free_port();
-        let out = fs::File::create(&log).expect("serve log");
         let mut cmd = tracespool();
         cmd.arg("serve")
             .arg("--listen")
@@ -1468,19 +1467,13 @@ impl Serve {
         if let Some(e) = endpoint {
             cmd.arg("--endpoint").arg(e);
         }
-        cmd.stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup log"))
-            .stderr(out);
-        let mut child = cmd.spawn().expect("start tracespool serve");
-        let pid = child.id();
-        wait_listening(http_port, &mut child, "tracespool serve", &log);
-        wait_listening(grpc_port, &mut child, "tracespool serve", &log);
+        let child = Peer::spawn(&mut cmd, &log, &[http_port, grpc_port], "tracespool serve");
         Serve {
-            pid,
+            pid: child.pid(),
             http_port,
             grpc_port,
             spool,
-            child: Some(child),
+            child,
             _dir: dir,
         }
     }
@@ -1504,7 +1497,7 @@ impl Serve {
 
     /// SIGTERM, then waits (at most 10 s, then SIGKILL); the seconds it took to exit.
     fn stop(&mut self) -> Option<f64> {
-        let mut child = self.child.take()?;
+        let mut child = self.child.0.take()?;
         let start = Instant::now();
         // Safety: plain kill(2) on our own child's pid, which we have not reaped.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -1520,15 +1513,6 @@ impl Serve {
                     return None;
                 }
             }
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }

@@ -189,8 +189,40 @@ pub struct Rotel {
     pub grpc_port: u16,
     pub version: String,
     pub pid: u32,
-    child: Option<Child>,
+    child: Peer,
     _dir: tempfile::TempDir,
+}
+
+/// A peer process of a bench, killed and reaped when dropped (unless taken before).
+pub struct Peer(pub Option<Child>);
+
+impl Peer {
+    /// Spawns `cmd` (stdin null, stdout and stderr into `log`) and waits until it listens on
+    /// every one of `ports`.
+    pub fn spawn(cmd: &mut Command, log: &Path, ports: &[u16], what: &str) -> Peer {
+        let out = fs::File::create(log).expect("peer log");
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup log"))
+            .stderr(out);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
+        for &port in ports {
+            wait_listening(port, &mut child, what, log);
+        }
+        Peer(Some(child))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Rotel {
@@ -204,7 +236,6 @@ impl Rotel {
             .unwrap_or_default();
         let http_port = free_port();
         let grpc_port = free_port();
-        let out = fs::File::create(&log).expect("rotel log");
         let mut cmd = Command::new(bin);
         for (key, _) in std::env::vars() {
             if key.starts_with("ROTEL_") || key.starts_with("OTEL_") {
@@ -219,20 +250,14 @@ impl Rotel {
             .arg("--otlp-http-endpoint")
             .arg(format!("127.0.0.1:{http_port}"))
             .arg("--otlp-grpc-endpoint")
-            .arg(format!("127.0.0.1:{grpc_port}"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup log"))
-            .stderr(out);
-        let mut child = cmd.spawn().expect("start rotel");
-        let pid = child.id();
-        wait_listening(http_port, &mut child, "rotel", &log);
-        wait_listening(grpc_port, &mut child, "rotel", &log);
+            .arg(format!("127.0.0.1:{grpc_port}"));
+        let child = Peer::spawn(&mut cmd, &log, &[http_port, grpc_port], "rotel");
         Rotel {
             http_port,
             grpc_port,
             version,
-            pid,
-            child: Some(child),
+            pid: child.pid(),
+            child,
             _dir: dir,
         }
     }
@@ -244,17 +269,9 @@ impl Rotel {
 
     pub fn alive(&mut self) -> bool {
         self.child
+            .0
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-}
-
-impl Drop for Rotel {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
