@@ -792,20 +792,18 @@ impl FlushResults {
         ] {
             let v: Vec<f64> = self.samples(m).iter().map(Sample::ratio).collect();
             let med = median(v.clone());
+            let per_rep = self.col(|r| match m {
+                Measure::FlushNever => r.never.ratio(),
+                _ => r.ratio_always(),
+            });
             println!(
                 "  ratio {name:<6}: median {med:.2} over {} runs (min {:.2}, max {:.2}; per-rep \
                  medians {:.2}..{:.2}) → {}",
                 v.len(),
                 min(&v),
                 max(&v),
-                min(&self.col(|r| match m {
-                    Measure::FlushNever => r.never.ratio(),
-                    _ => r.ratio_always(),
-                })),
-                max(&self.col(|r| match m {
-                    Measure::FlushNever => r.never.ratio(),
-                    _ => r.ratio_always(),
-                })),
+                min(&per_rep),
+                max(&per_rep),
                 match m {
                     Measure::FlushAlways if med >= TARGET_FLUSH_RATIO => {
                         format!("target ≥ {TARGET_FLUSH_RATIO:.2}: MET")

@@ -668,7 +668,6 @@ fn wait_for_names(
     name_counts(rotel)
 }
 
-/// No name arrived twice; on failure shows the serve logs (`*.log`) in `logs`.
 /// Stops `serve`, then checks that nothing more reached rotel at the stop and that `counts`
 /// (what arrived) hold no span twice.
 fn stop_settled(serve: &mut Serve, rotel: &Rotel, counts: &BTreeMap<String, usize>, logs: &Path) {
@@ -678,6 +677,7 @@ fn stop_settled(serve: &mut Serve, rotel: &Rotel, counts: &BTreeMap<String, usiz
     assert_no_duplicates(counts, logs);
 }
 
+/// No name arrived twice; on failure shows the serve logs (`*.log`) in `logs`.
 fn assert_no_duplicates(counts: &BTreeMap<String, usize>, logs: &Path) {
     let dups: Vec<(&String, &usize)> = counts.iter().filter(|(_, c)| **c > 1).collect();
     if dups.is_empty() {
@@ -1771,8 +1771,7 @@ fn sigterm_exits_even_with_clients_that_never_finish_their_requests() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    let status = serve.stop_within(15 * SECOND);
-    assert_eq!(status.code(), Some(0), "{}", serve.log());
+    serve.stop();
     assert!(
         started.elapsed() < 10 * SECOND,
         "{:?}: the drain is 5 s",

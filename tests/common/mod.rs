@@ -571,7 +571,6 @@ pub fn status_json(spool_dir: &Path, extra: &[&str]) -> serde_json::Value {
     status_run(spool_dir, extra, &[])
 }
 
-/// `status --json --verify` (which must exit 0: no corrupt record), parsed.
 /// Asserts that `tracespool status` shows the spool at `spool_dir` empty and `endpoint` up.
 pub fn assert_drained(spool_dir: &Path, endpoint: &str) {
     let status = status_json(spool_dir, &["--endpoint", endpoint]);
@@ -582,6 +581,7 @@ pub fn assert_drained(spool_dir: &Path, endpoint: &str) {
     );
 }
 
+/// `status --json --verify` (which must exit 0: no corrupt record), parsed.
 pub fn status_verify_json(spool_dir: &Path, extra: &[&str]) -> serde_json::Value {
     status_run(spool_dir, extra, &["--verify"])
 }
@@ -627,14 +627,13 @@ pub fn skip(test: &str, why: &str) {
 
 /// Fills the file system of `path` until it is full.
 pub fn fill_disk(path: &Path) {
-    use std::io::Write;
     let mut f = std::fs::File::create(path).unwrap();
     let chunk = vec![0x5Au8; 4096];
     loop {
         if let Err(e) = f.write_all(&chunk) {
             assert_eq!(
                 e.raw_os_error(),
-                Some(28),
+                Some(libc::ENOSPC),
                 "filling the disk (want ENOSPC): {e}"
             );
             return;
@@ -732,7 +731,6 @@ const EVENT_PREFIX: &str = "@@ ";
 
 /// Reports `event` to the parent test (one line, flushed at once: the child may be killed next).
 pub fn emit(event: &str) {
-    use std::io::Write;
     let mut out = std::io::stdout().lock();
     out.write_all(format!("{EVENT_PREFIX}{event}\n").as_bytes())
         .unwrap();
@@ -747,7 +745,6 @@ pub fn collect_events(
     std::sync::mpsc::Receiver<String>,
     std::thread::JoinHandle<()>,
 ) {
-    use std::io::BufRead;
     let (tx, rx) = std::sync::mpsc::channel();
     let collector = std::thread::spawn(move || {
         let mut out = std::io::BufReader::new(stdout);
