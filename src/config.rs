@@ -214,30 +214,31 @@ fn parse_millis(s: &str) -> Result<u64, String> {
         .map_err(|_| "expected a whole number of milliseconds".into())
 }
 
-/// The config file as read by the caller: `Config::resolve` does no I/O.
+/// The config file as read by the caller (`Config::resolve` does no I/O), parsed once.
 #[derive(Debug, Clone)]
 pub struct ConfigFile {
     pub path: PathBuf,
-    /// The text, or why it could not be read.
-    pub text: Result<String, String>,
+    /// The file's settings, or why it has none: it could not be read, or is not TOML.
+    pub table: Result<toml::Table, String>,
 }
 
 impl ConfigFile {
-    /// The file's settings, or why it has none: it could not be read, or is not TOML.
-    pub fn table(&self) -> Result<toml::Table, String> {
-        let text = self
-            .text
-            .as_ref()
-            .map_err(|e| format!("cannot read it: {e}"))?;
-        text.parse::<toml::Table>()
-            .map_err(|e| format!("not valid TOML: {}", e.message()))
+    /// `text`: the file's text, or why it could not be read.
+    pub fn new(path: PathBuf, text: Result<String, String>) -> ConfigFile {
+        let table = text
+            .map_err(|e| format!("cannot read it: {e}"))
+            .and_then(|text| {
+                text.parse::<toml::Table>()
+                    .map_err(|e| format!("not valid TOML: {}", e.message()))
+            });
+        ConfigFile { path, table }
     }
 }
 
 /// The lower sources: environment (empty counts as unset) and config file.
 struct Sources<'a> {
     vars: &'a HashMap<String, String>,
-    file: toml::Table,
+    file: Option<&'a toml::Table>,
     file_name: String,
     warnings: Vec<Warning>,
 }
@@ -279,10 +280,10 @@ fn as_pairs(v: &toml::Value) -> Result<Vec<(String, String)>, String> {
 }
 
 impl<'a> Sources<'a> {
-    fn new(vars: &'a HashMap<String, String>, file: Option<&ConfigFile>) -> Sources<'a> {
+    fn new(vars: &'a HashMap<String, String>, file: Option<&'a ConfigFile>) -> Sources<'a> {
         let mut sources = Sources {
             vars,
-            file: toml::Table::new(),
+            file: None,
             file_name: String::new(),
             warnings: Vec::new(),
         };
@@ -293,8 +294,8 @@ impl<'a> Sources<'a> {
             value: String::new(),
             reason,
         };
-        match file.table() {
-            Err(reason) => sources.warnings.push(warn(reason)),
+        match &file.table {
+            Err(reason) => sources.warnings.push(warn(reason.clone())),
             Ok(table) => {
                 for key in table.keys().filter(|k| !FILE_KEYS.contains(&k.as_str())) {
                     sources.warnings.push(Warning {
@@ -303,7 +304,7 @@ impl<'a> Sources<'a> {
                         reason: "unknown setting".into(),
                     });
                 }
-                sources.file = table;
+                sources.file = Some(table);
             }
         }
         sources
@@ -340,7 +341,7 @@ impl<'a> Sources<'a> {
         key: &str,
         parse: impl Fn(&toml::Value) -> Result<T, String>,
     ) -> Option<T> {
-        let value = self.file.get(key)?;
+        let value = self.file?.get(key)?;
         match parse(value) {
             Ok(v) => Some(v),
             Err(reason) => {
@@ -759,10 +760,7 @@ mod tests {
     }
 
     fn file(text: &str) -> ConfigFile {
-        ConfigFile {
-            path: "/etc/tracespool.toml".into(),
-            text: Ok(text.to_owned()),
-        }
+        ConfigFile::new("/etc/tracespool.toml".into(), Ok(text.to_owned()))
     }
 
     #[test]
@@ -829,10 +827,8 @@ mod tests {
         );
         assert_eq!((w.len(), c.spool.max_bytes), (1, DEFAULT_MAX_BYTES));
         assert!(w[0].to_string().contains("/etc/tracespool.toml"));
-        let unreadable = ConfigFile {
-            path: "/nope.toml".into(),
-            text: Err("No such file or directory".into()),
-        };
+        let unreadable =
+            ConfigFile::new("/nope.toml".into(), Err("No such file or directory".into()));
         let (_, w) = Config::resolve(&Flags::default(), &env(&[]), Some(&unreadable));
         assert!(
             w[0].to_string().contains("/nope.toml") && w[0].to_string().contains("cannot read")

@@ -33,10 +33,8 @@ fn the_shell_examples_are_valid_sh() {
 #[test]
 fn the_example_config_file_resolves_without_a_warning() {
     let path = example("tracespool.toml");
-    let file = ConfigFile {
-        text: Ok(std::fs::read_to_string(&path).unwrap()),
-        path,
-    };
+    let text = std::fs::read_to_string(&path).unwrap();
+    let file = ConfigFile::new(path, Ok(text));
     let (config, warnings) = Config::resolve(&Flags::default(), &HashMap::new(), Some(&file));
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(config.spool.max_bytes, 64 << 20);

@@ -115,7 +115,7 @@ fn config_file(flags: &Flags, env: &HashMap<String, String>) -> Option<ConfigFil
             .map(Into::into)
     })?;
     let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
-    Some(ConfigFile { path, text })
+    Some(ConfigFile::new(path, text))
 }
 
 /// The configuration from the flags, the environment and the config file as they are now, its
@@ -132,7 +132,7 @@ fn reload(flags: &Flags) -> Option<Config> {
     let env = env_map();
     let file = config_file(flags, &env);
     if let Some(file) = &file
-        && let Err(reason) = file.table()
+        && let Err(reason) = &file.table
     {
         say!(
             "reload: keeping the running settings: config file {}: {reason}",
