@@ -183,8 +183,8 @@ pub struct DeliveryStatus {
 pub struct Delivery {
     spool: Arc<Spool>,
     settings: DeliverySettings,
-    /// The settings' fingerprint as last taken (every run reads the certificate files again:
-    /// they can be replaced while a long-lived delivery runs).
+    /// The settings' fingerprint as last taken, empty before the first run (every run reads the
+    /// certificate files again: they can be replaced while a long-lived delivery runs).
     fingerprint: Mutex<String>,
     transport: Mutex<Option<Arc<Transport>>>,
 }
@@ -203,7 +203,7 @@ impl Delivery {
     /// A delivery over a spool other deliveries may share (a reconfigured `serve`).
     pub fn shared(spool: Arc<Spool>, settings: DeliverySettings) -> Delivery {
         Delivery {
-            fingerprint: Mutex::new(settings.fingerprint()),
+            fingerprint: Mutex::default(),
             spool,
             settings,
             transport: Mutex::new(None),
