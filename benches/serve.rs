@@ -35,8 +35,8 @@
 mod common;
 
 use common::{
-    Peer, Rotel, Tmp, free_port, load_snapshot, machine_json, print_banner, quick, rotel_bin,
-    sync_all, target_dir, write_report,
+    Peer, Rotel, Tmp, free_port, load_snapshot, machine_json, percentile, print_banner, quick,
+    rotel_bin, sync_all, target_dir, write_report,
 };
 
 use std::fs;
@@ -676,8 +676,8 @@ fn run_load(
     let secs = window.as_secs_f64();
     load.requests_per_s = load.ok_in_window as f64 / secs;
     load.spans_per_s = load.requests_per_s * spans_per_request() as f64;
-    load.p50_ms = percentile(&load.latencies_ms, 0.50);
-    load.p99_ms = percentile(&load.latencies_ms, 0.99);
+    load.p50_ms = percentile(load.latencies_ms.to_vec(), 0.50);
+    load.p99_ms = percentile(load.latencies_ms.to_vec(), 0.99);
     if let Some(e) = &load.first_error {
         println!("    {} failed requests; the first: {e}", load.errors);
     }
@@ -975,8 +975,8 @@ fn codec_cost(payloads: &[Payload]) -> CodecCost {
         std::hint::black_box((decoded, bytes));
     }
     CodecCost {
-        decode_us: percentile(&dec, 0.5),
-        encode_us: percentile(&enc, 0.5),
+        decode_us: percentile(dec.to_vec(), 0.5),
+        encode_us: percentile(enc.to_vec(), 0.5),
     }
 }
 
@@ -1035,7 +1035,7 @@ impl Stat {
     fn of(v: &[f64]) -> Stat {
         let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
         Stat {
-            median: percentile(&v, 0.5),
+            median: percentile(v.to_vec(), 0.5),
             min: v.iter().copied().fold(f64::NAN, f64::min),
             max: v.iter().copied().fold(f64::NAN, f64::max),
         }
@@ -1099,7 +1099,7 @@ impl Results {
             .into_iter()
             .flat_map(|s| s.load.latencies_ms.iter().copied())
             .collect();
-        percentile(&all, q)
+        percentile(all.to_vec(), q)
     }
 
     fn targets_of(level: Level) -> Vec<Target> {
@@ -1413,8 +1413,8 @@ fn sync_probe(tmp: &Tmp, bytes: usize) -> SyncProbe {
     }
     SyncProbe {
         count: lat.len(),
-        p50_ms: percentile(&lat, 0.5),
-        p99_ms: percentile(&lat, 0.99),
+        p50_ms: percentile(lat.to_vec(), 0.5),
+        p99_ms: percentile(lat.to_vec(), 0.99),
     }
 }
 
@@ -1552,14 +1552,3 @@ fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
-
-fn percentile(v: &[f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let pos = q * (v.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
-}

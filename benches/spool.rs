@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{Tmp, load_snapshot, quick, sync_all, target_dir, write_report};
+use common::{Tmp, load_snapshot, median, quick, sync_all, target_dir, write_report};
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -153,7 +153,7 @@ struct AppendCase {
 
 impl AppendCase {
     fn median_secs(&self) -> f64 {
-        median(&self.secs)
+        median(self.secs.clone())
     }
     fn batches_per_sec(&self) -> f64 {
         self.n as f64 / self.median_secs()
@@ -200,7 +200,7 @@ struct RawDisk {
 
 impl RawDisk {
     fn mib_per_sec(&self, secs: &[f64]) -> f64 {
-        mib(self.n * self.block as u64) / median(secs)
+        mib(self.n * self.block as u64) / median(secs.to_vec())
     }
 }
 
@@ -226,7 +226,7 @@ impl Appends {
         Self::ratios_per_rep(&self.raw.spool_fsync_secs, &self.raw.fsync_secs)
     }
     fn device_ratio(&self) -> f64 {
-        median(&self.device_ratio_per_rep())
+        median(self.device_ratio_per_rep())
     }
     /// The definition: 64 KiB append throughput under `never` over the raw sequential
     /// write bandwidth of the disk (the same bytes written and fsync'd, as REFERENCE measures
@@ -236,7 +236,7 @@ impl Appends {
         Self::ratios_per_rep(&spool.secs, &self.raw.fsync_secs)
     }
     fn disk_ratio(&self) -> f64 {
-        median(&self.disk_ratio_per_rep())
+        median(self.disk_ratio_per_rep())
     }
     /// Both left in the page cache: the write path alone, no device.
     fn page_cache_ratio_per_rep(&self) -> Vec<f64> {
@@ -244,13 +244,13 @@ impl Appends {
         Self::ratios_per_rep(&spool.secs, &self.raw.write_secs)
     }
     fn page_cache_ratio(&self) -> f64 {
-        median(&self.page_cache_ratio_per_rep())
+        median(self.page_cache_ratio_per_rep())
     }
     /// Against raw writes of the spool's layout, page cache only: the cost of the spool's own
     /// work.
     fn framed_ratio(&self) -> f64 {
         let spool = self.case(64 * KIB, SyncPolicy::Never);
-        median(&Self::ratios_per_rep(&spool.secs, &self.raw.framed_secs))
+        median(Self::ratios_per_rep(&spool.secs, &self.raw.framed_secs))
     }
     fn small_appends_per_sec(&self) -> f64 {
         self.case(KIB, SyncPolicy::Never).batches_per_sec()
@@ -988,7 +988,7 @@ impl Report {
         };
         let step = |with: &[f64], without: &[f64]| -> f64 {
             median(
-                &with
+                with.to_vec()
                     .iter()
                     .zip(without)
                     .map(|(w, o)| w - o)
@@ -1398,17 +1398,6 @@ fn payload(size: usize, seed: u64) -> Vec<u8> {
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
 }
 
 /// Nearest-rank percentile of sorted values.
