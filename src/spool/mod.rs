@@ -411,6 +411,21 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_state_over_its_allowance_is_refused_and_the_stored_one_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spool(tmp.path());
+        s.store_delivery_state(b"{\"backend\":\"up\"}").unwrap();
+        let err = s
+            .store_delivery_state(&[b'x'; MAX_DELIVERY_STATE + 1])
+            .unwrap_err();
+        assert!(err.to_string().contains("over its"), "{err}");
+        assert_eq!(
+            s.load_delivery_state().unwrap().as_deref(),
+            Some(&b"{\"backend\":\"up\"}"[..])
+        );
+    }
+
+    #[test]
     fn a_ledger_from_another_boot_is_rebuilt() {
         let tmp = tempfile::tempdir().unwrap();
         let s = spool(tmp.path());
