@@ -57,8 +57,8 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use serde_json::{Value, json};
+use tracespool::delivery::{Delivery, DeliverySettings, Mode};
 use tracespool::encode::{EncodedBatch, Encoder};
-use tracespool::exporter::{Delivery, DeliverySettings};
 use tracespool::spool::{Spool, SpoolOptions, SyncPolicy};
 
 /// Comma-separated sections to run (`1,3`); all by default. A partial run writes no report.
@@ -587,7 +587,9 @@ fn flush(dir: &Path, sync: SyncPolicy, endpoint: &str, n: usize) -> (f64, f64) {
     );
     let start = Instant::now();
     let cpu = thread_cpu();
-    let report = rt.block_on(delivery.flush(true, None)).expect("flush");
+    let report = rt
+        .block_on(delivery.flush(Mode::Explicit, None))
+        .expect("flush");
     let secs = start.elapsed().as_secs_f64();
     let cpu = thread_cpu() - cpu;
     assert_eq!(

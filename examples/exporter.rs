@@ -14,7 +14,8 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::{Tracer, TracerProvider as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracespool::exporter::{DeliverySettings, SpoolExporter};
+use tracespool::delivery::DeliverySettings;
+use tracespool::exporter::SpoolExporter;
 use tracespool::spool::{Spool, SpoolOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

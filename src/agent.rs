@@ -23,8 +23,8 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::delivery::{Delivery, DeliverySettings, Mode, Stop};
 use crate::encode::EncodedBatch;
-use crate::exporter::{Delivery, DeliverySettings, Stop};
 use crate::receiver::{self, ReceiverSettings, Sink, StoreError};
 use crate::spool::{AppendOutcome, Spool};
 
@@ -158,7 +158,8 @@ async fn forwarder(
 ) {
     let mut delivery = Delivery::shared(spool.clone(), settings.borrow_and_update().clone());
     loop {
-        let (stop, pause) = match delivery.forward().await {
+        // Woken early by a commit only when nothing stopped delivery.
+        let (wake_on_commit, pause) = match delivery.forward().await {
             Ok(report) => {
                 if report.sent_batches > 0 {
                     tracing::info!(
@@ -167,19 +168,21 @@ async fn forwarder(
                         "forwarded"
                     );
                 }
-                let pause = pause_after(report.stopped.as_ref());
-                (report.stopped, pause)
+                (
+                    report.stopped.is_none(),
+                    pause_after(report.stopped.as_ref()),
+                )
             }
             // The spool itself failed (a disk error): no backoff was recorded for it, so wait
             // here rather than retry at once.
             Err(e) => {
                 tracing::warn!("forwarding: {e}");
-                (Some(Stop::Failed(e.to_string())), ERROR_PAUSE)
+                (false, ERROR_PAUSE)
             }
         };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = committed.notified(), if stop.is_none() => {}
+            _ = committed.notified(), if wake_on_commit => {}
             changed = settings.changed() => {
                 if changed.is_ok() {
                     delivery = Delivery::shared(spool.clone(), settings.borrow_and_update().clone());
@@ -192,7 +195,7 @@ async fn forwarder(
             break;
         }
     }
-    match delivery.flush(false, None).await {
+    match delivery.flush(Mode::Hurried, None).await {
         Ok(r) if r.remaining => {
             tracing::info!(reason = ?r.stopped.map(|s| s.to_string()), "stopping with batches left in the spool")
         }
@@ -302,6 +305,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::{SendError, TlsError};
 
     #[test]
     fn the_forwarder_waits_for_the_backoff_and_polls_otherwise() {
@@ -310,10 +314,14 @@ mod tests {
         assert!(wait > Duration::from_secs(29) && wait <= Duration::from_secs(30));
         assert_eq!(pause_after(Some(&Stop::Budget)), Duration::ZERO);
         assert_eq!(
-            pause_after(Some(&Stop::Failed("refused".into()))),
+            pause_after(Some(&Stop::Failed(SendError::TimedOut {
+                endpoint: "http://h".into(),
+                after: Duration::from_secs(1),
+            }))),
             FAILED_RECHECK
         );
-        assert_eq!(pause_after(Some(&Stop::TlsNotReady("x".into()))), TLS_POLL);
+        let not_ready = TlsError::HalfPair { given: "key" };
+        assert_eq!(pause_after(Some(&Stop::TlsNotReady(not_ready))), TLS_POLL);
         assert_eq!(pause_after(None), IDLE_POLL);
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::Uri;
 use http::header::{HeaderName, HeaderValue};
 
-use crate::exporter::DeliverySettings;
+use crate::delivery::DeliverySettings;
 use crate::spool::{SpoolOptions, SyncPolicy};
 use crate::transport::{Compression, TlsFiles};
 use crate::units::{parse_duration, parse_size};

@@ -18,7 +18,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1 as pb;
 use prost::Message;
 use serde_json::Value;
-use tracespool::exporter::{DeliverySettings, SpoolExporter};
+use tracespool::delivery::DeliverySettings;
+use tracespool::exporter::SpoolExporter;
 use tracespool::spool::{Spool, SpoolOptions};
 use tracespool::transport::TlsFiles;
 

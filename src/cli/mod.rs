@@ -188,7 +188,7 @@ enum CliError {
     #[error("encoding status: {0}")]
     Json(#[from] serde_json::Error),
     #[error(transparent)]
-    Export(#[from] crate::exporter::ExportError),
+    Export(#[from] crate::delivery::ExportError),
 }
 
 impl CliError {
@@ -198,9 +198,9 @@ impl CliError {
 }
 
 /// The configured spool and delivery settings, ready to deliver.
-fn open_delivery(config: &Config) -> Result<crate::exporter::Delivery, crate::spool::SpoolError> {
+fn open_delivery(config: &Config) -> Result<crate::delivery::Delivery, crate::spool::SpoolError> {
     let spool = crate::spool::Spool::open(&config.spool_dir, config.spool)?;
-    Ok(crate::exporter::Delivery::new(
+    Ok(crate::delivery::Delivery::new(
         spool,
         config.delivery.clone(),
     ))

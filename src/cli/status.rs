@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use super::{CliError, current_thread, open_delivery, say};
 use crate::config::Config;
-use crate::exporter::DeliveryStatus;
+use crate::delivery::{DeliveryStatus, Mode};
 use crate::spool::{Stats, VerifyReport};
 use crate::transport::shown;
 
@@ -55,7 +55,7 @@ pub(super) fn flush(config: &Config) -> Result<ExitCode, CliError> {
     );
     let shown = bar.clone();
     let progress = move |done: u64| shown.set_position(done);
-    let report = runtime.block_on(delivery.flush(true, Some(&progress)));
+    let report = runtime.block_on(delivery.flush(Mode::Explicit, Some(&progress)));
     // Nothing of ours is worth waiting for at exit (a resolver thread, say).
     runtime.shutdown_background();
     bar.finish_and_clear();

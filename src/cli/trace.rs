@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
 use opentelemetry::trace::{SpanKind, Status};
@@ -16,9 +16,9 @@ use opentelemetry::{Array, KeyValue, StringValue, Value};
 
 use super::{CliError, current_thread, lossy, open_delivery, say};
 use crate::config::{Config, parse_key_value};
+use crate::delivery::{Budget, Delivery};
 use crate::encode::{self, EncodedBatch, Encoder};
 use crate::exec::{self, Outcome};
-use crate::exporter::Delivery;
 use crate::propagation::{self, Incoming, Parent};
 use crate::receiver::{self, ReceiverSettings, Sink, StoreError};
 use crate::record::{self, Placement, SpanSpec, parse_kind, parse_time};
@@ -337,15 +337,13 @@ async fn deliver(
         }
     }
     // One budget for the run, however many requests it takes.
-    let deadline = Instant::now() + config.delivery.budget;
-    let mut answered = false;
+    let mut budget = Budget::starting_now(config.delivery.budget);
     for chunk in chunks {
         match delivery
-            .export_in_run(encode::concat(&chunk), deadline, answered)
+            .export_within(encode::concat(&chunk), &mut budget)
             .await
         {
             Ok(report) => {
-                answered |= report.sent_batches > 0 || report.dead_lettered > 0;
                 tracing::info!(
                     sent = report.sent_batches,
                     spooled = report.spooled,

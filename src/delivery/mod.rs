@@ -1,0 +1,353 @@
+//! Delivery: send within the budget, else spool the same bytes; flush the spool oldest first.
+//!
+//! [`Delivery`] composes an [`Upstream`] (the network, through
+//! [`transport`](crate::transport)), the [`spool`](crate::spool) (disk) and the
+//! [`circuit`](crate::circuit) (shared backoff); it knows neither sockets nor files itself.
+//!
+//! One delivery, as [`Delivery::export`] runs it:
+//! 1. no endpoint, or TLS not ready (an https endpoint whose CA, certificate or key file is
+//!    missing) → spool; nothing is sent, never in clear;
+//! 2. the shared backoff is open (`retry_at` in the future) → spool, no connection attempt;
+//! 3. take the flush lease: flush the spool oldest first, one batch at a time, stopping at the
+//!    first failure or when the budget is spent; then, if the spool is empty, let the lease go
+//!    and send the new batch (also when the spool cannot be read: the new batch then goes
+//!    ahead of older spooled ones);
+//! 4. lease held by another process: send the new batch directly while the backend is up or
+//!    unknown; when the backoff has just expired only the lease holder probes, so spool it;
+//! 5. whatever was not delivered is spooled. Bad data goes to the dead-letter area.
+//!
+//! A batch is acknowledged in the spool only after a 2xx. The budget bounds the whole of it.
+
+mod report;
+mod run;
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::Uri;
+use http::header::{HeaderName, HeaderValue};
+
+pub use report::{DeliveryStatus, ExportError, Progress, Report, Stop};
+use run::Run;
+
+use crate::circuit::State;
+use crate::encode::EncodedBatch;
+use crate::receiver::{Sink, StoreError};
+use crate::spool::{AppendOutcome, Spool};
+use crate::transport::{
+    self, Compression, Connect, TlsError, TlsFiles, TransportSettings, Upstream,
+};
+
+/// Where to deliver, and how long a delivery may take.
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// `None`: spool only.
+    pub endpoint: Option<Uri>,
+    /// Sent with every request; never written to disk.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub compression: Compression,
+    pub tls: TlsFiles,
+    /// Wall time one delivery may spend on the network.
+    pub budget: Duration,
+    /// Per request; `None` means the budget alone bounds it.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for DeliverySettings {
+    fn default() -> DeliverySettings {
+        DeliverySettings {
+            endpoint: None,
+            headers: Vec::new(),
+            compression: Compression::None,
+            tls: TlsFiles::default(),
+            budget: Duration::from_secs(2),
+            timeout: None,
+        }
+    }
+}
+
+impl DeliverySettings {
+    /// Identifies the endpoint and the TLS material: the backoff learnt with other settings is
+    /// void. File contents count, so a replaced certificate resets it too.
+    pub fn fingerprint(&self) -> String {
+        let mut crc = crc32c::crc32c(
+            self.endpoint
+                .as_ref()
+                .map(|u| u.to_string())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        for path in [
+            &self.tls.ca_file,
+            &self.tls.client_cert,
+            &self.tls.client_key,
+        ] {
+            let part = match path {
+                Some(p) => {
+                    let mut v = p.as_os_str().as_encoded_bytes().to_vec();
+                    v.extend(std::fs::read(p).unwrap_or_else(|_| b"\0absent".to_vec()));
+                    v
+                }
+                None => b"\0none".to_vec(),
+            };
+            crc = crc32c::crc32c_append(crc, &part);
+        }
+        format!("{crc:08x}")
+    }
+
+    /// A request's own limit: the timeout when one is set, else the budget.
+    fn request_timeout(&self) -> Duration {
+        match self.timeout {
+            Some(t) if !t.is_zero() => t,
+            _ => self.budget,
+        }
+    }
+}
+
+/// How a run treats the shared backoff, and a request under way when its budget runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A short-lived process (a hook's export, an exporter's flush): obeys the shared backoff;
+    /// the end of its budget cuts a request short.
+    Hurried,
+    /// `tracespool flush`, an explicit request: the shared backoff does not stop it.
+    Explicit,
+    /// `serve`'s forwarding: obeys the backoff; the budget only stops *starting* sends, and a
+    /// request under way keeps its whole timeout, so a slow backend is not abandoned
+    /// mid-answer (and sent the batch twice).
+    Patient,
+}
+
+impl Mode {
+    fn obeys_backoff(self) -> bool {
+        self != Mode::Explicit
+    }
+}
+
+/// The budget of one short-lived run, shared by all its exports: when it ends, and whether the
+/// backend answered earlier in the run (then a request the budget cuts short is no verdict on
+/// the backend, which is merely behind a backlog).
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    deadline: Instant,
+    answered: bool,
+}
+
+impl Budget {
+    /// A budget of `length` from now.
+    pub fn starting_now(length: Duration) -> Budget {
+        Budget {
+            deadline: Instant::now() + length,
+            answered: false,
+        }
+    }
+}
+
+/// The delivery engine: one spool, one endpoint.
+pub struct Delivery {
+    spool: Arc<Spool>,
+    settings: DeliverySettings,
+    connect: Connect,
+    /// The settings' fingerprint as last taken, empty before the first run (every run reads the
+    /// certificate files again: they can be replaced while a long-lived delivery runs).
+    fingerprint: Mutex<String>,
+    upstream: Mutex<Option<Arc<dyn Upstream>>>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("spool", &self.spool)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Target {
+    NoEndpoint,
+    NotReady(TlsError),
+    Ready(Arc<dyn Upstream>),
+}
+
+impl Delivery {
+    pub fn new(spool: Spool, settings: DeliverySettings) -> Delivery {
+        Delivery::shared(Arc::new(spool), settings)
+    }
+
+    /// A delivery over a spool other deliveries may share (a reconfigured `serve`).
+    pub fn shared(spool: Arc<Spool>, settings: DeliverySettings) -> Delivery {
+        Delivery::with_connect(spool, settings, Arc::new(transport::connect))
+    }
+
+    /// A delivery that reaches its backend through `connect` (a test's mock, say).
+    pub fn with_connect(
+        spool: Arc<Spool>,
+        settings: DeliverySettings,
+        connect: Connect,
+    ) -> Delivery {
+        Delivery {
+            spool,
+            settings,
+            connect,
+            fingerprint: Mutex::default(),
+            upstream: Mutex::new(None),
+        }
+    }
+
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    pub fn settings(&self) -> &DeliverySettings {
+        &self.settings
+    }
+
+    /// The fingerprint of the settings as their files are now. When a certificate file changed,
+    /// the transport built from the old one is dropped, and the state recorded under the old
+    /// fingerprint is void (for every process alike).
+    fn fingerprint(&self) -> String {
+        let now = self.settings.fingerprint();
+        let mut known = self.fingerprint.lock().unwrap_or_else(|p| p.into_inner());
+        if *known != now {
+            *known = now.clone();
+            *self.upstream.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        now
+    }
+
+    /// The transport, built on first use; rebuilt while TLS is not ready (a file may appear)
+    /// and after a certificate file changed (see [`fingerprint`](Delivery::fingerprint)).
+    fn target(&self) -> Target {
+        let Some(endpoint) = &self.settings.endpoint else {
+            return Target::NoEndpoint;
+        };
+        let mut cached = self.upstream.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = cached.as_ref() {
+            return Target::Ready(t.clone());
+        }
+        let settings = TransportSettings {
+            endpoint: endpoint.clone(),
+            headers: self.settings.headers.clone(),
+            compression: self.settings.compression,
+            tls: self.settings.tls.clone(),
+            connect_timeout: Some(self.settings.timeout.unwrap_or(self.settings.budget)),
+        };
+        match (self.connect)(settings) {
+            Ok(t) => Target::Ready(cached.insert(t).clone()),
+            Err(e) => Target::NotReady(e),
+        }
+    }
+
+    fn load_state(&self) -> State {
+        let bytes = self
+            .spool
+            .load_delivery_state()
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        State::decode(&bytes).for_settings(&self.fingerprint())
+    }
+
+    fn store_state(&self, before: &State, after: &State) {
+        if before != after
+            && let Err(e) = self
+                .spool
+                .store_delivery_state(&after.encode(crate::spool::MAX_DELIVERY_STATE))
+        {
+            // Advisory (a later run may probe once more): not worth a second line of its own.
+            tracing::info!("could not record the delivery state: {e}");
+        }
+    }
+
+    /// The backend's state as last recorded, without touching the network.
+    pub fn status(&self) -> DeliveryStatus {
+        let state = self.load_state();
+        let (backend, last_error) = match self.settings.endpoint {
+            None => ("no_endpoint", None),
+            Some(ref uri) if uri.scheme() == Some(&http::uri::Scheme::HTTPS) => {
+                match crate::transport::tls_files_present(&self.settings.tls) {
+                    Err(e) => ("tls_not_ready", Some(e.to_string())),
+                    Ok(()) => (state.backend.as_str(), state.last_error.clone()),
+                }
+            }
+            Some(_) => (state.backend.as_str(), state.last_error.clone()),
+        };
+        DeliveryStatus {
+            backend,
+            retry_at: state.retry_at,
+            last_error,
+        }
+    }
+
+    /// Delivers `batch` within the budget, flushing the spool first; spools what is not
+    /// delivered (steps in the module doc).
+    ///
+    /// # Errors
+    ///
+    /// [`ExportError::Unspooled`], with the batch, when it could be neither sent nor stored.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropping the future may leave the new batch neither sent nor spooled.
+    pub async fn export(&self, batch: EncodedBatch) -> Result<Report, ExportError> {
+        self.export_within(batch, &mut Budget::starting_now(self.settings.budget))
+            .await
+    }
+
+    /// [`export`](Delivery::export) as one of several by one short-lived run, within the run's
+    /// `budget`, which learns whether the backend answered.
+    ///
+    /// # Errors
+    ///
+    /// As [`export`](Delivery::export).
+    pub async fn export_within(
+        &self,
+        batch: EncodedBatch,
+        budget: &mut Budget,
+    ) -> Result<Report, ExportError> {
+        Run::new(self, Mode::Hurried, budget.deadline, budget.answered)
+            .export(batch, budget)
+            .await
+    }
+
+    /// Delivers the spool oldest first within the budget, stopping at the first failure; the
+    /// `mode` says whether the shared backoff stops it and whether the budget may cut a request
+    /// short.
+    ///
+    /// # Errors
+    ///
+    /// Spool I/O errors. Another process flushing is not an error: the report says
+    /// [`Stop::LeaseHeld`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a batch is acknowledged only after the backend accepted it.
+    pub async fn flush(
+        &self,
+        mode: Mode,
+        progress: Option<&Progress>,
+    ) -> Result<Report, ExportError> {
+        let deadline = Instant::now() + self.settings.budget;
+        let mut run = Run::new(self, mode, deadline, false);
+        run.progress = progress;
+        run.flush().await
+    }
+
+    /// One round of the agent's forwarding: a [`Mode::Patient`] flush.
+    pub async fn forward(&self) -> Result<Report, ExportError> {
+        self.flush(Mode::Patient, None).await
+    }
+}
+
+/// Received batches (from `exec`'s capture or `serve`) go to the spool; delivery takes them
+/// from there, oldest first, like everything else.
+impl Sink for Delivery {
+    async fn store(&self, batch: EncodedBatch) -> Result<(), StoreError> {
+        self.spool
+            .append(&batch.bytes, batch.spans)
+            .and_then(AppendOutcome::accepted)
+            .map_err(StoreError::failed)
+    }
+}

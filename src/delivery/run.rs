@@ -1,0 +1,301 @@
+//! One run of the delivery engine: the state before and after, each send and what its answer
+//! asks for, and the report.
+
+use std::future::Future;
+use std::task::Poll;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+
+use super::{Budget, Delivery, Mode, Progress, Report, Stop, Target};
+use crate::circuit::{self, Backend, Outcome, State};
+use crate::delivery::ExportError;
+use crate::encode::EncodedBatch;
+use crate::signal::Signal;
+use crate::spool::{Reader, SpoolError};
+use crate::transport::{SendError, Upstream, chain};
+
+/// One delivery in progress.
+pub(super) struct Run<'a> {
+    delivery: &'a Delivery,
+    mode: Mode,
+    deadline: Instant,
+    before: State,
+    state: State,
+    report: Report,
+    pub(super) progress: Option<&'a Progress>,
+    /// The backend answered earlier in this run (this delivery or one before it).
+    answered: bool,
+}
+
+/// What the answer to one send asks the caller to do with the batch.
+enum Sent {
+    /// Accepted (rejected spans already counted): acknowledge it.
+    Accepted,
+    /// Rejected as bad data: move it to the dead-letter area.
+    BadData,
+    /// Not delivered: keep it.
+    Keep(Stop),
+}
+
+impl<'a> Run<'a> {
+    pub(super) fn new(
+        delivery: &'a Delivery,
+        mode: Mode,
+        deadline: Instant,
+        answered: bool,
+    ) -> Run<'a> {
+        let state = delivery.load_state();
+        Run {
+            delivery,
+            mode,
+            deadline,
+            before: state.clone(),
+            state,
+            report: Report::default(),
+            progress: None,
+            answered,
+        }
+    }
+
+    /// A short-lived run's export: the spool first, then `batch` (steps in the module doc).
+    pub(super) async fn export(
+        mut self,
+        batch: EncodedBatch,
+        budget: &mut Budget,
+    ) -> Result<Report, ExportError> {
+        let upstream = match self.preflight() {
+            Ok(upstream) => upstream,
+            Err(stop) => return self.spool_and_finish(batch, stop),
+        };
+        let probing = self.state.backend == Backend::Down;
+        match self.delivery.spool.reader() {
+            Ok(mut reader) => match self.drain(&mut reader, upstream.as_ref()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    budget.answered |= self.answered;
+                    let stop = self.report.stopped.clone().unwrap_or(Stop::Budget);
+                    return self.spool_and_finish(batch, stop);
+                }
+                // The spool's trouble is not the backend's: this batch still goes.
+                Err(e) => tracing::warn!("could not deliver the spool: {e}"),
+            },
+            Err(SpoolError::FlushLeaseHeld { .. }) if probing => {
+                return self.spool_and_finish(batch, Stop::LeaseHeld);
+            }
+            Err(SpoolError::FlushLeaseHeld { .. }) => {}
+            Err(e) => tracing::warn!("could not read the spool: {e}"),
+        }
+        let sent = self
+            .send(upstream.as_ref(), batch.bytes.clone(), batch.spans)
+            .await;
+        budget.answered |= self.answered;
+        match sent {
+            Sent::Accepted => self.finish(),
+            Sent::BadData => {
+                if let Err(e) = self.delivery.spool.dead_letter(&batch.bytes, batch.spans) {
+                    tracing::warn!("could not count or keep the rejected batch: {e}");
+                }
+                self.finish()
+            }
+            Sent::Keep(stop) => self.spool_and_finish(batch, stop),
+        }
+    }
+
+    /// Delivers the spool oldest first, stopping at the first failure.
+    pub(super) async fn flush(mut self) -> Result<Report, ExportError> {
+        let upstream = match self.preflight() {
+            Ok(upstream) => upstream,
+            Err(stop) => return self.finish_stopped(stop),
+        };
+        let mut reader = match self.delivery.spool.reader() {
+            Ok(reader) => reader,
+            Err(SpoolError::FlushLeaseHeld { .. }) => return self.finish_stopped(Stop::LeaseHeld),
+            Err(e) => return Err(e.into()),
+        };
+        self.drain(&mut reader, upstream.as_ref()).await?;
+        drop(reader);
+        self.finish()
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        // Only a failure's delay is jittered.
+        let jitter = if matches!(outcome, Outcome::Failed { .. }) {
+            jitter()
+        } else {
+            0.0
+        };
+        self.state = circuit::next(&self.state, &outcome, SystemTime::now(), jitter);
+    }
+
+    /// The transport, unless something stops delivery before any connection: no endpoint, TLS
+    /// not ready (recorded as the backend's state), or the shared backoff (when obeyed).
+    fn preflight(&mut self) -> Result<std::sync::Arc<dyn Upstream>, Stop> {
+        let upstream = match self.delivery.target() {
+            Target::NoEndpoint => return Err(Stop::NoEndpoint),
+            Target::NotReady(e) => {
+                self.record(Outcome::TlsNotReady {
+                    error: e.to_string(),
+                });
+                return Err(Stop::TlsNotReady(e));
+            }
+            Target::Ready(t) => t,
+        };
+        if self.mode.obeys_backoff()
+            && let Some(retry_at) = self
+                .state
+                .retry_at_time()
+                .filter(|_| self.state.is_open(SystemTime::now()))
+        {
+            return Err(Stop::BackingOff { retry_at });
+        }
+        Ok(upstream)
+    }
+
+    /// Sends one batch within what is left of the budget, and learns from the answer.
+    async fn send(&mut self, upstream: &dyn Upstream, bytes: Bytes, spans: u32) -> Sent {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Sent::Keep(Stop::Budget);
+        }
+        // A request's own limit; a short-lived run also stops it where its budget ends.
+        let nominal = self.delivery.settings.request_timeout();
+        let timeout = if self.mode == Mode::Patient {
+            nominal
+        } else {
+            nominal.min(left)
+        };
+        match upstream.send(Signal::Traces, bytes, timeout).await {
+            // It answered earlier in this run, and our budget (not its own timeout) ran out:
+            // no verdict on a backend that is merely behind a backlog.
+            Err(e) if e.is_timeout() && timeout < nominal && self.answered => {
+                tracing::info!("budget spent while waiting for an answer: {e}");
+                Sent::Keep(Stop::Budget)
+            }
+            Ok(accepted) => {
+                self.answered = true;
+                self.report.sent_batches += 1;
+                self.report.sent_spans += u64::from(spans);
+                self.report.rejected_spans += accepted.rejected;
+                if let Err(e) = self.delivery.spool.count_rejected(accepted.rejected) {
+                    tracing::warn!("could not count rejected spans: {e}");
+                }
+                if accepted.rejected > 0 {
+                    tracing::warn!(
+                        rejected_spans = accepted.rejected,
+                        message = accepted.message.as_deref().unwrap_or(""),
+                        "the backend rejected part of a batch"
+                    );
+                }
+                self.record(Outcome::Answered { note: None });
+                Sent::Accepted
+            }
+            Err(e @ SendError::BadData { .. }) => {
+                self.answered = true;
+                tracing::warn!("{e}; keeping the batch in the dead-letter area");
+                self.report.dead_lettered += 1;
+                self.report.rejected_spans += u64::from(spans);
+                self.record(Outcome::Answered {
+                    note: Some(e.to_string()),
+                });
+                Sent::BadData
+            }
+            Err(e) => {
+                let error = chain(&e);
+                tracing::info!("delivery failed: {error}");
+                self.record(Outcome::Failed {
+                    error,
+                    retry_after: e.retry_after(),
+                });
+                Sent::Keep(Stop::Failed(e))
+            }
+        }
+    }
+
+    /// Flushes the spool oldest first. True when it is empty; false when delivery stopped.
+    async fn drain(
+        &mut self,
+        reader: &mut Reader<'_>,
+        upstream: &dyn Upstream,
+    ) -> Result<bool, ExportError> {
+        loop {
+            let Some(record) = reader.next()? else {
+                return Ok(true);
+            };
+            // Once the request is on its way (its connection's task has run), read the next
+            // record from the disk while the backend works on this one. A record already in
+            // memory is not worth the extra turn of the scheduler (which polls for I/O events).
+            let sent = {
+                let send = self.send(upstream, record.payload.clone(), record.span_count);
+                tokio::pin!(send);
+                let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
+                match first {
+                    Poll::Ready(sent) => sent,
+                    Poll::Pending => {
+                        if !reader.next_in_memory(&record) {
+                            tokio::task::yield_now().await;
+                            reader.read_ahead(&record);
+                        }
+                        send.await
+                    }
+                }
+            };
+            match sent {
+                Sent::Accepted => reader.ack_deferred(&record)?,
+                Sent::BadData => reader.dead_letter(&record)?,
+                Sent::Keep(stop) => {
+                    self.report.remaining = true;
+                    self.report.stopped = Some(stop);
+                    return Ok(false);
+                }
+            }
+            if let Some(progress) = self.progress {
+                progress(self.report.sent_batches + self.report.dead_lettered);
+            }
+        }
+    }
+
+    fn spool_and_finish(mut self, batch: EncodedBatch, stop: Stop) -> Result<Report, ExportError> {
+        match self.delivery.spool.append(&batch.bytes, batch.spans) {
+            Ok(outcome) => {
+                outcome.warn_if_dropped();
+                self.report.spooled = outcome.stored;
+                self.report.dropped = outcome;
+            }
+            Err(source) => {
+                self.finish_stopped(stop)?;
+                return Err(ExportError::Unspooled { batch, source });
+            }
+        }
+        self.finish_stopped(stop)
+    }
+
+    fn finish_stopped(mut self, stop: Stop) -> Result<Report, ExportError> {
+        self.report.stopped = Some(stop);
+        self.report.remaining = true;
+        self.finish()
+    }
+
+    fn finish(mut self) -> Result<Report, ExportError> {
+        self.delivery.store_state(&self.before, &self.state);
+        self.report.backend = self.state.backend;
+        self.report.last_error = self.state.last_error.clone();
+        // Stopped: something remains by definition. Ran to the end: count what others added
+        // meanwhile (`flush` exits on it). A hook's spooling run skips the count.
+        if self.report.stopped.is_none()
+            && let Ok(stats) = self.delivery.spool.stats()
+        {
+            self.report.remaining = stats.batches > 0;
+        }
+        Ok(self.report)
+    }
+}
+
+/// A number in [-1, 1] that differs between processes and calls: enough to spread retries.
+fn jitter() -> f64 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let x = crc32c::crc32c(&[nanos.to_le_bytes(), std::process::id().to_le_bytes()].concat());
+    f64::from(x) / f64::from(u32::MAX) * 2.0 - 1.0
+}

@@ -1,0 +1,348 @@
+//! The delivery engine against a mock backend: backoff, budget, flush lease, dead letter,
+//! partial success, and which signal goes where.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+
+use super::*;
+use crate::circuit::Backend;
+use crate::signal::Signal;
+use crate::spool::{Spool, SpoolOptions};
+use crate::transport::{Accepted, SendError, TlsError, Upstream};
+
+/// What the mock answers one request with.
+#[derive(Clone)]
+enum Answer {
+    Take(Accepted),
+    Refuse(SendError),
+    /// Answers 2xx after this long (a timeout of the run cuts it short).
+    Slow(Duration),
+    Never,
+}
+
+fn unavailable(retry_after: Option<Duration>) -> Answer {
+    Answer::Refuse(SendError::Unavailable {
+        status: 503,
+        endpoint: "http://mock/v1/traces".into(),
+        retry_after,
+    })
+}
+
+/// A backend that answers from a script (then 2xx) and records what it was sent.
+#[derive(Debug, Default)]
+struct Mock {
+    script: Mutex<VecDeque<Answer>>,
+    sent: Mutex<Vec<(Signal, Bytes)>>,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Answer")
+    }
+}
+
+impl Mock {
+    fn answering(answers: impl IntoIterator<Item = Answer>) -> Arc<Mock> {
+        Arc::new(Mock {
+            script: Mutex::new(answers.into_iter().collect()),
+            sent: Mutex::default(),
+        })
+    }
+
+    fn sent(&self) -> Vec<Bytes> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
+impl Upstream for Mock {
+    fn send(
+        &self,
+        signal: Signal,
+        body: Bytes,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Accepted, SendError>> {
+        self.sent.lock().unwrap().push((signal, body));
+        let answer = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Answer::Take(Accepted::default()));
+        Box::pin(async move {
+            let wait = match answer {
+                Answer::Take(a) => return Ok(a),
+                Answer::Refuse(e) => return Err(e),
+                Answer::Slow(d) => d,
+                Answer::Never => Duration::MAX,
+            };
+            match tokio::time::timeout(timeout, tokio::time::sleep(wait)).await {
+                Ok(()) => Ok(Accepted::default()),
+                Err(_) => Err(SendError::TimedOut {
+                    endpoint: "http://mock/v1/traces".into(),
+                    after: timeout,
+                }),
+            }
+        })
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    delivery: Delivery,
+    mock: Arc<Mock>,
+}
+
+fn setup(mock: Arc<Mock>, budget: Duration) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path().join("spool"), SpoolOptions::default()).unwrap();
+    let settings = DeliverySettings {
+        endpoint: Some("http://mock/v1/traces".parse().unwrap()),
+        budget,
+        ..DeliverySettings::default()
+    };
+    let upstream = mock.clone();
+    let connect: Connect = Arc::new(move |_| Ok(upstream.clone() as Arc<dyn Upstream>));
+    Setup {
+        _dir: dir,
+        delivery: Delivery::with_connect(Arc::new(spool), settings, connect),
+        mock,
+    }
+}
+
+fn batch(name: &str) -> EncodedBatch {
+    EncodedBatch {
+        bytes: Bytes::copy_from_slice(name.as_bytes()),
+        spans: 1,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_batch_the_backend_takes_is_sent_once_and_not_spooled() {
+    let s = setup(Mock::answering([]), Duration::from_secs(2));
+    let report = runtime().block_on(s.delivery.export(batch("a"))).unwrap();
+    assert_eq!((report.sent_batches, report.spooled), (1, false));
+    assert_eq!(report.backend, Backend::Up);
+    assert_eq!(s.mock.sent(), [Bytes::from("a")]);
+    assert_eq!(s.mock.sent.lock().unwrap()[0].0, Signal::Traces);
+    assert_eq!(s.delivery.spool().stats().unwrap().batches, 0);
+}
+
+#[test]
+fn a_retryable_failure_spools_the_batch_and_opens_the_backoff_for_later_runs() {
+    let s = setup(
+        Mock::answering([unavailable(Some(Duration::from_secs(30)))]),
+        Duration::from_secs(2),
+    );
+    let rt = runtime();
+    let first = rt.block_on(s.delivery.export(batch("a"))).unwrap();
+    assert!(first.spooled && matches!(first.stopped, Some(Stop::Failed(_))));
+    assert_eq!(first.backend, Backend::Down);
+    let retry_at = s.delivery.status().retry_at.unwrap();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now + 29.0..=now + 31.0).contains(&retry_at),
+        "{retry_at} vs {now}"
+    );
+
+    // Backing off: no connection at all, the batch goes to the spool behind the first.
+    let second = rt.block_on(s.delivery.export(batch("b"))).unwrap();
+    assert!(matches!(second.stopped, Some(Stop::BackingOff { .. })));
+    assert_eq!(s.mock.sent().len(), 1);
+
+    // An explicit flush ignores the backoff and delivers oldest first.
+    let flushed = rt.block_on(s.delivery.flush(Mode::Explicit, None)).unwrap();
+    assert_eq!((flushed.sent_batches, flushed.remaining), (2, false));
+    assert_eq!(&s.mock.sent()[1..], [Bytes::from("a"), Bytes::from("b")]);
+    assert_eq!(s.delivery.status().backend, "up");
+    assert_eq!(s.delivery.status().retry_at, None);
+}
+
+#[test]
+fn hurried_and_patient_flushes_obey_the_backoff() {
+    let s = setup(Mock::answering([unavailable(None)]), Duration::from_secs(2));
+    let rt = runtime();
+    rt.block_on(s.delivery.export(batch("a"))).unwrap();
+    for mode in [Mode::Hurried, Mode::Patient] {
+        let report = rt.block_on(s.delivery.flush(mode, None)).unwrap();
+        assert!(
+            matches!(report.stopped, Some(Stop::BackingOff { .. })),
+            "{mode:?}"
+        );
+    }
+    assert_eq!(s.mock.sent().len(), 1);
+}
+
+#[test]
+fn a_backend_that_never_answers_costs_the_budget_and_the_batch_is_kept() {
+    let budget = Duration::from_millis(300);
+    let s = setup(Mock::answering([Answer::Never]), budget);
+    let start = Instant::now();
+    let report = runtime().block_on(s.delivery.export(batch("a"))).unwrap();
+    let took = start.elapsed();
+    assert!(
+        took >= budget && took < budget + Duration::from_millis(200),
+        "{took:?}"
+    );
+    assert!(report.spooled);
+    assert!(
+        matches!(
+            report.stopped,
+            Some(Stop::Failed(SendError::TimedOut { .. }))
+        ),
+        "{:?}",
+        report.stopped
+    );
+    assert_eq!(report.backend, Backend::Down);
+}
+
+#[test]
+fn the_budget_cutting_short_a_backend_that_answered_earlier_in_the_run_is_no_verdict_on_it() {
+    let s = setup(
+        Mock::answering([Answer::Take(Accepted::default()), Answer::Never]),
+        Duration::from_millis(300),
+    );
+    let rt = runtime();
+    let mut budget = Budget::starting_now(Duration::from_millis(300));
+    let first = rt
+        .block_on(s.delivery.export_within(batch("a"), &mut budget))
+        .unwrap();
+    assert_eq!(first.sent_batches, 1);
+    let second = rt
+        .block_on(s.delivery.export_within(batch("b"), &mut budget))
+        .unwrap();
+    assert!(second.spooled && matches!(second.stopped, Some(Stop::Budget)));
+    assert_eq!(second.backend, Backend::Up, "not marked down");
+    assert_eq!(s.delivery.status().retry_at, None);
+}
+
+#[test]
+fn a_patient_flush_lets_a_request_under_way_finish_past_the_budget() {
+    let s = setup(
+        Mock::answering([unavailable(None), Answer::Slow(Duration::from_millis(400))]),
+        Duration::from_millis(200),
+    );
+    let rt = runtime();
+    rt.block_on(s.delivery.export(batch("a"))).unwrap();
+    // The backoff (about a second) must pass before a patient flush tries again.
+    std::thread::sleep(Duration::from_millis(1300));
+    let mut settings = s.delivery.settings().clone();
+    settings.timeout = Some(Duration::from_secs(2));
+    let upstream = s.mock.clone();
+    let patient = Delivery::with_connect(
+        Arc::new(Spool::open(s.delivery.spool().path(), SpoolOptions::default()).unwrap()),
+        settings,
+        Arc::new(move |_| Ok(upstream.clone() as Arc<dyn Upstream>)),
+    );
+    let report = rt.block_on(patient.forward()).unwrap();
+    assert_eq!(
+        (report.sent_batches, report.remaining),
+        (1, false),
+        "{report:?}"
+    );
+}
+
+#[test]
+fn while_another_process_holds_the_lease_a_probe_after_the_backoff_is_left_to_it() {
+    let s = setup(Mock::answering([unavailable(None)]), Duration::from_secs(2));
+    let rt = runtime();
+    rt.block_on(s.delivery.export(batch("a"))).unwrap();
+    std::thread::sleep(Duration::from_millis(1300));
+    let other = Spool::open(s.delivery.spool().path(), SpoolOptions::default()).unwrap();
+    let lease = other.reader().unwrap();
+    let report = rt.block_on(s.delivery.export(batch("b"))).unwrap();
+    assert!(report.spooled && matches!(report.stopped, Some(Stop::LeaseHeld)));
+    assert_eq!(s.mock.sent().len(), 1, "no probe");
+    drop(lease);
+}
+
+#[test]
+fn while_another_process_holds_the_lease_a_healthy_backend_gets_the_new_batch_directly() {
+    let s = setup(Mock::answering([]), Duration::from_secs(2));
+    let other = Spool::open(s.delivery.spool().path(), SpoolOptions::default()).unwrap();
+    let lease = other.reader().unwrap();
+    let report = runtime().block_on(s.delivery.export(batch("a"))).unwrap();
+    assert_eq!((report.sent_batches, report.spooled), (1, false));
+    drop(lease);
+}
+
+#[test]
+fn bad_data_goes_to_the_dead_letter_area_and_its_spans_are_counted_rejected() {
+    let bad = Answer::Refuse(SendError::BadData {
+        status: 400,
+        message: "invalid span id".into(),
+    });
+    let s = setup(
+        Mock::answering([unavailable(None), bad]),
+        Duration::from_secs(2),
+    );
+    let rt = runtime();
+    rt.block_on(s.delivery.export(batch("a"))).unwrap();
+    let report = rt.block_on(s.delivery.flush(Mode::Explicit, None)).unwrap();
+    assert_eq!((report.dead_lettered, report.rejected_spans), (1, 1));
+    assert_eq!(
+        report.backend,
+        Backend::Up,
+        "a backend that judges the data is up"
+    );
+    let stats = s.delivery.spool().stats().unwrap();
+    assert_eq!((stats.batches, stats.rejected_spans), (0, 1));
+    assert!(stats.deadletter_bytes > 0);
+}
+
+#[test]
+fn a_partial_success_counts_the_rejected_spans_and_acknowledges_the_batch() {
+    let partial = Answer::Take(Accepted {
+        rejected: 2,
+        message: Some("too old".into()),
+    });
+    let s = setup(Mock::answering([partial]), Duration::from_secs(2));
+    let report = runtime().block_on(s.delivery.export(batch("a"))).unwrap();
+    assert_eq!((report.sent_batches, report.rejected_spans), (1, 2));
+    assert_eq!(s.delivery.spool().stats().unwrap().rejected_spans, 2);
+}
+
+#[test]
+fn tls_not_ready_spools_without_any_connection_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path().join("spool"), SpoolOptions::default()).unwrap();
+    let settings = DeliverySettings {
+        endpoint: Some("https://mock/v1/traces".parse().unwrap()),
+        ..DeliverySettings::default()
+    };
+    let connect: Connect = Arc::new(|_| Err(TlsError::HalfPair { given: "key" }));
+    let delivery = Delivery::with_connect(Arc::new(spool), settings, connect);
+    let report = runtime().block_on(delivery.export(batch("a"))).unwrap();
+    assert!(report.spooled && matches!(report.stopped, Some(Stop::TlsNotReady(_))));
+    assert_eq!(report.backend, Backend::TlsNotReady);
+}
+
+#[test]
+fn no_endpoint_spools_and_the_flush_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path().join("spool"), SpoolOptions::default()).unwrap();
+    let delivery = Delivery::new(spool, DeliverySettings::default());
+    let rt = runtime();
+    let report = rt.block_on(delivery.export(batch("a"))).unwrap();
+    assert!(report.spooled && matches!(report.stopped, Some(Stop::NoEndpoint)));
+    let flushed = rt.block_on(delivery.flush(Mode::Explicit, None)).unwrap();
+    assert!(flushed.remaining && matches!(flushed.stopped, Some(Stop::NoEndpoint)));
+}
