@@ -8,7 +8,6 @@ mod status;
 mod trace;
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -197,25 +196,9 @@ impl CliError {
     }
 }
 
-/// The configured spool and delivery settings, ready to deliver.
-fn open_delivery(config: &Config) -> Result<crate::delivery::Delivery, crate::spool::SpoolError> {
-    let spool = crate::spool::Spool::open(&config.spool_dir, config.spool)?;
-    Ok(crate::delivery::Delivery::new(
-        spool,
-        config.delivery.clone(),
-    ))
-}
-
 /// A runtime on this thread, for one delivery.
 fn current_thread() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-}
-
-/// The command line as given, for `process.command_args`.
-fn lossy(args: &[OsString]) -> Vec<String> {
-    args.iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect()
 }

@@ -4,9 +4,10 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use super::{CliError, current_thread, open_delivery, say};
+use super::{CliError, current_thread, say};
 use crate::config::Config;
 use crate::delivery::{DeliveryStatus, Mode};
+use crate::hook::open_delivery;
 use crate::spool::{Stats, VerifyReport};
 use crate::transport::shown;
 
