@@ -72,6 +72,7 @@ mod ledger;
 mod reader;
 mod segments;
 mod slots;
+mod store;
 mod sys;
 mod writer;
 
@@ -83,6 +84,7 @@ use std::time::SystemTime;
 pub use bounds::overhead;
 pub use error::{AppendError, SpoolError};
 pub use reader::{DEFERRED_ACKS, Reader, Record, VerifyReport};
+pub use store::Store;
 pub use writer::AppendOutcome;
 
 use cursor::Cursor;
@@ -347,6 +349,27 @@ impl Spool {
             .map_err(io)?
             .map_or(0, |(seq, _)| seq + 1);
         slots::write(file, DELIVERY_SLOT, seq, contents).map_err(io)
+    }
+
+    /// The bytes this spool's files take towards the bound, the bookkeeping allowance included.
+    pub(crate) fn footprint(&self) -> Result<u64, SpoolError> {
+        let mut locked = Locked::acquire(self)?;
+        let size = locked.active()?.unwrap_or(0);
+        Ok(locked
+            .usage(size, None)
+            .bytes
+            .saturating_add(bounds::META_RESERVE))
+    }
+
+    /// Frees room as an append would: the oldest quarantined or dead-lettered file, else the
+    /// oldest segment (its unacknowledged batches counted as dropped). False when there is
+    /// nothing left to drop.
+    pub(crate) fn drop_oldest(&self) -> Result<bool, SpoolError> {
+        let mut locked = Locked::acquire(self)?;
+        let cursor = self.read_cursor()?;
+        let dropped = locked.drop_oldest(&cursor)?;
+        locked.commit()?;
+        Ok(dropped)
     }
 
     /// Reads every unacknowledged record and counts the damaged ones. Changes nothing.

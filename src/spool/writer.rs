@@ -75,10 +75,22 @@ impl Spool {
         &self,
         batches: &[(&[u8], u32)],
     ) -> Result<Vec<Result<AppendOutcome, AppendError>>, AppendError> {
+        self.append_all_within(batches, self.opts.max_bytes)
+    }
+
+    /// [`append_all`](Spool::append_all), making room as if the bound were `limit` bytes (at
+    /// most `max_bytes`): what is left of the bound that this spool shares with others (one
+    /// per signal, under one `max_bytes`).
+    pub(crate) fn append_all_within(
+        &self,
+        batches: &[(&[u8], u32)],
+        limit: u64,
+    ) -> Result<Vec<Result<AppendOutcome, AppendError>>, AppendError> {
+        let limit = limit.min(self.opts.max_bytes);
         let mut locked = Locked::acquire(self)?;
         let results = batches
             .iter()
-            .map(|(payload, spans)| self.append_locked(&mut locked, payload, *spans))
+            .map(|(payload, spans)| self.append_locked(&mut locked, payload, *spans, limit))
             .collect();
         let synced = locked.sync_written();
         locked.commit()?;
@@ -93,6 +105,7 @@ impl Spool {
         locked: &mut Locked<'_>,
         payload: &[u8],
         span_count: u32,
+        limit: u64,
     ) -> Result<AppendOutcome, AppendError> {
         let max_bytes = self.opts.max_bytes;
         if max_bytes == 0 {
@@ -146,7 +159,7 @@ impl Spool {
         while !locked.usage(size, cursor.as_ref()).admits(
             frame_len,
             span_count.into(),
-            max_bytes,
+            limit,
             self.opts.max_spans,
         ) {
             let c = match cursor {
