@@ -406,7 +406,7 @@ fn bench_flush(tmp: &Tmp, scale: &Scale, rotel: &Rotel) -> FlushResults {
             let dir = tmp.dir();
             let spool = Spool::open(dir.path(), opts(SyncPolicy::Never)).expect("open spool");
             for b in batches {
-                spool.append(&b.bytes, b.spans).expect("append");
+                spool.append(&b.bytes, b.items).expect("append");
             }
             drop(spool);
             dir
@@ -1007,13 +1007,13 @@ fn bench_export_to_spool(tmp: &Tmp, scale: &Scale) -> Vec<SpoolCase> {
                 push(&mut case.encode, t);
                 // (b) append alone.
                 let t = Instant::now();
-                s_append.append(&batch.bytes, batch.spans).expect("append");
+                s_append.append(&batch.bytes, batch.items).expect("append");
                 push(&mut case.append, t);
                 // (c) encode + append.
                 let input = template.clone();
                 let t = Instant::now();
                 let b = enc.encode(input);
-                s_enc_append.append(&b.bytes, b.spans).expect("append");
+                s_enc_append.append(&b.bytes, b.items).expect("append");
                 push(&mut case.encode_append, t);
                 // (d) Delivery::export alone, then encode + export.
                 let t = Instant::now();

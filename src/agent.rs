@@ -98,7 +98,7 @@ async fn committer(
         let spool = spool.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let items: Vec<(&[u8], u32)> =
-                batches.iter().map(|b| (&b.bytes[..], b.spans)).collect();
+                batches.iter().map(|b| (&b.bytes[..], b.items)).collect();
             spool.append_all(&items).map(|results| {
                 results
                     .into_iter()

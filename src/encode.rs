@@ -1,4 +1,7 @@
-//! Spans to OTLP bytes, once: the same bytes are sent, spooled and re-sent. Pure: no I/O.
+//! OTLP bytes, made once: the same bytes are sent, spooled and re-sent. Pure: no I/O.
+//!
+//! Spans are encoded here from the SDK's `SpanData`; received requests of every signal are
+//! checked for framing and their items counted without being decoded ([`count_items_in`]).
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -8,12 +11,27 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
 use prost::Message;
 
-/// An encoded `ExportTraceServiceRequest` and the number of spans in it.
+use crate::signal::Signal;
+
+/// An encoded export request of one signal (`ExportTraceServiceRequest`,
+/// `ExportMetricsServiceRequest` or `ExportLogsServiceRequest`) and the number of items in it:
+/// spans, metric data points or log records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedBatch {
+    pub signal: Signal,
     /// Shared, not copied, from the receiver to the spool and the request body.
     pub bytes: Bytes,
-    pub spans: u32,
+    pub items: u32,
+}
+
+impl EncodedBatch {
+    pub fn new(signal: Signal, bytes: Bytes, items: u32) -> EncodedBatch {
+        EncodedBatch {
+            signal,
+            bytes,
+            items,
+        }
+    }
 }
 
 /// The resource, converted once for every batch of an exporter.
@@ -35,10 +53,7 @@ impl Encoder {
         let request = ExportTraceServiceRequest {
             resource_spans: group_spans_by_resource_and_scope(spans, &self.resource),
         };
-        EncodedBatch {
-            bytes: request.encode_to_vec().into(),
-            spans: count,
-        }
+        EncodedBatch::new(Signal::Traces, request.encode_to_vec().into(), count)
     }
 }
 
@@ -85,21 +100,29 @@ impl Format {
     }
 }
 
-/// Joins encoded requests into one: protobuf appends repeated fields of concatenated messages,
-/// so the bytes one after the other are a request holding every `resource_spans`. No decoding.
+/// Joins encoded requests of one signal into one: protobuf appends repeated fields of
+/// concatenated messages, so the bytes one after the other are a request holding every
+/// `resource_spans` (or `resource_metrics`, `resource_logs`). No decoding.
+///
+/// # Panics
+///
+/// When `batches` is empty (debug builds also check that they are of one signal).
 pub fn concat(batches: &[EncodedBatch]) -> EncodedBatch {
+    let signal = batches[0].signal;
+    debug_assert!(batches.iter().all(|b| b.signal == signal));
     if let [one] = batches {
         return one.clone();
     }
-    EncodedBatch {
-        bytes: batches
+    EncodedBatch::new(
+        signal,
+        batches
             .iter()
             .map(|b| &b.bytes[..])
             .collect::<Vec<_>>()
             .concat()
             .into(),
-        spans: batches.iter().fold(0u32, |n, b| n.saturating_add(b.spans)),
-    }
+        batches.iter().fold(0u32, |n, b| n.saturating_add(b.items)),
+    )
 }
 
 /// Decodes a protobuf `ExportTraceServiceRequest`.
@@ -107,23 +130,67 @@ pub fn decode(bytes: &[u8]) -> Result<ExportTraceServiceRequest, prost::DecodeEr
     ExportTraceServiceRequest::decode(bytes)
 }
 
-/// The spans in a protobuf `ExportTraceServiceRequest`, counted without decoding them: the
-/// request, its `ResourceSpans` and `ScopeSpans` are decoded as far as the span list, and each
-/// span (like the resource and the scope) is only checked to be well-framed protobuf (tags, wire
-/// types, lengths). What a receiver that stores and forwards the very bytes it got needs to know,
-/// at a fraction of a full decode: no allocation per span or attribute. What is inside a span is
-/// the backend's to judge (a batch it refuses as bad data is dead-lettered and counted).
-pub fn count_spans_in(bytes: &[u8]) -> Result<u64, prost::DecodeError> {
-    let request = outline::Request::decode(bytes)?;
-    Ok(request
-        .resource_spans
-        .iter()
-        .flat_map(|rs| &rs.scope_spans)
-        .map(|ss| ss.spans.len() as u64)
-        .sum())
+/// The items in a protobuf export request of `signal`, counted without decoding them: the
+/// request is decoded as far as its item lists (spans; the data points of each metric; log
+/// records), and each item (like the resources and scopes) is only checked to be well-framed
+/// protobuf (tags, wire types, lengths). What a receiver that stores and forwards the very bytes
+/// it got needs to know, at a fraction of a full decode: no allocation per item or attribute.
+/// What is inside an item is the backend's to judge (a batch it refuses as bad data is
+/// dead-lettered and counted).
+pub fn count_items_in(signal: Signal, bytes: &[u8]) -> Result<u64, prost::DecodeError> {
+    let count = |n: usize| n as u64;
+    Ok(match signal {
+        Signal::Traces => outline::Request::decode(bytes)?
+            .resource_spans
+            .iter()
+            .flat_map(|rs| &rs.scope_spans)
+            .map(|ss| count(ss.spans.len()))
+            .sum(),
+        Signal::Metrics => outline::MetricsRequest::decode(bytes)?
+            .resource_metrics
+            .iter()
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .map(|m| count(m.data_points()))
+            .sum(),
+        Signal::Logs => outline::LogsRequest::decode(bytes)?
+            .resource_logs
+            .iter()
+            .flat_map(|rl| &rl.scope_logs)
+            .map(|sl| count(sl.log_records.len()))
+            .sum(),
+    })
 }
 
-/// `ExportTraceServiceRequest` down to its spans, with the field numbers of
+/// The spans in a protobuf `ExportTraceServiceRequest`, counted without decoding them.
+pub fn count_spans_in(bytes: &[u8]) -> Result<u64, prost::DecodeError> {
+    count_items_in(Signal::Traces, bytes)
+}
+
+/// An OTLP/JSON export request of `signal` as protobuf, with its items counted.
+///
+/// # Errors
+///
+/// When `json` is not such a request.
+pub fn json_to_protobuf(signal: Signal, json: &[u8]) -> Result<(u64, Bytes), serde_json::Error> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    let bytes: Bytes = match signal {
+        Signal::Traces => serde_json::from_slice::<ExportTraceServiceRequest>(json)?
+            .encode_to_vec()
+            .into(),
+        Signal::Metrics => serde_json::from_slice::<ExportMetricsServiceRequest>(json)?
+            .encode_to_vec()
+            .into(),
+        Signal::Logs => serde_json::from_slice::<ExportLogsServiceRequest>(json)?
+            .encode_to_vec()
+            .into(),
+    };
+    let items = count_items_in(signal, &bytes).expect("prost encodes well-framed protobuf");
+    Ok((items, bytes))
+}
+
+/// The export requests down to their items, with the field numbers of
 /// `opentelemetry/proto/{collector/trace,trace}/v1`. Every other field is skipped (and
 /// checked for framing) as unknown.
 mod outline {
@@ -143,11 +210,88 @@ mod outline {
     pub struct ScopeSpans {
         /// Zero-sized: counting them allocates nothing.
         #[prost(message, repeated, tag = "2")]
-        pub spans: Vec<Span>,
+        pub spans: Vec<Item>,
+    }
+
+    /// Any item, checked for framing only.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Item {}
+
+    /// `opentelemetry/proto/{collector/metrics,metrics}/v1`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct MetricsRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub resource_metrics: Vec<ResourceMetrics>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Span {}
+    pub struct ResourceMetrics {
+        #[prost(message, repeated, tag = "2")]
+        pub scope_metrics: Vec<ScopeMetrics>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ScopeMetrics {
+        #[prost(message, repeated, tag = "2")]
+        pub metrics: Vec<Metric>,
+    }
+
+    /// A metric's data: gauge (5), sum (7), histogram (9), exponential histogram (10), summary
+    /// (11); each holds its `data_points` as field 1.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Metric {
+        #[prost(message, optional, tag = "5")]
+        pub gauge: Option<Points>,
+        #[prost(message, optional, tag = "7")]
+        pub sum: Option<Points>,
+        #[prost(message, optional, tag = "9")]
+        pub histogram: Option<Points>,
+        #[prost(message, optional, tag = "10")]
+        pub exponential_histogram: Option<Points>,
+        #[prost(message, optional, tag = "11")]
+        pub summary: Option<Points>,
+    }
+
+    impl Metric {
+        pub fn data_points(&self) -> usize {
+            [
+                &self.gauge,
+                &self.sum,
+                &self.histogram,
+                &self.exponential_histogram,
+                &self.summary,
+            ]
+            .into_iter()
+            .flatten()
+            .map(|p| p.data_points.len())
+            .sum()
+        }
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Points {
+        #[prost(message, repeated, tag = "1")]
+        pub data_points: Vec<Item>,
+    }
+
+    /// `opentelemetry/proto/{collector/logs,logs}/v1`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct LogsRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub resource_logs: Vec<ResourceLogs>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ResourceLogs {
+        #[prost(message, repeated, tag = "2")]
+        pub scope_logs: Vec<ScopeLogs>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ScopeLogs {
+        #[prost(message, repeated, tag = "2")]
+        pub log_records: Vec<Item>,
+    }
 }
 
 /// Spans in a request.
@@ -223,7 +367,7 @@ mod tests {
         let a = enc.encode(vec![span("a", "s1", 0)]);
         let b = enc.encode(vec![span("bb", "s2", 0), span("ccc", "s2", 0)]);
         let joined = concat(&[a, b]);
-        assert_eq!(joined.spans, 3);
+        assert_eq!(joined.items, 3);
         let req = decode(&joined.bytes).unwrap();
         assert_eq!(req.resource_spans.len(), 2);
         let names: Vec<&str> = req
@@ -267,6 +411,65 @@ mod tests {
     }
 
     #[test]
+    fn data_points_and_log_records_are_counted_without_decoding() {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+        use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+        use opentelemetry_proto::tonic::metrics::v1::{
+            Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+            ScopeMetrics, metric::Data,
+        };
+        let metric = |data| Metric {
+            name: "m".into(),
+            data: Some(data),
+            ..Metric::default()
+        };
+        let metrics = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![
+                        metric(Data::Gauge(Gauge {
+                            data_points: vec![NumberDataPoint::default(); 2],
+                        })),
+                        metric(Data::Histogram(Histogram {
+                            data_points: vec![HistogramDataPoint::default(); 3],
+                            aggregation_temporality: 1,
+                        })),
+                    ],
+                    ..ScopeMetrics::default()
+                }],
+                ..ResourceMetrics::default()
+            }],
+        }
+        .encode_to_vec();
+        assert_eq!(count_items_in(Signal::Metrics, &metrics).unwrap(), 5);
+        let logs = ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: vec![LogRecord::default(); 4],
+                    ..ScopeLogs::default()
+                }],
+                ..ResourceLogs::default()
+            }],
+        }
+        .encode_to_vec();
+        assert_eq!(count_items_in(Signal::Logs, &logs).unwrap(), 4);
+        for signal in [Signal::Metrics, Signal::Logs] {
+            assert!(count_items_in(signal, b"this is not protobuf at all").is_err());
+        }
+        assert!(count_items_in(Signal::Logs, &logs[..logs.len() - 1]).is_err());
+
+        let json =
+            br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"hi"}}]}]}]}"#;
+        let (items, bytes) = json_to_protobuf(Signal::Logs, json).unwrap();
+        assert_eq!(
+            (items, count_items_in(Signal::Logs, &bytes).unwrap()),
+            (1, 1)
+        );
+        assert!(json_to_protobuf(Signal::Metrics, b"[1, 2]").is_err());
+    }
+
+    #[test]
     fn content_types_are_recognised_with_parameters() {
         assert_eq!(
             Format::from_content_type(Some("application/x-protobuf")),
@@ -289,7 +492,7 @@ mod tests {
             span("install", "a", 0),
             span("config-changed", "b", 0x1007),
         ]);
-        assert_eq!(batch.spans, 2);
+        assert_eq!(batch.items, 2);
         let req = decode(&batch.bytes).unwrap();
         assert_eq!(count_spans(&req), 2);
         let rs = &req.resource_spans[0];

@@ -103,9 +103,9 @@ pub fn otlp_decode(data: &[u8]) {
         let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
         let framed = crate::encode::count_spans_in(&batch.bytes)
             .expect("an accepted batch is well-framed protobuf");
-        assert_eq!(count(framed), batch.spans);
+        assert_eq!(count(framed), batch.items);
         match decode(&batch.bytes) {
-            Ok(again) => assert_eq!(count(crate::encode::count_spans(&again)), batch.spans),
+            Ok(again) => assert_eq!(count(crate::encode::count_spans(&again)), batch.items),
             Err(e) => assert!(
                 format == Format::Protobuf,
                 "a JSON body is stored as valid protobuf: {e}"

@@ -362,10 +362,7 @@ mod tests {
     use super::*;
 
     fn sized(n: usize) -> EncodedBatch {
-        EncodedBatch {
-            bytes: vec![0; n].into(),
-            spans: 1,
-        }
+        EncodedBatch::new(crate::signal::Signal::Traces, vec![0; n].into(), 1)
     }
 
     #[test]

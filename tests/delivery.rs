@@ -17,6 +17,7 @@ use prost::Message;
 use tracespool::delivery::{Delivery, DeliverySettings, Report, Stop};
 use tracespool::encode::EncodedBatch;
 use tracespool::exporter::SpoolExporter;
+use tracespool::signal::Signal;
 use tracespool::spool::{Spool, SpoolOptions};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -44,10 +45,11 @@ fn batch(names: &[&str]) -> EncodedBatch {
             ..ResourceSpans::default()
         }],
     };
-    EncodedBatch {
-        bytes: request.encode_to_vec().into(),
-        spans: names.len() as u32,
-    }
+    EncodedBatch::new(
+        Signal::Traces,
+        request.encode_to_vec().into(),
+        names.len() as u32,
+    )
 }
 
 fn settings(endpoint: &str, budget: Duration) -> DeliverySettings {
@@ -76,7 +78,7 @@ fn spool_names(dir: &Path, names: &[&[&str]]) {
     let spool = Spool::open(dir, SpoolOptions::default()).unwrap();
     for n in names {
         let b = batch(n);
-        spool.append(&b.bytes, b.spans).unwrap();
+        spool.append(&b.bytes, b.items).unwrap();
     }
 }
 

@@ -346,7 +346,7 @@ impl Delivery {
 impl Sink for Delivery {
     async fn store(&self, batch: EncodedBatch) -> Result<(), StoreError> {
         self.spool
-            .append(&batch.bytes, batch.spans)
+            .append(&batch.bytes, batch.items)
             .and_then(AppendOutcome::accepted)
             .map_err(StoreError::failed)
     }

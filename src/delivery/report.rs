@@ -10,7 +10,7 @@ use crate::transport::{SendError, TlsError, chain};
 /// A delivery could not keep a batch: neither sent nor stored. The batch comes back.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    #[error("could not spool {} spans: {source}", batch.spans)]
+    #[error("could not spool {} {}s: {source}", batch.items, batch.signal.item())]
     Unspooled {
         batch: EncodedBatch,
         #[source]

@@ -87,13 +87,13 @@ impl<'a> Run<'a> {
             Err(e) => tracing::warn!("could not read the spool: {e}"),
         }
         let sent = self
-            .send(upstream.as_ref(), batch.bytes.clone(), batch.spans)
+            .send(upstream.as_ref(), batch.bytes.clone(), batch.items)
             .await;
         budget.answered |= self.answered;
         match sent {
             Sent::Accepted => self.finish(),
             Sent::BadData => {
-                if let Err(e) = self.delivery.spool.dead_letter(&batch.bytes, batch.spans) {
+                if let Err(e) = self.delivery.spool.dead_letter(&batch.bytes, batch.items) {
                     tracing::warn!("could not count or keep the rejected batch: {e}");
                 }
                 self.finish()
@@ -256,7 +256,7 @@ impl<'a> Run<'a> {
     }
 
     fn spool_and_finish(mut self, batch: EncodedBatch, stop: Stop) -> Result<Report, ExportError> {
-        match self.delivery.spool.append(&batch.bytes, batch.spans) {
+        match self.delivery.spool.append(&batch.bytes, batch.items) {
             Ok(outcome) => {
                 outcome.warn_if_dropped();
                 self.report.spooled = outcome.stored;

@@ -119,10 +119,7 @@ fn setup(mock: Arc<Mock>, budget: Duration) -> Setup {
 }
 
 fn batch(name: &str) -> EncodedBatch {
-    EncodedBatch {
-        bytes: Bytes::copy_from_slice(name.as_bytes()),
-        spans: 1,
-    }
+    EncodedBatch::new(Signal::Traces, Bytes::copy_from_slice(name.as_bytes()), 1)
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -24,6 +24,7 @@ use tonic::{Code, Request, Response, Status};
 
 use super::{ReceiverSettings, Sink};
 use crate::encode::{EncodedBatch, count_spans_in};
+use crate::signal::Signal;
 
 const SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -97,10 +98,11 @@ impl<S: Sink> UnaryService<Bytes> for Export<S> {
                 Status::invalid_argument(format!("not an OTLP ExportTraceServiceRequest: {e}"))
             })?;
             if spans > 0 {
-                let batch = EncodedBatch {
-                    bytes: body,
-                    spans: u32::try_from(spans).unwrap_or(u32::MAX),
-                };
+                let batch = EncodedBatch::new(
+                    Signal::Traces,
+                    body,
+                    u32::try_from(spans).unwrap_or(u32::MAX),
+                );
                 this.sink.store(batch).await.map_err(|e| {
                     tracing::warn!("refusing a batch: {e}");
                     Status::unavailable("cannot store the batch now")

@@ -37,6 +37,7 @@ use tokio::net::TcpListener;
 
 use super::{ReceiverSettings, Sink};
 use crate::encode::{EncodedBatch, Format, RpcStatus, count_spans, count_spans_in};
+use crate::signal::Signal;
 
 pub const TRACES_PATH: &str = "/v1/traces";
 /// What a refused client is told to wait.
@@ -220,7 +221,7 @@ pub fn decode_body(
         }
     };
     let spans = u32::try_from(spans).unwrap_or(u32::MAX);
-    Ok(EncodedBatch { bytes, spans })
+    Ok(EncodedBatch::new(Signal::Traces, bytes, spans))
 }
 
 async fn handle<S: Sink>(
@@ -232,7 +233,7 @@ async fn handle<S: Sink>(
         Ok(decoded) => decoded,
         Err(resp) => return Ok(resp),
     };
-    if batch.spans == 0 {
+    if batch.items == 0 {
         return Ok(success(format));
     }
     match sink.store(batch).await {
