@@ -3,10 +3,12 @@
 //!
 //! - **Acknowledged means stored.** A client gets 200 / OK only after its batch is in the spool
 //!   under the spool's sync policy. Concurrent requests are committed together: the committer
-//!   takes every request waiting, appends them all under one lock with one `fdatasync`
-//!   ([`Spool::append_all`]), then answers each. When the spool cannot take a batch (too large
+//!   takes every request waiting, appends them all, signal by signal, under one lock with one
+//!   `fdatasync` each ([`Store::append_all`]), then answers each. When the spool cannot take a batch (too large
 //!   for the bound, disk full, I/O error) the client gets 503 / UNAVAILABLE, never a success.
-//! - **Forwarding** runs [`Delivery::flush`] in a loop, obeying the shared backoff: after a
+//! - **Forwarding**: one forwarder per signal, each from its own spool to its own endpoint, so
+//!   that one signal's trouble never holds up another's. Each runs [`Delivery::forward`] in a
+//!   loop, obeying the shared backoff: after a
 //!   failure it sleeps until `retry_at`; while TLS is not ready it re-checks the certificate
 //!   files every second; with nothing to send it waits for a commit, or polls (other processes
 //!   append to the same spool). Only the flush-lease holder delivers, so `exec` and `flush` runs
@@ -26,7 +28,9 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use crate::delivery::{Delivery, DeliverySettings, Mode, Stop};
 use crate::encode::EncodedBatch;
 use crate::receiver::{self, ReceiverSettings, Sink, StoreError};
-use crate::spool::{AppendOutcome, Spool};
+use crate::signal::{PerSignal, Signal};
+use crate::spool::{AppendOutcome, Store};
+use crate::transport;
 
 /// How many waiting requests one commit takes at most.
 const MAX_GROUP: usize = 256;
@@ -70,9 +74,9 @@ impl Sink for GroupCommit {
 /// Commits queued batches in groups until the queue closes: every receiver has stopped, or
 /// `close` fired (then what is queued already is still committed).
 async fn committer(
-    spool: Arc<Spool>,
+    store: Arc<Store>,
     mut queue: mpsc::Receiver<(EncodedBatch, Reply)>,
-    committed: Arc<Notify>,
+    committed: Arc<PerSignal<Notify>>,
     close: oneshot::Receiver<()>,
 ) {
     tokio::pin!(close);
@@ -94,42 +98,51 @@ async fn committer(
                 Err(_) => break,
             }
         }
-        let (batches, replies): (Vec<EncodedBatch>, Vec<Reply>) = group.into_iter().unzip();
-        let spool = spool.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let items: Vec<(&[u8], u32)> =
-                batches.iter().map(|b| (&b.bytes[..], b.items)).collect();
-            spool.append_all(&items).map(|results| {
-                results
-                    .into_iter()
-                    .map(|r| {
-                        r.and_then(AppendOutcome::accepted)
-                            .map_err(StoreError::failed)
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .await;
-        match outcome {
-            Ok(Ok(results)) => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
-                }
+        for signal in Signal::ALL {
+            let (batches, replies): (Vec<EncodedBatch>, Vec<Reply>) =
+                group.extract_if(.., |(b, _)| b.signal == signal).unzip();
+            if batches.is_empty() {
+                continue;
             }
-            Ok(Err(e)) => {
-                let e = StoreError::failed(e);
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-            Err(join) => {
-                let e = StoreError::failed(join);
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
+            commit(&store, signal, batches, replies).await;
+            committed[signal].notify_one();
         }
-        committed.notify_one();
+    }
+}
+
+/// Appends one signal's batches under one lock and one sync, and answers each.
+async fn commit(
+    store: &Arc<Store>,
+    signal: Signal,
+    batches: Vec<EncodedBatch>,
+    replies: Vec<Reply>,
+) {
+    let store = store.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let items: Vec<(&[u8], u32)> = batches.iter().map(|b| (&b.bytes[..], b.items)).collect();
+        store.append_all(signal, &items).map(|results| {
+            results
+                .into_iter()
+                .map(|r| {
+                    r.and_then(AppendOutcome::accepted)
+                        .map_err(StoreError::failed)
+                })
+                .collect::<Vec<_>>()
+        })
+    })
+    .await;
+    let failed = match outcome {
+        Ok(Ok(results)) => {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+            return;
+        }
+        Ok(Err(e)) => StoreError::failed(e),
+        Err(join) => StoreError::failed(join),
+    };
+    for reply in replies {
+        let _ = reply.send(Err(failed.clone()));
     }
 }
 
@@ -149,22 +162,53 @@ fn pause_after(stop: Option<&Stop>) -> Duration {
     }
 }
 
-/// Drains the spool until `stopping` turns true, then makes one last flush.
+/// The forwarding of `signal`, once its spool exists (it is not created for nothing).
+fn delivery_of(
+    store: &Store,
+    signal: Signal,
+    settings: &PerSignal<DeliverySettings>,
+) -> Option<Delivery> {
+    match store.existing(signal) {
+        Ok(lane) => lane.map(|lane| {
+            Delivery::for_signal(
+                signal,
+                lane.clone(),
+                settings[signal].clone(),
+                Arc::new(transport::connect),
+            )
+        }),
+        Err(e) => {
+            tracing::warn!("forwarding {signal}: {e}");
+            None
+        }
+    }
+}
+
+/// Drains one signal's spool until `stopping` turns true, then makes one last flush.
 async fn forwarder(
-    spool: Arc<Spool>,
-    mut settings: watch::Receiver<DeliverySettings>,
-    committed: Arc<Notify>,
+    store: Arc<Store>,
+    signal: Signal,
+    mut settings: watch::Receiver<PerSignal<DeliverySettings>>,
+    committed: Arc<PerSignal<Notify>>,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let mut delivery = Delivery::shared(spool.clone(), settings.borrow_and_update().clone());
+    let mut delivery = delivery_of(&store, signal, &settings.borrow_and_update());
     loop {
+        if delivery.is_none() {
+            delivery = delivery_of(&store, signal, &settings.borrow());
+        }
         // Woken early by a commit only when nothing stopped delivery.
-        let (wake_on_commit, pause) = match delivery.forward().await {
+        let forwarded = match &delivery {
+            Some(delivery) => delivery.forward().await,
+            None => Ok(crate::delivery::Report::default()),
+        };
+        let (wake_on_commit, pause) = match forwarded {
             Ok(report) => {
                 if report.sent_batches > 0 {
                     tracing::info!(
+                        %signal,
                         batches = report.sent_batches,
-                        spans = report.sent_spans,
+                        items = report.sent_spans,
                         "forwarded"
                     );
                 }
@@ -176,17 +220,17 @@ async fn forwarder(
             // The spool itself failed (a disk error): no backoff was recorded for it, so wait
             // here rather than retry at once.
             Err(e) => {
-                tracing::warn!("forwarding: {e}");
+                tracing::warn!("forwarding {signal}: {e}");
                 (false, ERROR_PAUSE)
             }
         };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = committed.notified(), if wake_on_commit => {}
+            _ = committed[signal].notified(), if wake_on_commit => {}
             changed = settings.changed() => {
                 if changed.is_ok() {
-                    delivery = Delivery::shared(spool.clone(), settings.borrow_and_update().clone());
-                    tracing::info!("delivery settings reloaded");
+                    delivery = delivery_of(&store, signal, &settings.borrow_and_update());
+                    tracing::info!(%signal, "delivery settings reloaded");
                 }
             }
             _ = stopping.changed() => {}
@@ -195,9 +239,10 @@ async fn forwarder(
             break;
         }
     }
+    let Some(delivery) = delivery else { return };
     match delivery.flush(Mode::Hurried, None).await {
         Ok(r) if r.remaining => {
-            tracing::info!(reason = ?r.stopped.map(|s| s.to_string()), "stopping with batches left in the spool")
+            tracing::info!(%signal, reason = ?r.stopped.map(|s| s.to_string()), "stopping with batches left in the spool")
         }
         Ok(_) => {}
         Err(e) => tracing::warn!("last flush: {e}"),
@@ -211,9 +256,9 @@ async fn forwarder(
 ///
 /// When a listener cannot be bound.
 pub async fn run(
-    spool: Arc<Spool>,
+    store: Arc<Store>,
     listen: Listen,
-    settings: watch::Receiver<DeliverySettings>,
+    settings: watch::Receiver<PerSignal<DeliverySettings>>,
     shutdown: impl Future<Output = ()>,
     ready: impl FnOnce(Option<SocketAddr>, Option<SocketAddr>),
 ) -> std::io::Result<()> {
@@ -236,24 +281,30 @@ pub async fn run(
         grpc.as_ref().and_then(|l| l.local_addr().ok()),
     );
 
-    let committed = Arc::new(Notify::new());
+    let committed = Arc::new(PerSignal::<Notify>::default());
     let (queue, queued) = mpsc::channel(4 * MAX_GROUP);
     let sink = Arc::new(GroupCommit { queue });
     let (close_queue, queue_closed) = oneshot::channel();
     let commit_task = tokio::spawn(committer(
-        spool.clone(),
+        store.clone(),
         queued,
         committed.clone(),
         queue_closed,
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (stop_forwarding, forwarding_stopped) = watch::channel(false);
-    let forward_task = tokio::spawn(forwarder(
-        spool.clone(),
-        settings,
-        committed,
-        forwarding_stopped,
-    ));
+    let forward_tasks: Vec<_> = Signal::ALL
+        .into_iter()
+        .map(|signal| {
+            tokio::spawn(forwarder(
+                store.clone(),
+                signal,
+                settings.clone(),
+                committed.clone(),
+                forwarding_stopped.clone(),
+            ))
+        })
+        .collect();
 
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
@@ -298,7 +349,9 @@ pub async fn run(
     let _ = close_queue.send(());
     let _ = commit_task.await;
     let _ = stop_forwarding.send(true);
-    let _ = forward_task.await;
+    for task in forward_tasks {
+        let _ = task.await;
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@ use http::Uri;
 use http::header::{HeaderName, HeaderValue};
 
 use crate::delivery::DeliverySettings;
+use crate::signal::{PerSignal, Signal};
 use crate::spool::{SpoolOptions, SyncPolicy};
 use crate::transport::{Compression, TlsFiles};
 use crate::units::{parse_duration, parse_size};
@@ -35,6 +36,14 @@ pub struct Flags {
     /// OTEL_EXPORTER_OTLP_ENDPOINT + v1/traces] [default: none, spool only]
     #[arg(long, global = true, value_name = "URL", value_parser = parse_endpoint)]
     pub endpoint: Option<Uri>,
+    /// OTLP metrics endpoint, used as is [env: OTEL_EXPORTER_OTLP_METRICS_ENDPOINT, or
+    /// OTEL_EXPORTER_OTLP_ENDPOINT + v1/metrics] [default: from the traces endpoint]
+    #[arg(long, global = true, value_name = "URL", value_parser = parse_endpoint)]
+    pub metrics_endpoint: Option<Uri>,
+    /// OTLP logs endpoint, used as is [env: OTEL_EXPORTER_OTLP_LOGS_ENDPOINT, or
+    /// OTEL_EXPORTER_OTLP_ENDPOINT + v1/logs] [default: from the traces endpoint]
+    #[arg(long, global = true, value_name = "URL", value_parser = parse_endpoint)]
+    pub logs_endpoint: Option<Uri>,
     /// Wall time spent on the network after the real work, e.g. 2s [env: TRACESPOOL_BUDGET]
     #[arg(long, global = true, value_name = "DUR", value_parser = parse_duration)]
     pub budget: Option<Duration>,
@@ -76,7 +85,8 @@ pub const DEFAULT_BUDGET: Duration = Duration::from_secs(2);
 pub struct Config {
     pub spool_dir: PathBuf,
     pub spool: SpoolOptions,
-    pub delivery: DeliverySettings,
+    /// Each signal's endpoint and how to reach it.
+    pub delivery: PerSignal<DeliverySettings>,
     /// `--service`, `OTEL_SERVICE_NAME` or the file's `service_name`; the command picks the
     /// default when none is set (for `exec`: the command's file name).
     pub service_name: Option<String>,
@@ -137,11 +147,27 @@ pub fn parse_endpoint(s: &str) -> Result<Uri, String> {
     Ok(uri)
 }
 
-/// `OTEL_EXPORTER_OTLP_ENDPOINT` is a base URL: `v1/traces` is appended, with one slash.
-fn traces_endpoint_from_base(base: &str) -> Result<Uri, String> {
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` is a base URL: `v1/traces` (`v1/metrics`, `v1/logs`) is
+/// appended, with one slash.
+fn endpoint_from_base(base: &str, signal: Signal) -> Result<Uri, String> {
     let base = base.trim();
     let sep = if base.ends_with('/') { "" } else { "/" };
-    parse_endpoint(&format!("{base}{sep}v1/traces"))
+    parse_endpoint(&format!("{base}{sep}{}", &signal.http_path()[1..]))
+}
+
+/// A signal without an endpoint of its own uses the traces endpoint's when that one ends in
+/// `/v1/traces`, with the signal's path in its place.
+fn endpoint_beside_traces(traces: &Uri, signal: Signal) -> Option<Uri> {
+    let path = traces.path();
+    let stem = path.strip_suffix(Signal::Traces.http_path())?;
+    let mut parts = traces.clone().into_parts();
+    let query = traces.query().map(|q| format!("?{q}")).unwrap_or_default();
+    parts.path_and_query = Some(
+        format!("{stem}{}{query}", signal.http_path())
+            .parse()
+            .ok()?,
+    );
+    Uri::from_parts(parts).ok()
 }
 
 pub fn parse_compression(s: &str) -> Result<Compression, String> {
@@ -244,8 +270,10 @@ struct Sources<'a> {
 }
 
 /// Keys the config file may hold.
-const FILE_KEYS: [&str; 13] = [
+const FILE_KEYS: [&str; 15] = [
     "endpoint",
+    "metrics_endpoint",
+    "logs_endpoint",
     "spool_dir",
     "max_bytes",
     "max_spans",
@@ -310,6 +338,14 @@ impl<'a> Sources<'a> {
         sources
     }
 
+    /// Each bad value is said once, however many settings read it (every signal reads the
+    /// generic `OTEL_EXPORTER_OTLP_*` variables).
+    fn warn(&mut self, warning: Warning) {
+        if !self.warnings.contains(&warning) {
+            self.warnings.push(warning);
+        }
+    }
+
     fn get(&self, key: &str) -> Option<&str> {
         self.vars
             .get(key)
@@ -325,11 +361,14 @@ impl<'a> Sources<'a> {
             };
             match parse(value) {
                 Ok(v) => return Some(v),
-                Err(reason) => self.warnings.push(Warning {
-                    source: (*key).to_owned(),
-                    value: value.to_owned(),
-                    reason,
-                }),
+                Err(reason) => {
+                    let warning = Warning {
+                        source: (*key).to_owned(),
+                        value: value.to_owned(),
+                        reason,
+                    };
+                    self.warn(warning);
+                }
             }
         }
         None
@@ -345,11 +384,12 @@ impl<'a> Sources<'a> {
         match parse(value) {
             Ok(v) => Some(v),
             Err(reason) => {
-                self.warnings.push(Warning {
+                let warning = Warning {
                     source: format!("{} key {key}", self.file_name),
                     value: value.to_string(),
                     reason,
-                });
+                };
+                self.warn(warning);
                 None
             }
         }
@@ -358,6 +398,77 @@ impl<'a> Sources<'a> {
     /// A string setting in the file, parsed like its environment variable.
     fn file_str<T>(&mut self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
         self.file(key, |v| parse(as_str(v)?))
+    }
+}
+
+/// The two names of one setting, as the `&str`s [`Sources::env`] takes.
+fn both(names: &[String; 2]) -> [&str; 2] {
+    [names[0].as_str(), names[1].as_str()]
+}
+
+impl Sources<'_> {
+    /// One signal's delivery settings. Every `OTEL_EXPORTER_OTLP_*` variable has a twin for
+    /// the signal (`OTEL_EXPORTER_OTLP_TRACES_*`, `…_METRICS_*`, `…_LOGS_*`), which wins over it;
+    /// the flags and the file's keys apply to every signal but the endpoint, which is each
+    /// signal's own (an endpoint left unset is derived from the traces one by the caller).
+    fn delivery(&mut self, flags: &Flags, signal: Signal, budget: Duration) -> DeliverySettings {
+        let upper = signal.as_str().to_ascii_uppercase();
+        let names = |what: &str| {
+            [
+                format!("OTEL_EXPORTER_OTLP_{upper}_{what}"),
+                format!("OTEL_EXPORTER_OTLP_{what}"),
+            ]
+        };
+
+        let (flag, file_key) = match signal {
+            Signal::Traces => (&flags.endpoint, "endpoint"),
+            Signal::Metrics => (&flags.metrics_endpoint, "metrics_endpoint"),
+            Signal::Logs => (&flags.logs_endpoint, "logs_endpoint"),
+        };
+        let endpoint = flag.clone().or_else(|| {
+            let [own, base] = names("ENDPOINT");
+            self.env(&[own.as_str()], parse_endpoint)
+                .or_else(|| self.env(&[base.as_str()], |v| endpoint_from_base(v, signal)))
+                .or_else(|| self.file_str(file_key, parse_endpoint))
+        });
+        let timeout_ms = flags
+            .timeout
+            .or_else(|| self.env(&both(&names("TIMEOUT")), parse_millis))
+            .or_else(|| self.file("timeout_ms", as_count));
+        let mut path = |what: &str, file_key: &str, flag: &Option<PathBuf>| {
+            flag.clone()
+                .or_else(|| self.env(&both(&names(what)), |v| Ok(PathBuf::from(v))))
+                .or_else(|| self.file_str(file_key, |v| Ok(PathBuf::from(v))))
+        };
+        let tls = TlsFiles {
+            ca_file: path("CERTIFICATE", "ca_file", &flags.ca_file),
+            client_cert: path("CLIENT_CERTIFICATE", "client_cert", &flags.client_cert),
+            client_key: path("CLIENT_KEY", "client_key", &flags.client_key),
+        };
+        let headers = if flags.headers.is_empty() {
+            self.env(&both(&names("HEADERS")), parse_header_list)
+                .or_else(|| self.file("headers", |v| headers(&as_pairs(v)?)))
+                .unwrap_or_default()
+        } else {
+            flags.headers.clone()
+        };
+        let compression = flags
+            .compression
+            .or_else(|| self.env(&both(&names("COMPRESSION")), parse_compression))
+            .or_else(|| self.file_str("compression", parse_compression))
+            .unwrap_or_default();
+        DeliverySettings {
+            endpoint,
+            headers,
+            compression,
+            tls,
+            budget,
+            timeout: match timeout_ms {
+                None => Some(budget),
+                Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms)),
+            },
+        }
     }
 }
 
@@ -424,85 +535,21 @@ impl Config {
             .or_else(|| src.file_str("spool_dir", |v| Ok(PathBuf::from(v))))
             .unwrap_or_else(|| default_spool_dir(vars));
 
-        let endpoint = flags.endpoint.clone().or_else(|| {
-            src.env(&["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"], parse_endpoint)
-                .or_else(|| src.env(&["OTEL_EXPORTER_OTLP_ENDPOINT"], traces_endpoint_from_base))
-                .or_else(|| src.file_str("endpoint", parse_endpoint))
-        });
         let budget = flags
             .budget
             .or_else(|| src.env(&["TRACESPOOL_BUDGET"], duration))
             .or_else(|| src.file_str("budget", duration))
             .unwrap_or(DEFAULT_BUDGET);
-        let timeout_ms = flags
-            .timeout
-            .or_else(|| {
-                src.env(
-                    &[
-                        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
-                        "OTEL_EXPORTER_OTLP_TIMEOUT",
-                    ],
-                    parse_millis,
-                )
-            })
-            .or_else(|| src.file("timeout_ms", as_count));
-        let mut path = |keys: &[&str], file_key: &str, flag: &Option<PathBuf>| {
-            flag.clone()
-                .or_else(|| src.env(keys, |v| Ok(PathBuf::from(v))))
-                .or_else(|| src.file_str(file_key, |v| Ok(PathBuf::from(v))))
-        };
-        let tls = TlsFiles {
-            ca_file: path(
-                &[
-                    "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
-                    "OTEL_EXPORTER_OTLP_CERTIFICATE",
-                ],
-                "ca_file",
-                &flags.ca_file,
-            ),
-            client_cert: path(
-                &[
-                    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
-                    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
-                ],
-                "client_cert",
-                &flags.client_cert,
-            ),
-            client_key: path(
-                &[
-                    "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
-                    "OTEL_EXPORTER_OTLP_CLIENT_KEY",
-                ],
-                "client_key",
-                &flags.client_key,
-            ),
-        };
-        let headers = if flags.headers.is_empty() {
-            src.env(
-                &[
-                    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-                    "OTEL_EXPORTER_OTLP_HEADERS",
-                ],
-                parse_header_list,
-            )
-            .or_else(|| src.file("headers", |v| headers(&as_pairs(v)?)))
-            .unwrap_or_default()
-        } else {
-            flags.headers.clone()
-        };
-        let compression = flags
-            .compression
-            .or_else(|| {
-                src.env(
-                    &[
-                        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
-                        "OTEL_EXPORTER_OTLP_COMPRESSION",
-                    ],
-                    parse_compression,
-                )
-            })
-            .or_else(|| src.file_str("compression", parse_compression))
-            .unwrap_or_default();
+        let mut delivery = PerSignal::from_fn(|signal| src.delivery(flags, signal, budget));
+        for signal in [Signal::Metrics, Signal::Logs] {
+            if delivery[signal].endpoint.is_none() {
+                delivery.get_mut(signal).endpoint = delivery
+                    .traces
+                    .endpoint
+                    .as_ref()
+                    .and_then(|traces| endpoint_beside_traces(traces, signal));
+            }
+        }
 
         let resource = merge([
             src.file("resource", as_pairs).unwrap_or_default(),
@@ -526,18 +573,7 @@ impl Config {
                 max_spans,
                 sync: SyncPolicy::Always,
             },
-            delivery: DeliverySettings {
-                endpoint,
-                headers,
-                compression,
-                tls,
-                budget,
-                timeout: match timeout_ms {
-                    None => Some(budget),
-                    Some(0) => None,
-                    Some(ms) => Some(Duration::from_millis(ms)),
-                },
-            },
+            delivery,
             service_name,
             resource,
             disabled,
@@ -598,7 +634,7 @@ mod tests {
         let (c, _) = resolve(&[]);
         assert_eq!(c.spool.max_bytes, DEFAULT_MAX_BYTES);
         assert_eq!(
-            (c.delivery.endpoint, c.delivery.budget),
+            (c.delivery.traces.endpoint, c.delivery.traces.budget),
             (None, DEFAULT_BUDGET)
         );
     }
@@ -625,7 +661,7 @@ mod tests {
         ]);
         assert!(w.is_empty());
         assert_eq!(c.spool_dir, PathBuf::from("/h/.local/state/tracespool"));
-        assert_eq!(c.delivery.endpoint, None);
+        assert_eq!(c.delivery.traces.endpoint, None);
     }
 
     #[test]
@@ -655,7 +691,14 @@ mod tests {
 
     #[test]
     fn the_traces_endpoint_is_used_as_is_and_the_base_gets_v1_traces() {
-        let ep = |pairs| resolve(pairs).0.delivery.endpoint.map(|u| u.to_string());
+        let ep = |pairs| {
+            resolve(pairs)
+                .0
+                .delivery
+                .traces
+                .endpoint
+                .map(|u| u.to_string())
+        };
         assert_eq!(
             ep(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318")]).as_deref(),
             Some("http://h:4318/v1/traces")
@@ -685,7 +728,7 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://b"),
         ]);
         assert_eq!(
-            c.delivery.endpoint.unwrap().to_string(),
+            c.delivery.traces.endpoint.unwrap().to_string(),
             "http://b/v1/traces"
         );
         assert_eq!(w.len(), 1);
@@ -697,7 +740,7 @@ mod tests {
 
     #[test]
     fn timeouts_are_milliseconds_and_zero_means_none() {
-        let t = |pairs| resolve(pairs).0.delivery.timeout;
+        let t = |pairs| resolve(pairs).0.delivery.traces.timeout;
         assert_eq!(t(&[]), Some(DEFAULT_BUDGET));
         assert_eq!(
             t(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "250")]),
@@ -727,6 +770,7 @@ mod tests {
         assert!(w.is_empty());
         let h: Vec<(String, String)> = c
             .delivery
+            .traces
             .headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
@@ -739,7 +783,7 @@ mod tests {
             ]
         );
         let (c, w) = resolve(&[("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "novalue")]);
-        assert!(c.delivery.headers.is_empty());
+        assert!(c.delivery.traces.headers.is_empty());
         assert!(
             w[0].to_string()
                 .contains("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
@@ -754,9 +798,15 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem"),
             ("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP"),
         ]);
-        assert_eq!(c.delivery.tls.ca_file, Some(PathBuf::from("/traces.pem")));
-        assert_eq!(c.delivery.tls.client_key, Some(PathBuf::from("/k.pem")));
-        assert_eq!(c.delivery.compression, Compression::Gzip);
+        assert_eq!(
+            c.delivery.traces.tls.ca_file,
+            Some(PathBuf::from("/traces.pem"))
+        );
+        assert_eq!(
+            c.delivery.traces.tls.client_key,
+            Some(PathBuf::from("/k.pem"))
+        );
+        assert_eq!(c.delivery.traces.compression, Compression::Gzip);
     }
 
     fn file(text: &str) -> ConfigFile {
@@ -787,7 +837,7 @@ mod tests {
         );
         assert!(w.is_empty(), "{w:?}");
         assert_eq!(
-            c.delivery.endpoint.unwrap().to_string(),
+            c.delivery.traces.endpoint.unwrap().to_string(),
             "http://file:4318/v1/traces"
         );
         assert_eq!(
@@ -797,10 +847,10 @@ mod tests {
         );
         assert_eq!(c.spool.max_spans, Some(50));
         assert_eq!(
-            (c.delivery.budget, c.delivery.timeout),
+            (c.delivery.traces.budget, c.delivery.traces.timeout),
             (Duration::from_millis(500), None)
         );
-        assert_eq!(c.delivery.headers[0].0.as_str(), "api-key");
+        assert_eq!(c.delivery.traces.headers[0].0.as_str(), "api-key");
         assert_eq!(c.service_name.as_deref(), Some("from-file"));
         assert!(
             c.resource
@@ -813,7 +863,7 @@ mod tests {
         let f = file("max_bytes = \"huge\"\nbogus = 1\nbudget = \"2s\"");
         let (c, w) = Config::resolve(&Flags::default(), &env(&[]), Some(&f));
         assert_eq!(c.spool.max_bytes, DEFAULT_MAX_BYTES);
-        assert_eq!(c.delivery.budget, Duration::from_secs(2));
+        assert_eq!(c.delivery.traces.budget, Duration::from_secs(2));
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(
             w[0].to_string().contains("bogus") && w[1].to_string().contains("max_bytes"),
@@ -878,5 +928,70 @@ mod tests {
                 "{not_true:?}"
             );
         }
+    }
+
+    #[test]
+    fn each_signal_has_its_endpoint_from_its_own_variable_the_base_or_beside_the_traces_one() {
+        let ep = |c: &Config, signal| c.delivery[signal].endpoint.as_ref().map(|u| u.to_string());
+        let (c, w) = resolve(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")]);
+        assert!(w.is_empty());
+        assert_eq!(
+            ep(&c, Signal::Metrics).as_deref(),
+            Some("http://c:4318/v1/metrics")
+        );
+        assert_eq!(
+            ep(&c, Signal::Logs).as_deref(),
+            Some("http://c:4318/v1/logs")
+        );
+
+        let (c, _) = resolve(&[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://h/otlp/v1/traces?k=1",
+            ),
+            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "https://l/ingest"),
+        ]);
+        assert_eq!(
+            ep(&c, Signal::Metrics).as_deref(),
+            Some("https://h/otlp/v1/metrics?k=1")
+        );
+        assert_eq!(ep(&c, Signal::Logs).as_deref(), Some("https://l/ingest"));
+
+        // A traces endpoint of another shape says nothing of the others.
+        let (c, _) = resolve(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://h/traces")]);
+        assert_eq!(ep(&c, Signal::Metrics), None);
+
+        let flags = Flags {
+            endpoint: Some("http://f/v1/traces".parse().unwrap()),
+            metrics_endpoint: Some("http://m/x".parse().unwrap()),
+            ..Flags::default()
+        };
+        let (c, _) = Config::resolve(&flags, &env(&[]), None);
+        assert_eq!(ep(&c, Signal::Metrics).as_deref(), Some("http://m/x"));
+        assert_eq!(ep(&c, Signal::Logs).as_deref(), Some("http://f/v1/logs"));
+    }
+
+    #[test]
+    fn a_signals_own_variable_wins_for_that_signal_and_a_bad_generic_one_is_said_once() {
+        let (c, w) = resolve(&[
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=1"),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "b=2"),
+            ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+        ]);
+        let names = |signal| -> Vec<String> {
+            c.delivery[signal]
+                .headers
+                .iter()
+                .map(|(k, _)| k.to_string())
+                .collect()
+        };
+        assert_eq!(names(Signal::Traces), ["a"]);
+        assert_eq!(names(Signal::Metrics), ["b"]);
+        assert_eq!(names(Signal::Logs), ["a"]);
+        assert_eq!(c.delivery.logs.compression, Compression::Gzip);
+        assert_eq!(c.delivery.traces.compression, Compression::None);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].to_string().contains("OTEL_EXPORTER_OTLP_TIMEOUT"));
     }
 }

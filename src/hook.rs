@@ -22,13 +22,13 @@ use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 
 use crate::config::Config;
-use crate::delivery::{Budget, Delivery, ExportError};
-use crate::encode::{self, EncodedBatch, Encoder};
+use crate::delivery::{Deliveries, ExportError};
+use crate::encode::{EncodedBatch, Encoder};
 use crate::exec::{self, Outcome};
 use crate::propagation;
 use crate::receiver::{self, ReceiverSettings, Sink, StoreError};
 use crate::record::{self, Placement, SpanSpec};
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{SpoolError, Store};
 
 /// How long in-flight captured requests may take to finish once the command has exited.
 const CAPTURE_DRAIN: Duration = Duration::from_millis(500);
@@ -71,14 +71,14 @@ pub struct CommandSpan {
     pub capture: bool,
 }
 
-/// The spool and delivery `config` describes.
+/// The spool and deliveries `config` describes.
 ///
 /// # Errors
 ///
 /// The spool cannot be opened (a refused path, an I/O error naming the file).
-pub fn open_delivery(config: &Config) -> Result<Delivery, SpoolError> {
-    let spool = Spool::open(&config.spool_dir, config.spool)?;
-    Ok(Delivery::new(spool, config.delivery.clone()))
+pub fn open_deliveries(config: &Config) -> Result<Deliveries, SpoolError> {
+    let store = Store::open(&config.spool_dir, config.spool)?;
+    Ok(Deliveries::new(Arc::new(store), config.delivery.clone()))
 }
 
 /// Tells the caller that `program` could not be started, if so.
@@ -127,7 +127,7 @@ pub async fn run(
 
     let start = SystemTime::now();
     let running = exec::spawn(program, args, Some(&child_env));
-    let delivery = match open_delivery(config) {
+    let delivery = match open_deliveries(config) {
         Ok(delivery) => Some(Arc::new(delivery)),
         Err(e) => {
             say(Problem::NoSpool(e));
@@ -176,7 +176,7 @@ pub async fn run(
 /// back to itself. Past [`CAPTURE_MEMORY`] bytes, batches go to the spool at once.
 #[derive(Default)]
 struct Captured {
-    spill: OnceLock<Arc<Delivery>>,
+    spill: OnceLock<Arc<Deliveries>>,
     held: Mutex<(Vec<EncodedBatch>, usize)>,
 }
 
@@ -192,7 +192,7 @@ impl Sink for Captured {
         }
         // No spool only when it could not be opened (already said): refused, the client keeps it.
         let delivery = self.spill.get().ok_or(StoreError::NotTracing)?;
-        delivery.store(batch).await
+        Sink::store(delivery.as_ref(), batch).await
     }
 }
 
@@ -299,7 +299,7 @@ fn command_span(
 /// the same request, within the budget and after whatever the spool holds; spools what is not
 /// delivered.
 pub async fn deliver(
-    delivery: &Delivery,
+    deliveries: &Deliveries,
     config: &Config,
     placement: &Placement,
     spec: SpanSpec,
@@ -319,12 +319,9 @@ pub async fn deliver(
     // Few requests, each small enough to spool whole if it cannot be sent.
     let chunk_limit = (config.spool.max_bytes / 4).clamp(64 * 1024, 4 * 1024 * 1024) as usize;
     // One budget for the run, however many requests it takes.
-    let mut budget = Budget::starting_now(config.delivery.budget);
-    for chunk in chunks(batches, chunk_limit) {
-        match delivery
-            .export_within(encode::concat(&chunk), &mut budget)
-            .await
-        {
+    let budget = config.delivery.traces.budget;
+    for result in deliveries.export_run(batches, budget, chunk_limit).await {
+        match result {
             Ok(report) => {
                 tracing::info!(
                     sent = report.sent_batches,
@@ -335,46 +332,5 @@ pub async fn deliver(
             }
             Err(e) => say(e.into()),
         }
-    }
-}
-
-/// `batches` in order, grouped into runs of at most `limit` bytes (a larger batch alone).
-fn chunks(batches: Vec<EncodedBatch>, limit: usize) -> Vec<Vec<EncodedBatch>> {
-    let mut chunks: Vec<Vec<EncodedBatch>> = Vec::new();
-    let mut size = 0;
-    for batch in batches {
-        match chunks.last_mut() {
-            Some(chunk) if size + batch.bytes.len() <= limit => {
-                size += batch.bytes.len();
-                chunk.push(batch);
-            }
-            _ => {
-                size = batch.bytes.len();
-                chunks.push(vec![batch]);
-            }
-        }
-    }
-    chunks
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn sized(n: usize) -> EncodedBatch {
-        EncodedBatch::new(crate::signal::Signal::Traces, vec![0; n].into(), 1)
-    }
-
-    #[test]
-    fn batches_are_grouped_in_order_into_requests_of_at_most_the_limit() {
-        let sizes = |chunks: Vec<Vec<EncodedBatch>>| -> Vec<Vec<usize>> {
-            chunks
-                .iter()
-                .map(|c| c.iter().map(|b| b.bytes.len()).collect())
-                .collect()
-        };
-        let got = chunks(vec![sized(4), sized(5), sized(2), sized(20), sized(1)], 10);
-        assert_eq!(sizes(got), [vec![4, 5], vec![2], vec![20], vec![1]]);
-        assert!(chunks(Vec::new(), 10).is_empty());
     }
 }

@@ -57,3 +57,51 @@ impl std::fmt::Display for Signal {
         f.write_str(self.as_str())
     }
 }
+
+/// One value for each signal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PerSignal<T> {
+    pub traces: T,
+    pub metrics: T,
+    pub logs: T,
+}
+
+impl<T> PerSignal<T> {
+    /// The value `f` gives each signal.
+    pub fn from_fn(mut f: impl FnMut(Signal) -> T) -> PerSignal<T> {
+        PerSignal {
+            traces: f(Signal::Traces),
+            metrics: f(Signal::Metrics),
+            logs: f(Signal::Logs),
+        }
+    }
+
+    pub fn get(&self, signal: Signal) -> &T {
+        match signal {
+            Signal::Traces => &self.traces,
+            Signal::Metrics => &self.metrics,
+            Signal::Logs => &self.logs,
+        }
+    }
+
+    pub fn get_mut(&mut self, signal: Signal) -> &mut T {
+        match signal {
+            Signal::Traces => &mut self.traces,
+            Signal::Metrics => &mut self.metrics,
+            Signal::Logs => &mut self.logs,
+        }
+    }
+
+    /// Each signal with its value, in the order of [`Signal::ALL`].
+    pub fn iter(&self) -> impl Iterator<Item = (Signal, &T)> {
+        Signal::ALL.into_iter().map(|s| (s, self.get(s)))
+    }
+}
+
+impl<T> std::ops::Index<Signal> for PerSignal<T> {
+    type Output = T;
+
+    fn index(&self, signal: Signal) -> &T {
+        self.get(signal)
+    }
+}

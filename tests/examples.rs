@@ -39,7 +39,7 @@ fn the_example_config_file_resolves_without_a_warning() {
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(config.spool.max_bytes, 64 << 20);
     assert_eq!(config.service_name.as_deref(), Some("charm-hooks"));
-    assert!(config.delivery.endpoint.is_some());
+    assert!(config.delivery.traces.endpoint.is_some());
 }
 
 #[test]

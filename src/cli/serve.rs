@@ -11,7 +11,7 @@ use super::{CliError, reload, say};
 use crate::agent::{self, Listen};
 use crate::config::{Config, Flags};
 use crate::receiver::ReceiverSettings;
-use crate::spool::Spool;
+use crate::spool::Store;
 use crate::units::parse_size;
 
 #[derive(Debug, clap::Args)]
@@ -109,7 +109,7 @@ pub(super) fn serve(config: &Config, flags: &Flags, args: ServeArgs) -> Result<E
             return Ok(ExitCode::from(2));
         }
     };
-    let spool = Arc::new(Spool::open(&config.spool_dir, config.spool)?);
+    let store = Arc::new(Store::open(&config.spool_dir, config.spool)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -137,7 +137,7 @@ pub(super) fn serve(config: &Config, flags: &Flags, args: ServeArgs) -> Result<E
         let ready = |http: Option<SocketAddr>, grpc: Option<SocketAddr>| {
             tracing::info!(http = ?http, grpc = ?grpc, "serving OTLP");
         };
-        agent::run(spool, listen, settings_rx, shutdown, ready).await
+        agent::run(store, listen, settings_rx, shutdown, ready).await
     });
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),

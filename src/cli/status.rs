@@ -6,10 +6,63 @@ use std::time::SystemTime;
 
 use super::{CliError, current_thread, say};
 use crate::config::Config;
-use crate::delivery::{DeliveryStatus, Mode};
-use crate::hook::open_delivery;
+use crate::delivery::{Deliveries, DeliveryStatus, Mode, Report};
+use crate::hook::open_deliveries;
+use crate::signal::Signal;
 use crate::spool::{Stats, VerifyReport};
 use crate::transport::shown;
+
+/// One signal, for `status`.
+#[derive(Debug, Default)]
+struct SignalView {
+    endpoint: Option<String>,
+    stats: Stats,
+    backend: Option<DeliveryStatus>,
+}
+
+impl SignalView {
+    fn backend(&self) -> &'static str {
+        self.backend.as_ref().map_or(
+            if self.endpoint.is_some() {
+                "unknown"
+            } else {
+                "no_endpoint"
+            },
+            |b| b.backend,
+        )
+    }
+}
+
+/// Each signal's spool and backend, without creating a spool that does not exist.
+fn views(deliveries: &Deliveries) -> Result<Vec<(Signal, SignalView)>, CliError> {
+    let mut views = Vec::with_capacity(3);
+    for signal in Signal::ALL {
+        let endpoint = deliveries.settings()[signal].endpoint.as_ref().map(shown);
+        let view = match deliveries.existing(signal)? {
+            Some(delivery) => SignalView {
+                endpoint,
+                stats: delivery.spool().stats()?,
+                backend: Some(delivery.status()),
+            },
+            None => SignalView {
+                endpoint,
+                ..SignalView::default()
+            },
+        };
+        views.push((signal, view));
+    }
+    Ok(views)
+}
+
+#[derive(Debug, serde::Serialize)]
+struct SignalJson {
+    endpoint: Option<String>,
+    batches: u64,
+    bytes: u64,
+    backend: &'static str,
+    retry_at: Option<f64>,
+    last_error: Option<String>,
+}
 
 #[derive(Debug, serde::Serialize)]
 struct StatusJson {
@@ -17,95 +70,150 @@ struct StatusJson {
     endpoint: Option<String>,
     batches: u64,
     spans: u64,
+    data_points: u64,
+    log_records: u64,
     bytes: u64,
     max_bytes: u64,
     max_spans: Option<u64>,
     oldest_age_seconds: Option<f64>,
     dropped_batches: u64,
     dropped_spans: u64,
+    dropped_data_points: u64,
+    dropped_log_records: u64,
     rejected_spans: u64,
+    rejected_data_points: u64,
+    rejected_log_records: u64,
     torn_records: u64,
     quarantine_bytes: u64,
     backend: &'static str,
     retry_at: Option<f64>,
     last_error: Option<String>,
+    signals: std::collections::BTreeMap<&'static str, SignalJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
     corrupt_records: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     unsupported_segments: Option<Vec<String>>,
 }
 
-/// "1 batch (3 spans)", "2 batches (1 span)".
-fn batches(batches: u64, spans: u64) -> String {
-    let s = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+/// `n` with the singular or plural of its unit: "1 batch", "2 batches".
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// `n` items of `signal`: "1 span", "3 data points", "2 log records".
+fn items(n: u64, signal: Signal) -> String {
+    let one = signal.item();
+    count(n, one, &format!("{one}s"))
+}
+
+/// "1 batch (3 spans)", "2 batches (1 span, 4 data points)": the items of every signal that
+/// has some (spans when none has).
+fn batches(batches: u64, by_signal: &[(Signal, u64)]) -> String {
+    let mut parts: Vec<String> = by_signal
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|&(signal, n)| items(n, signal))
+        .collect();
+    if parts.is_empty() {
+        parts.push(items(0, Signal::Traces));
+    }
     format!(
         "{} ({})",
-        s(batches, "batch", "batches"),
-        s(spans, "span", "spans")
+        count(batches, "batch", "batches"),
+        parts.join(", ")
     )
 }
 
 pub(super) fn flush(config: &Config) -> Result<ExitCode, CliError> {
-    let delivery = open_delivery(config)?;
+    let deliveries = open_deliveries(config)?;
     let runtime = current_thread()?;
+    let waiting: u64 = views(&deliveries)?
+        .iter()
+        .map(|(_, v)| v.stats.batches)
+        .sum();
     // A bar on stderr when it is a terminal; indicatif draws nothing otherwise.
-    let bar = indicatif::ProgressBar::new(delivery.spool().stats()?.batches);
+    let bar = indicatif::ProgressBar::new(waiting);
     bar.set_style(
         indicatif::ProgressStyle::with_template("flushing {bar:30} {pos}/{len} batches {elapsed}")
             .expect("a valid template"),
     );
     let shown = bar.clone();
     let progress = move |done: u64| shown.set_position(done);
-    let report = runtime.block_on(delivery.flush(Mode::Explicit, Some(&progress)));
+    let reports = runtime.block_on(deliveries.flush(Mode::Explicit, Some(&progress)));
     // Nothing of ours is worth waiting for at exit (a resolver thread, say).
     runtime.shutdown_background();
     bar.finish_and_clear();
-    let report = report?;
-    let mut line = format!(
-        "flushed {}",
-        batches(report.sent_batches, report.sent_spans)
-    );
-    if report.dead_lettered > 0 {
-        line += &format!(
-            "; {} rejected as bad data (kept in the dead-letter area)",
-            report.dead_lettered
-        );
+    let mut done: Vec<(Signal, Report)> = Vec::with_capacity(reports.len());
+    for (signal, report) in reports {
+        done.push((signal, report?));
     }
-    let left = if report.remaining {
-        delivery.spool().stats()?
-    } else {
-        Stats::default()
-    };
-    if left.batches == 0 {
+    let sent: u64 = done.iter().map(|(_, r)| r.sent_batches).sum();
+    let sent_items: Vec<(Signal, u64)> = done.iter().map(|(s, r)| (*s, r.sent_spans)).collect();
+    let mut line = format!("flushed {}", batches(sent, &sent_items));
+    let dead: u64 = done.iter().map(|(_, r)| r.dead_lettered).sum();
+    if dead > 0 {
+        line += &format!("; {dead} rejected as bad data (kept in the dead-letter area)");
+    }
+    let mut left = 0;
+    let mut left_items = Vec::new();
+    let mut why = Vec::new();
+    for (signal, report) in &done {
+        if !report.remaining {
+            continue;
+        }
+        let stats = deliveries.get(*signal)?.spool().stats()?;
+        if stats.batches == 0 {
+            continue;
+        }
+        left += stats.batches;
+        left_items.push((*signal, stats.spans));
+        let stop = report
+            .stopped
+            .as_ref()
+            .map_or_else(|| "stopped".to_owned(), ToString::to_string);
+        why.push(if done.len() == 1 {
+            stop
+        } else {
+            format!("{signal}: {stop}")
+        });
+    }
+    if left == 0 {
         say!("{line}; nothing remains");
         return Ok(ExitCode::SUCCESS);
     }
-    let why = report
-        .stopped
-        .map_or_else(|| "stopped".to_owned(), |s| s.to_string());
     say!(
-        "{line}; {} remain: {why}",
-        batches(left.batches, left.spans)
+        "{line}; {} remain: {}",
+        batches(left, &left_items),
+        why.join("; ")
     );
     Ok(ExitCode::from(1))
 }
 
 pub(super) fn status(config: &Config, json: bool, verify: bool) -> Result<ExitCode, CliError> {
-    let delivery = open_delivery(config)?;
-    let spool = delivery.spool();
-    let stats = spool.stats()?;
-    let backend = delivery.status();
-    let report = if verify { Some(spool.verify()?) } else { None };
+    let deliveries = open_deliveries(config)?;
+    let views = views(&deliveries)?;
+    let report = if verify {
+        let mut total = VerifyReport::default();
+        for signal in Signal::ALL {
+            if let Some(lane) = deliveries.store().existing(signal)? {
+                let r = lane.verify()?;
+                total.records += r.records;
+                total.corrupt_records += r.corrupt_records;
+                total.torn_records += r.torn_records;
+                total.unsupported_segments.extend(r.unsupported_segments);
+            }
+        }
+        Some(total)
+    } else {
+        None
+    };
     let corrupt = report.as_ref().map_or(0, |r| r.corrupt_records);
     let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer(
-            &mut out,
-            &status_json(config, &stats, &backend, report.as_ref()),
-        )?;
+        serde_json::to_writer(&mut out, &status_json(config, &views, report.as_ref()))?;
         writeln!(out)?;
     } else {
-        write_status(&mut out, config, &stats, &backend, report.as_ref())?;
+        write_status(&mut out, config, &views, report.as_ref())?;
     }
     out.flush()?;
     Ok(if corrupt > 0 {
@@ -125,27 +233,60 @@ fn age_seconds(t: Option<SystemTime>) -> Option<f64> {
 
 fn status_json(
     config: &Config,
-    stats: &Stats,
-    backend: &DeliveryStatus,
+    views: &[(Signal, SignalView)],
     report: Option<&VerifyReport>,
 ) -> StatusJson {
+    let of = |signal: Signal| {
+        &views
+            .iter()
+            .find(|(s, _)| *s == signal)
+            .expect("every signal")
+            .1
+    };
+    let (traces, metrics, logs) = (of(Signal::Traces), of(Signal::Metrics), of(Signal::Logs));
+    let sum = |f: fn(&Stats) -> u64| views.iter().map(|(_, v)| f(&v.stats)).sum::<u64>();
+    let oldest = views.iter().filter_map(|(_, v)| v.stats.oldest_write).min();
+    let signals = views
+        .iter()
+        .map(|(signal, v)| {
+            let backend = v.backend.as_ref();
+            (
+                signal.as_str(),
+                SignalJson {
+                    endpoint: v.endpoint.clone(),
+                    batches: v.stats.batches,
+                    bytes: v.stats.bytes,
+                    backend: v.backend(),
+                    retry_at: backend.and_then(|b| b.retry_at),
+                    last_error: backend.and_then(|b| b.last_error.clone()),
+                },
+            )
+        })
+        .collect();
     StatusJson {
         spool_dir: config.spool_dir.display().to_string(),
-        endpoint: config.delivery.endpoint.as_ref().map(shown),
-        batches: stats.batches,
-        spans: stats.spans,
-        bytes: stats.bytes,
+        endpoint: traces.endpoint.clone(),
+        batches: sum(|s| s.batches),
+        spans: traces.stats.spans,
+        data_points: metrics.stats.spans,
+        log_records: logs.stats.spans,
+        bytes: sum(|s| s.bytes),
         max_bytes: config.spool.max_bytes,
         max_spans: config.spool.max_spans,
-        oldest_age_seconds: age_seconds(stats.oldest_write),
-        dropped_batches: stats.dropped_batches,
-        dropped_spans: stats.dropped_spans,
-        rejected_spans: stats.rejected_spans,
-        torn_records: stats.torn_records,
-        quarantine_bytes: stats.quarantine_bytes,
-        backend: backend.backend,
-        retry_at: backend.retry_at,
-        last_error: backend.last_error.clone(),
+        oldest_age_seconds: age_seconds(oldest),
+        dropped_batches: sum(|s| s.dropped_batches),
+        dropped_spans: traces.stats.dropped_spans,
+        dropped_data_points: metrics.stats.dropped_spans,
+        dropped_log_records: logs.stats.dropped_spans,
+        rejected_spans: traces.stats.rejected_spans,
+        rejected_data_points: metrics.stats.rejected_spans,
+        rejected_log_records: logs.stats.rejected_spans,
+        torn_records: sum(|s| s.torn_records),
+        quarantine_bytes: sum(|s| s.quarantine_bytes),
+        backend: traces.backend(),
+        retry_at: traces.backend.as_ref().and_then(|b| b.retry_at),
+        last_error: traces.backend.as_ref().and_then(|b| b.last_error.clone()),
+        signals,
         corrupt_records: report.map(|r| r.corrupt_records),
         unsupported_segments: report.map(|r| {
             r.unsupported_segments
@@ -159,42 +300,53 @@ fn status_json(
 fn write_status(
     out: &mut impl Write,
     config: &Config,
-    stats: &Stats,
-    backend: &DeliveryStatus,
+    views: &[(Signal, SignalView)],
     report: Option<&VerifyReport>,
 ) -> std::io::Result<()> {
     writeln!(out, "spool      {}", config.spool_dir.display())?;
-    write!(
+    let bytes: u64 = views.iter().map(|(_, v)| v.stats.bytes).sum();
+    writeln!(
         out,
-        "holds      {} batches, {} spans, {} bytes of {}",
-        stats.batches, stats.spans, stats.bytes, config.spool.max_bytes
+        "holds      {bytes} bytes of {}",
+        config.spool.max_bytes
     )?;
-    match age_seconds(stats.oldest_write) {
-        Some(age) => writeln!(out, "; oldest {age:.0}s old")?,
-        None => writeln!(out)?,
-    }
-    match &config.delivery.endpoint {
-        None => writeln!(out, "backend    no endpoint configured: spooling only")?,
-        Some(endpoint) => {
-            write!(out, "backend    {}: {}", shown(endpoint), backend.backend)?;
-            let now = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
-            match backend.retry_at.filter(|t| *t > now) {
-                Some(t) => writeln!(out, ", next attempt in {:.0}s", t - now)?,
-                None => writeln!(out)?,
-            }
-            if let Some(e) = &backend.last_error {
-                writeln!(out, "last error {e}")?;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    for (signal, view) in views {
+        let stats = &view.stats;
+        write!(
+            out,
+            "{:<10} {}",
+            signal.as_str(),
+            batches(stats.batches, &[(*signal, stats.spans)])
+        )?;
+        if let Some(age) = age_seconds(stats.oldest_write) {
+            write!(out, ", oldest {age:.0}s old")?;
+        }
+        match &view.endpoint {
+            None => write!(out, "; no endpoint configured: spooling only")?,
+            Some(endpoint) => {
+                write!(out, "; {endpoint}: {}", view.backend())?;
+                let backend = view.backend.as_ref();
+                if let Some(t) = backend.and_then(|b| b.retry_at).filter(|t| *t > now) {
+                    write!(out, ", next attempt in {:.0}s", t - now)?;
+                }
+                if let Some(e) = backend.and_then(|b| b.last_error.as_ref()) {
+                    write!(out, "; last error {e}")?;
+                }
             }
         }
-    }
-    if stats.dropped_batches > 0 || stats.rejected_spans > 0 {
-        writeln!(
-            out,
-            "lost       {} batches ({} spans) dropped by the bound, {} spans rejected",
-            stats.dropped_batches, stats.dropped_spans, stats.rejected_spans
-        )?;
+        writeln!(out)?;
+        if stats.dropped_batches > 0 || stats.rejected_spans > 0 {
+            writeln!(
+                out,
+                "{:<10} lost {} dropped by the bound, {} rejected",
+                "",
+                batches(stats.dropped_batches, &[(*signal, stats.dropped_spans)]),
+                items(stats.rejected_spans, *signal)
+            )?;
+        }
     }
     if let Some(r) = report {
         writeln!(

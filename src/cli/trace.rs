@@ -236,10 +236,10 @@ pub(super) fn span(config: &Config, args: SpanArgs) -> Result<ExitCode, CliError
             StatusArg::Unset => Status::Unset,
         },
     };
-    let delivery = hook::open_delivery(config)?;
+    let deliveries = hook::open_deliveries(config)?;
     let runtime = current_thread()?;
     runtime.block_on(hook::deliver(
-        &delivery,
+        &deliveries,
         config,
         &placement,
         spec,

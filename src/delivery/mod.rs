@@ -20,6 +20,7 @@
 
 mod report;
 mod run;
+mod signals;
 #[cfg(test)]
 mod tests;
 
@@ -31,11 +32,12 @@ use http::header::{HeaderName, HeaderValue};
 
 pub use report::{DeliveryStatus, ExportError, Progress, Report, Stop};
 use run::Run;
+pub use signals::Deliveries;
 
 use crate::circuit::State;
 use crate::encode::EncodedBatch;
-use crate::receiver::{Sink, StoreError};
-use crate::spool::{AppendOutcome, Spool};
+use crate::signal::Signal;
+use crate::spool::Spool;
 use crate::transport::{
     self, Compression, Connect, TlsError, TlsFiles, TransportSettings, Upstream,
 };
@@ -145,8 +147,9 @@ impl Budget {
     }
 }
 
-/// The delivery engine: one spool, one endpoint.
+/// The delivery engine: one signal's spool, one endpoint.
 pub struct Delivery {
+    signal: Signal,
     spool: Arc<Spool>,
     settings: DeliverySettings,
     connect: Connect,
@@ -159,6 +162,7 @@ pub struct Delivery {
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Delivery")
+            .field("signal", &self.signal)
             .field("spool", &self.spool)
             .field("settings", &self.settings)
             .finish_non_exhaustive()
@@ -181,19 +185,34 @@ impl Delivery {
         Delivery::with_connect(spool, settings, Arc::new(transport::connect))
     }
 
-    /// A delivery that reaches its backend through `connect` (a test's mock, say).
+    /// A traces delivery that reaches its backend through `connect` (a test's mock, say).
     pub fn with_connect(
         spool: Arc<Spool>,
         settings: DeliverySettings,
         connect: Connect,
     ) -> Delivery {
+        Delivery::for_signal(Signal::Traces, spool, settings, connect)
+    }
+
+    /// The delivery of `signal` from its spool, reaching its backend through `connect`.
+    pub fn for_signal(
+        signal: Signal,
+        spool: Arc<Spool>,
+        settings: DeliverySettings,
+        connect: Connect,
+    ) -> Delivery {
         Delivery {
+            signal,
             spool,
             settings,
             connect,
             fingerprint: Mutex::default(),
             upstream: Mutex::new(None),
         }
+    }
+
+    pub fn signal(&self) -> Signal {
+        self.signal
     }
 
     pub fn spool(&self) -> &Spool {
@@ -327,7 +346,7 @@ impl Delivery {
     pub async fn flush(
         &self,
         mode: Mode,
-        progress: Option<&Progress>,
+        progress: Option<&Progress<'_>>,
     ) -> Result<Report, ExportError> {
         let deadline = Instant::now() + self.settings.budget;
         let mut run = Run::new(self, mode, deadline, false);
@@ -338,16 +357,5 @@ impl Delivery {
     /// One round of the agent's forwarding: a [`Mode::Patient`] flush.
     pub async fn forward(&self) -> Result<Report, ExportError> {
         self.flush(Mode::Patient, None).await
-    }
-}
-
-/// Received batches (from `exec`'s capture or `serve`) go to the spool; delivery takes them
-/// from there, oldest first, like everything else.
-impl Sink for Delivery {
-    async fn store(&self, batch: EncodedBatch) -> Result<(), StoreError> {
-        self.spool
-            .append(&batch.bytes, batch.items)
-            .and_then(AppendOutcome::accepted)
-            .map_err(StoreError::failed)
     }
 }

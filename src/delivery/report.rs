@@ -92,4 +92,4 @@ pub struct DeliveryStatus {
 }
 
 /// Told the number of spooled batches dealt with so far, after each one.
-pub type Progress = dyn Fn(u64) + Send + Sync;
+pub type Progress<'a> = dyn Fn(u64) + Send + Sync + 'a;

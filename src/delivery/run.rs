@@ -11,7 +11,6 @@ use super::{Budget, Delivery, Mode, Progress, Report, Stop, Target};
 use crate::circuit::{self, Backend, Outcome, State};
 use crate::delivery::ExportError;
 use crate::encode::EncodedBatch;
-use crate::signal::Signal;
 use crate::spool::{Reader, SpoolError};
 use crate::transport::{SendError, Upstream, chain};
 
@@ -23,7 +22,7 @@ pub(super) struct Run<'a> {
     before: State,
     state: State,
     report: Report,
-    pub(super) progress: Option<&'a Progress>,
+    pub(super) progress: Option<&'a Progress<'a>>,
     /// The backend answered earlier in this run (this delivery or one before it).
     answered: bool,
 }
@@ -165,7 +164,7 @@ impl<'a> Run<'a> {
         } else {
             nominal.min(left)
         };
-        match upstream.send(Signal::Traces, bytes, timeout).await {
+        match upstream.send(self.delivery.signal, bytes, timeout).await {
             // It answered earlier in this run, and our budget (not its own timeout) ran out:
             // no verdict on a backend that is merely behind a backlog.
             Err(e) if e.is_timeout() && timeout < nominal && self.answered => {

@@ -24,23 +24,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use super::{AppendError, AppendOutcome, Spool, SpoolError, SpoolOptions, Stats};
-use crate::signal::Signal;
+use crate::signal::{PerSignal, Signal};
 
 /// One spool per signal (module doc).
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
     opts: SpoolOptions,
-    /// Indexed like [`Signal::ALL`]; traces opened with the store, the others on first use.
-    lanes: [OnceLock<Arc<Spool>>; 3],
-}
-
-fn index(signal: Signal) -> usize {
-    match signal {
-        Signal::Traces => 0,
-        Signal::Metrics => 1,
-        Signal::Logs => 2,
-    }
+    /// Traces opened with the store, the others on first use.
+    lanes: PerSignal<OnceLock<Arc<Spool>>>,
 }
 
 impl Store {
@@ -57,7 +49,7 @@ impl Store {
             opts,
             lanes: Default::default(),
         };
-        let _ = store.lanes[0].set(Arc::new(traces));
+        let _ = store.lanes.traces.set(Arc::new(traces));
         Ok(store)
     }
 
@@ -83,7 +75,7 @@ impl Store {
     ///
     /// As [`Spool::open`], naming the signal's directory.
     pub fn lane(&self, signal: Signal) -> Result<&Arc<Spool>, SpoolError> {
-        let slot = &self.lanes[index(signal)];
+        let slot = &self.lanes[signal];
         if let Some(lane) = slot.get() {
             return Ok(lane);
         }
@@ -102,7 +94,7 @@ impl Store {
     ///
     /// As [`Spool::open`].
     pub fn existing(&self, signal: Signal) -> Result<Option<&Arc<Spool>>, SpoolError> {
-        if self.lanes[index(signal)].get().is_none()
+        if self.lanes[signal].get().is_none()
             && !std::fs::symlink_metadata(self.lane_path(signal)).is_ok_and(|m| m.is_dir())
         {
             return Ok(None);
@@ -112,7 +104,7 @@ impl Store {
 
     /// The traces spool (always open).
     pub fn traces(&self) -> &Arc<Spool> {
-        self.lanes[0].get().expect("opened with the store")
+        self.lanes.traces.get().expect("opened with the store")
     }
 
     /// Appends one batch of `items` items (spans, data points, log records) of `signal`.
