@@ -311,7 +311,7 @@ pub async fn run(
     };
     let mut receivers = Vec::new();
     if let Some(listener) = http {
-        receivers.push(tokio::spawn(receiver::http::serve(
+        receivers.push(tokio::spawn(receiver::serve(
             listener,
             listen.receiver.clone(),
             sink.clone(),

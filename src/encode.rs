@@ -236,35 +236,41 @@ mod outline {
         pub metrics: Vec<Metric>,
     }
 
-    /// A metric's data: gauge (5), sum (7), histogram (9), exponential histogram (10), summary
-    /// (11); each holds its `data_points` as field 1.
+    /// A metric's data, one of gauge (5), sum (7), histogram (9), exponential histogram (10),
+    /// summary (11); each holds its `data_points` as field 1. As a oneof, the last one given
+    /// is the metric's data (what a full decode keeps).
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Metric {
-        #[prost(message, optional, tag = "5")]
-        pub gauge: Option<Points>,
-        #[prost(message, optional, tag = "7")]
-        pub sum: Option<Points>,
-        #[prost(message, optional, tag = "9")]
-        pub histogram: Option<Points>,
-        #[prost(message, optional, tag = "10")]
-        pub exponential_histogram: Option<Points>,
-        #[prost(message, optional, tag = "11")]
-        pub summary: Option<Points>,
+        #[prost(oneof = "Data", tags = "5, 7, 9, 10, 11")]
+        pub data: Option<Data>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Data {
+        #[prost(message, tag = "5")]
+        Gauge(Points),
+        #[prost(message, tag = "7")]
+        Sum(Points),
+        #[prost(message, tag = "9")]
+        Histogram(Points),
+        #[prost(message, tag = "10")]
+        ExponentialHistogram(Points),
+        #[prost(message, tag = "11")]
+        Summary(Points),
     }
 
     impl Metric {
         pub fn data_points(&self) -> usize {
-            [
-                &self.gauge,
-                &self.sum,
-                &self.histogram,
-                &self.exponential_histogram,
-                &self.summary,
-            ]
-            .into_iter()
-            .flatten()
-            .map(|p| p.data_points.len())
-            .sum()
+            match &self.data {
+                None => 0,
+                Some(
+                    Data::Gauge(p)
+                    | Data::Sum(p)
+                    | Data::Histogram(p)
+                    | Data::ExponentialHistogram(p)
+                    | Data::Summary(p),
+                ) => p.data_points.len(),
+            }
         }
     }
 

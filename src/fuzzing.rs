@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::encode::{Format, decode};
 use crate::receiver::http::decode_body;
+use crate::signal::Signal;
 use crate::spool::{Spool, SpoolOptions, SyncPolicy};
 
 /// A directory of the spool's own file names filled with arbitrary contents: opening, counting,
@@ -80,11 +81,12 @@ pub fn spool_dir(data: &[u8]) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The receivers' body decoding: protobuf or JSON, plain or gzip. A batch it accepts is
-/// well-framed protobuf with the span count it was given; where it also decodes in full (always,
-/// for JSON), the full decode counts the same spans.
+/// The receivers' body decoding: protobuf or JSON, plain or gzip, of each signal. A batch it
+/// accepts is well-framed protobuf with the item count it was given; where it also decodes in
+/// full (always, for JSON), the full decode counts the same items.
 ///
-/// Input: `[flags: u8][body]`; bit 0 = JSON, bit 1 = gzip.
+/// Input: `[flags: u8][body]`; bit 0 = JSON, bit 1 = gzip, bits 2–3 = the signal (0 traces,
+/// 1 metrics, 2 logs; 3 traces).
 pub fn otlp_decode(data: &[u8]) {
     let Some((&flags, body)) = data.split_first() else {
         return;
@@ -94,18 +96,25 @@ pub fn otlp_decode(data: &[u8]) {
     } else {
         Format::Protobuf
     };
+    let signal = match (flags >> 2) & 3 {
+        1 => Signal::Metrics,
+        2 => Signal::Logs,
+        _ => Signal::Traces,
+    };
     if let Ok(batch) = decode_body(
+        signal,
         format,
         flags & 2 == 2,
         bytes::Bytes::copy_from_slice(body),
         1 << 20,
     ) {
         let count = |n: u64| u32::try_from(n).unwrap_or(u32::MAX);
-        let framed = crate::encode::count_spans_in(&batch.bytes)
+        assert_eq!(batch.signal, signal);
+        let framed = crate::encode::count_items_in(signal, &batch.bytes)
             .expect("an accepted batch is well-framed protobuf");
         assert_eq!(count(framed), batch.items);
-        match decode(&batch.bytes) {
-            Ok(again) => assert_eq!(count(crate::encode::count_spans(&again)), batch.items),
+        match full_count(signal, &batch.bytes) {
+            Ok(again) => assert_eq!(count(again), batch.items),
             Err(e) => assert!(
                 format == Format::Protobuf,
                 "a JSON body is stored as valid protobuf: {e}"
@@ -118,6 +127,37 @@ pub fn otlp_decode(data: &[u8]) {
             );
         }
     }
+}
+
+/// The items of a request decoded in full.
+fn full_count(signal: Signal, bytes: &[u8]) -> Result<u64, prost::DecodeError> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    use prost::Message;
+    Ok(match signal {
+        Signal::Traces => crate::encode::count_spans(&decode(bytes)?),
+        Signal::Metrics => ExportMetricsServiceRequest::decode(bytes)?
+            .resource_metrics
+            .iter()
+            .flat_map(|rm| &rm.scope_metrics)
+            .flat_map(|sm| &sm.metrics)
+            .map(|m| match &m.data {
+                None => 0,
+                Some(Data::Gauge(g)) => g.data_points.len(),
+                Some(Data::Sum(s)) => s.data_points.len(),
+                Some(Data::Histogram(h)) => h.data_points.len(),
+                Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+                Some(Data::Summary(s)) => s.data_points.len(),
+            } as u64)
+            .sum(),
+        Signal::Logs => ExportLogsServiceRequest::decode(bytes)?
+            .resource_logs
+            .iter()
+            .flat_map(|rl| &rl.scope_logs)
+            .map(|sl| sl.log_records.len() as u64)
+            .sum(),
+    })
 }
 
 /// The parsers of what users type: sizes, durations, header and resource lists, endpoints,

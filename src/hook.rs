@@ -123,7 +123,9 @@ pub async fn run(
         None
     };
     let traceparent = propagation::traceparent(placement.trace_id, placement.span_id);
-    let child_env = propagation::child_env(&traceparent, capture.as_ref().map(|c| c.port));
+    let child_env = propagation::child_env(&traceparent, capture.as_ref().map(|c| c.port), &|k| {
+        std::env::var(k).ok()
+    });
 
     let start = SystemTime::now();
     let running = exec::spawn(program, args, Some(&child_env));
@@ -218,7 +220,7 @@ impl Capture {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let task = tokio::spawn(receiver::http::serve(
+        let task = tokio::spawn(receiver::serve(
             listener,
             ReceiverSettings::default(),
             sink,

@@ -9,6 +9,8 @@ use std::ffi::OsStr;
 
 use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
 
+use crate::signal::Signal;
+
 /// A valid incoming `TRACEPARENT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parent {
@@ -79,22 +81,36 @@ pub fn traceparent(trace_id: TraceId, span_id: SpanId) -> String {
     )
 }
 
-/// The variables a capturing `exec` points at its own receiver.
-const CAPTURE_OVERRIDES: [&str; 4] = [
+/// The endpoint variables a capturing `exec` points at its own receiver: the base, then each
+/// signal's, in the order of [`Signal::ALL`].
+const CAPTURE_ENDPOINTS: [&str; 4] = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+];
+
+/// Each signal's protocol variable, in the order of [`Signal::ALL`].
+const PROTOCOLS: [&str; 3] = [
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
 ];
 
 /// Certificate settings that would make the child's SDK try TLS against a plain receiver.
-const CAPTURE_REMOVALS: [&str; 6] = [
+const CAPTURE_REMOVALS: [&str; 12] = [
     "OTEL_EXPORTER_OTLP_CERTIFICATE",
     "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE",
     "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
     "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE",
+    "OTEL_EXPORTER_OTLP_LOGS_CLIENT_CERTIFICATE",
     "OTEL_EXPORTER_OTLP_CLIENT_KEY",
     "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+    "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
+    "OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY",
 ];
 
 /// How a child's environment differs from ours: these variables set, then those removed.
@@ -104,22 +120,44 @@ pub struct EnvChanges {
     pub remove: &'static [&'static str],
 }
 
+/// True when the child's SDK will export `signal` over gRPC: its protocol variable for the
+/// signal, else the generic one, says `grpc` (the SDK default is `http/protobuf`).
+fn exports_grpc(signal: Signal, var: &dyn Fn(&str) -> Option<String>) -> bool {
+    let own = PROTOCOLS[Signal::ALL
+        .iter()
+        .position(|s| *s == signal)
+        .expect("a signal")];
+    [own, "OTEL_EXPORTER_OTLP_PROTOCOL"]
+        .into_iter()
+        .find_map(|k| var(k).filter(|v| !v.trim().is_empty()))
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("grpc"))
+}
+
 /// The child's environment: ours with `TRACEPARENT` set to the new span and, when capturing,
-/// the OTLP variables pointed at the receiver on `capture_port` (and the certificate ones
-/// removed). `TRACESTATE`, `BAGGAGE` and everything else pass through untouched.
-pub fn child_env(traceparent: &str, capture_port: Option<u16>) -> EnvChanges {
+/// the OTLP endpoints pointed at the receiver on `capture_port` (which speaks OTLP/HTTP and
+/// OTLP/gRPC): each signal's to `/v1/{signal}` when the child exports it over HTTP, to the bare
+/// receiver when over gRPC (`var` reads the child's protocol variables, which are left as they
+/// are); the certificate variables are removed. `TRACESTATE`, `BAGGAGE` and everything else pass
+/// through untouched.
+pub fn child_env(
+    traceparent: &str,
+    capture_port: Option<u16>,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> EnvChanges {
     let mut set = vec![("TRACEPARENT", traceparent.to_owned())];
     let Some(port) = capture_port else {
         return EnvChanges { set, remove: &[] };
     };
     let base = format!("http://127.0.0.1:{port}");
-    let values = [
-        base.clone(),
-        format!("{base}/v1/traces"),
-        "http/protobuf".to_owned(),
-        "http/protobuf".to_owned(),
-    ];
-    set.extend(CAPTURE_OVERRIDES.into_iter().zip(values));
+    set.push((CAPTURE_ENDPOINTS[0], base.clone()));
+    for (signal, name) in Signal::ALL.into_iter().zip(&CAPTURE_ENDPOINTS[1..]) {
+        let endpoint = if exports_grpc(signal, var) {
+            base.clone()
+        } else {
+            format!("{base}{}", signal.http_path())
+        };
+        set.push((name, endpoint));
+    }
     EnvChanges {
         set,
         remove: &CAPTURE_REMOVALS,
@@ -189,11 +227,12 @@ mod tests {
             "00-00000000000000000000000000000001-0000000000000002-01"
         );
 
-        let plain = child_env(&tp, None);
+        let none = |_: &str| None;
+        let plain = child_env(&tp, None, &none);
         assert_eq!(plain.set, [("TRACEPARENT", tp.clone())]);
         assert!(plain.remove.is_empty());
 
-        let captured = child_env(&tp, Some(4999));
+        let captured = child_env(&tp, Some(4999), &none);
         let get = |k: &str| {
             captured
                 .set
@@ -206,15 +245,19 @@ mod tests {
             get("OTEL_EXPORTER_OTLP_ENDPOINT"),
             Some("http://127.0.0.1:4999")
         );
-        assert_eq!(
-            get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
-            Some("http://127.0.0.1:4999/v1/traces")
-        );
-        assert_eq!(get("OTEL_EXPORTER_OTLP_PROTOCOL"), Some("http/protobuf"));
-        assert_eq!(
-            get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
-            Some("http/protobuf")
-        );
+        for (key, path) in [
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "/v1/traces"),
+            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "/v1/metrics"),
+            ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "/v1/logs"),
+        ] {
+            assert_eq!(
+                get(key),
+                Some(format!("http://127.0.0.1:4999{path}").as_str())
+            );
+        }
+        // The child's protocol is its own.
+        assert_eq!(get("OTEL_EXPORTER_OTLP_PROTOCOL"), None);
+        assert_eq!(get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), None);
         assert!(captured.remove.contains(&"OTEL_EXPORTER_OTLP_CERTIFICATE"));
         assert!(
             captured
@@ -226,5 +269,34 @@ mod tests {
             assert_eq!(get(key), None);
             assert!(!captured.remove.contains(&key));
         }
+    }
+
+    #[test]
+    fn a_signal_the_child_exports_over_grpc_gets_the_bare_receiver() {
+        let tp = traceparent(TraceId::from(1u128), SpanId::from(2u64));
+        let vars = |k: &str| match k {
+            "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("grpc".to_owned()),
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL" => Some("http/protobuf".to_owned()),
+            _ => None,
+        };
+        let env = child_env(&tp, Some(7), &vars);
+        let get = |k: &str| {
+            env.set
+                .iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").as_deref(),
+            Some("http://127.0.0.1:7")
+        );
+        assert_eq!(
+            get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT").as_deref(),
+            Some("http://127.0.0.1:7/v1/metrics")
+        );
+        assert_eq!(
+            get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT").as_deref(),
+            Some("http://127.0.0.1:7")
+        );
     }
 }

@@ -605,15 +605,15 @@ fn with_capture_the_child_is_pointed_at_a_loopback_receiver_and_loses_its_certif
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("not a loopback receiver: {endpoint}"));
     assert_ne!(port, 0);
-    assert_eq!(
-        wrapped["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"],
-        format!("http://127.0.0.1:{port}/v1/traces")
-    );
-    assert_eq!(wrapped["OTEL_EXPORTER_OTLP_PROTOCOL"], "http/protobuf");
-    assert_eq!(
-        wrapped["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"],
-        "http/protobuf"
-    );
+    // The child exports over gRPC (its protocol, left as it is): every signal goes to the
+    // bare receiver, which speaks gRPC too.
+    for signal in ["TRACES", "METRICS", "LOGS"] {
+        assert_eq!(
+            wrapped[&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")],
+            format!("http://127.0.0.1:{port}")
+        );
+    }
+    assert_eq!(wrapped["OTEL_EXPORTER_OTLP_PROTOCOL"], "grpc");
     for removed in [
         "OTEL_EXPORTER_OTLP_CERTIFICATE",
         "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
@@ -628,10 +628,10 @@ fn with_capture_the_child_is_pointed_at_a_loopback_receiver_and_loses_its_certif
             "OTEL_EXPORTER_OTLP_CERTIFICATE",
             "OTEL_EXPORTER_OTLP_CLIENT_KEY",
             "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
             "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
             "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
             "TRACEPARENT",
         ],
         "nothing else changes"

@@ -1017,12 +1017,22 @@ fn otlp_json_gzip_and_protobuf_are_accepted_and_the_rest_refused_with_the_right_
     let resp = http(
         port,
         "POST",
-        "/v1/metrics",
+        "/v1/profiles",
         &[("content-type", "application/x-protobuf")],
         &protobuf(&["wrong-path-span"]),
     )
     .unwrap();
     assert_eq!(resp.status, 404, "{resp:?}");
+    // Spans posted as metrics are not a metrics request: its framing is checked.
+    let resp = http(
+        port,
+        "POST",
+        "/v1/metrics",
+        &[("content-type", "application/x-protobuf")],
+        &protobuf(&["span-as-metrics"]),
+    )
+    .unwrap();
+    assert_eq!(resp.status, 400, "{resp:?}");
     let resp = http(port, "GET", "/v1/traces", &[], b"").unwrap();
     assert_eq!(resp.status, 405, "{resp:?}");
 

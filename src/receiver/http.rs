@@ -1,8 +1,8 @@
-//! OTLP/HTTP: `POST /v1/traces`.
+//! OTLP/HTTP: `POST /v1/traces`, `/v1/metrics`, `/v1/logs`.
 //!
 //! | request | answer |
 //! |---|---|
-//! | `POST /v1/traces`, `application/x-protobuf` or `application/json`, optionally gzip | 200 once the sink has stored it, with an empty `ExportTraceServiceResponse` |
+//! | `POST /v1/traces` (`/v1/metrics`, `/v1/logs`), `application/x-protobuf` or `application/json`, optionally gzip | 200 once the sink has stored it, with an empty `Export…ServiceResponse` |
 //! | body over the limit, on the wire or decompressed | 413 |
 //! | undecodable body or gzip | 400 with a `google.rpc.Status` |
 //! | other content type or content encoding | 415 |
@@ -14,10 +14,8 @@
 //! decompression is stored as the very bytes received.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::io::Read;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
@@ -26,20 +24,13 @@ use http::header::{
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 
-use tokio::net::TcpListener;
-
 use super::{ReceiverSettings, Sink};
-use crate::encode::{EncodedBatch, Format, RpcStatus, count_spans, count_spans_in};
+use crate::encode::{EncodedBatch, Format, RpcStatus, count_items_in, json_to_protobuf};
 use crate::signal::Signal;
-
-pub const TRACES_PATH: &str = "/v1/traces";
 /// What a refused client is told to wait.
 const RETRY_AFTER_SECS: &str = "1";
 
@@ -69,6 +60,7 @@ fn error(status: StatusCode, format: Format, code: i32, message: &str) -> Respon
     resp
 }
 
+/// An empty `Export…ServiceResponse`: the three signals' are the same bytes.
 fn success(format: Format) -> Response<Full<Bytes>> {
     let body = match format {
         Format::Protobuf => ExportTraceServiceResponse {
@@ -105,9 +97,12 @@ async fn decode(
     req: Request<Incoming>,
     settings: &ReceiverSettings,
 ) -> Result<(EncodedBatch, Format), Response<Full<Bytes>>> {
-    if req.uri().path() != TRACES_PATH {
+    let Some(signal) = Signal::ALL
+        .into_iter()
+        .find(|s| s.http_path() == req.uri().path())
+    else {
         return Err(bare(StatusCode::NOT_FOUND));
-    }
+    };
     if req.method() != Method::POST {
         let mut resp = bare(StatusCode::METHOD_NOT_ALLOWED);
         resp.headers_mut()
@@ -169,7 +164,7 @@ async fn decode(
             }
         })?
         .to_bytes();
-    match decode_body(format, gzip, body, settings.body_limit) {
+    match decode_body(signal, format, gzip, body, settings.body_limit) {
         Ok(batch) => Ok((batch, format)),
         Err(BodyError::TooLarge) => Err(too_large()),
         Err(e) => Err(error(
@@ -188,14 +183,16 @@ pub enum BodyError {
     TooLarge,
     #[error("bad gzip body: {0}")]
     BadGzip(String),
-    #[error("not an OTLP ExportTraceServiceRequest: {0}")]
-    Malformed(String),
+    #[error("not an OTLP export request of {signal}: {reason}")]
+    Malformed { signal: Signal, reason: String },
 }
 
-/// Decodes a request body: gunzipped within `limit` when `gzip`, then protobuf or OTLP/JSON.
-/// A protobuf body is checked and its spans counted ([`count_spans_in`]), and kept as the very
-/// bytes received (inflated; not copied); a JSON body is decoded and encoded as protobuf. Pure.
+/// Decodes a request body of `signal`: gunzipped within `limit` when `gzip`, then protobuf or
+/// OTLP/JSON. A protobuf body is checked and its items counted ([`count_items_in`]), and kept
+/// as the very bytes received (inflated; not copied); a JSON body is decoded and encoded as
+/// protobuf. Pure.
 pub fn decode_body(
+    signal: Signal,
     format: Format,
     gzip: bool,
     body: Bytes,
@@ -209,22 +206,19 @@ pub fn decode_body(
     } else {
         body
     };
-    let (spans, bytes) = match format {
+    let malformed = |reason: String| BodyError::Malformed { signal, reason };
+    let (items, bytes) = match format {
         Format::Protobuf => {
-            let spans = count_spans_in(&raw).map_err(|e| BodyError::Malformed(e.to_string()))?;
-            (spans, raw)
+            let items = count_items_in(signal, &raw).map_err(|e| malformed(e.to_string()))?;
+            (items, raw)
         }
-        Format::Json => {
-            let request = serde_json::from_slice::<ExportTraceServiceRequest>(&raw)
-                .map_err(|e| BodyError::Malformed(e.to_string()))?;
-            (count_spans(&request), request.encode_to_vec().into())
-        }
+        Format::Json => json_to_protobuf(signal, &raw).map_err(|e| malformed(e.to_string()))?,
     };
-    let spans = u32::try_from(spans).unwrap_or(u32::MAX);
-    Ok(EncodedBatch::new(Signal::Traces, bytes, spans))
+    let items = u32::try_from(items).unwrap_or(u32::MAX);
+    Ok(EncodedBatch::new(signal, bytes, items))
 }
 
-async fn handle<S: Sink>(
+pub(super) async fn handle<S: Sink>(
     req: Request<Incoming>,
     settings: Arc<ReceiverSettings>,
     sink: Arc<S>,
@@ -253,48 +247,6 @@ async fn handle<S: Sink>(
             Ok(resp)
         }
     }
-}
-
-/// A receiver running on a listener until `shutdown` completes; then it stops accepting and
-/// lets in-flight requests finish (for at most `drain`).
-pub async fn serve<S: Sink>(
-    listener: TcpListener,
-    settings: ReceiverSettings,
-    sink: Arc<S>,
-    shutdown: impl Future<Output = ()>,
-    drain: Duration,
-) {
-    let settings = Arc::new(settings);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let _ = stream.set_nodelay(true);
-                let (settings, sink) = (settings.clone(), sink.clone());
-                let service = service_fn(move |req| handle(req, settings.clone(), sink.clone()));
-                // With a timer, a connection without complete request headers for 30 s (slow,
-                // or idle between requests) is closed.
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                connections.spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!("receiver connection: {e}");
-                    }
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
-    // Connections still open after the drain are cut (and their sink handles dropped).
-    connections.shutdown().await;
 }
 
 #[cfg(test)]

@@ -1,7 +1,11 @@
-//! OTLP receivers: OTLP/HTTP ([`http`]) and OTLP/gRPC ([`grpc`]) take `ExportTraceServiceRequest`s
-//! and hand them, as protobuf bytes with their span count, to a [`Sink`]. They know the
-//! protocols, not the disk: `exec` (capturing its child's spans) and `serve` plug the spool in as
-//! the sink, so a client is told "stored" only once the sink has stored the batch.
+//! OTLP receivers: OTLP/HTTP ([`http`]) and OTLP/gRPC ([`grpc`]) take export requests of every
+//! signal and hand them, as protobuf bytes with their item count, to a [`Sink`]. They know the
+//! protocols, not the disk: `exec` (capturing its child's telemetry) and `serve` plug the spool
+//! in as the sink, so a client is told "stored" only once the sink has stored the batch.
+//!
+//! [`serve`] answers both protocols on one listener: HTTP/1.1, and HTTP/2 with prior knowledge
+//! (what plaintext gRPC clients speak); a request whose `content-type` is `application/grpc…`
+//! goes to the gRPC services, any other to the OTLP/HTTP handler.
 
 pub mod grpc;
 pub mod http;
@@ -9,8 +13,12 @@ pub mod http;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tonic::codegen::Service;
 
 use crate::encode::EncodedBatch;
 
@@ -79,4 +87,70 @@ impl ReceiverSettings {
 /// Binds `addr` (port 0 for any free port).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+/// Serves OTLP/HTTP and OTLP/gRPC on `listener` until `shutdown` completes; then stops
+/// accepting and lets in-flight requests finish (for at most `drain`); connections still open
+/// then are cut.
+pub async fn serve<S: Sink>(
+    listener: TcpListener,
+    settings: ReceiverSettings,
+    sink: Arc<S>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let settings = Arc::new(settings);
+    let grpc = grpc::routes(sink.clone(), settings.clone());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // With a timer, a connection without complete request headers for 30 s (slow, or idle
+    // between requests) is closed.
+    builder.http1().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(grpc::STREAM_WINDOW)
+        .initial_connection_window_size(grpc::CONNECTION_WINDOW);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let (settings, sink, grpc) = (settings.clone(), sink.clone(), grpc.clone());
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (settings, sink, mut grpc) = (settings.clone(), sink.clone(), grpc.clone());
+                    async move {
+                        if is_grpc(&req) {
+                            grpc.call(req).await
+                        } else {
+                            let resp = http::handle(req, settings, sink).await?;
+                            Ok(resp.map(tonic::body::Body::new))
+                        }
+                    }
+                });
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+                connections.spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!("receiver connection: {e}");
+                    }
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+    // Connections still open after the drain are cut (and their sink handles dropped).
+    connections.shutdown().await;
+}
+
+/// A gRPC request: `content-type: application/grpc`, `application/grpc+proto`, ….
+fn is_grpc<B>(req: &hyper::Request<B>) -> bool {
+    req.headers()
+        .get(::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
