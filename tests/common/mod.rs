@@ -177,6 +177,10 @@ impl Rotel {
             "blackhole",
             "--debug-log",
             "traces",
+            "--debug-log",
+            "metrics",
+            "--debug-log",
+            "logs",
             "--debug-log-verbosity",
             "detailed",
         ])
@@ -201,7 +205,29 @@ impl Rotel {
     }
 
     pub fn spans(&self) -> Vec<SeenSpan> {
-        parse_rotel(&std::fs::read_to_string(&self.out).unwrap_or_default())
+        parse_rotel(&self.dump())
+    }
+
+    fn dump(&self) -> String {
+        strip_ansi(&std::fs::read_to_string(&self.out).unwrap_or_default())
+    }
+
+    /// The name of every metric received (one per metric, whatever its data points).
+    pub fn metric_names(&self) -> Vec<String> {
+        self.dump()
+            .lines()
+            .filter_map(|l| l.strip_prefix("     -> Name: "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The body of every log record received, as a string.
+    pub fn log_bodies(&self) -> Vec<String> {
+        self.dump()
+            .lines()
+            .filter_map(|l| l.strip_prefix("Body: "))
+            .map(|b| untyped(b).to_owned())
+            .collect()
     }
 
     /// Waits until at least `n` spans arrived; returns them all.
@@ -299,10 +325,19 @@ fn parse_rotel(dump: &str) -> Vec<SeenSpan> {
     let mut spans: Vec<SeenSpan> = Vec::new();
     let mut resource: HashMap<String, String> = HashMap::new();
     let mut section = Section::Other;
+    // Metrics and logs are dumped too: their lines (a log record's trace id) are no span's.
+    let mut in_spans = false;
     for line in strip_ansi(dump).lines() {
         if line.starts_with("ResourceSpans #") {
             resource = HashMap::new();
             section = Section::Other;
+            in_spans = true;
+            continue;
+        }
+        if line.starts_with("ResourceLog") || line.starts_with("ResourceMetrics") {
+            in_spans = false;
+        }
+        if !in_spans {
             continue;
         }
         if line.starts_with("Resource attributes:") {
