@@ -17,7 +17,7 @@ use http::header::{HeaderName, HeaderValue};
 use crate::delivery::DeliverySettings;
 use crate::signal::{PerSignal, Signal};
 use crate::spool::{SpoolOptions, SyncPolicy};
-use crate::transport::{Compression, TlsFiles};
+use crate::transport::{Compression, Protocol, TlsFiles};
 use crate::units::{parse_duration, parse_size};
 
 /// Global flags, as typed.
@@ -44,6 +44,10 @@ pub struct Flags {
     /// OTEL_EXPORTER_OTLP_ENDPOINT + v1/logs] [default: from the traces endpoint]
     #[arg(long, global = true, value_name = "URL", value_parser = parse_endpoint)]
     pub logs_endpoint: Option<Uri>,
+    /// Upstream protocol: http/protobuf, http/json or grpc [env: OTEL_EXPORTER_OTLP_PROTOCOL and
+    /// the per-signal OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_PROTOCOL] [default: http/protobuf]
+    #[arg(long, global = true, value_name = "P", value_parser = parse_protocol)]
+    pub protocol: Option<Protocol>,
     /// Wall time spent on the network after the real work, e.g. 2s [env: TRACESPOOL_BUDGET]
     #[arg(long, global = true, value_name = "DUR", value_parser = parse_duration)]
     pub budget: Option<Duration>,
@@ -170,6 +174,15 @@ fn endpoint_beside_traces(traces: &Uri, signal: Signal) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
+pub fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "http/protobuf" => Ok(Protocol::HttpProtobuf),
+        "http/json" => Ok(Protocol::HttpJson),
+        "grpc" => Ok(Protocol::Grpc),
+        _ => Err("expected http/protobuf, http/json or grpc".into()),
+    }
+}
+
 pub fn parse_compression(s: &str) -> Result<Compression, String> {
     match s.trim().to_ascii_lowercase().as_str() {
         "gzip" => Ok(Compression::Gzip),
@@ -270,8 +283,9 @@ struct Sources<'a> {
 }
 
 /// Keys the config file may hold.
-const FILE_KEYS: [&str; 15] = [
+const FILE_KEYS: [&str; 16] = [
     "endpoint",
+    "protocol",
     "metrics_endpoint",
     "logs_endpoint",
     "spool_dir",
@@ -457,10 +471,16 @@ impl Sources<'_> {
             .or_else(|| self.env(&both(&names("COMPRESSION")), parse_compression))
             .or_else(|| self.file_str("compression", parse_compression))
             .unwrap_or_default();
+        let protocol = flags
+            .protocol
+            .or_else(|| self.env(&both(&names("PROTOCOL")), parse_protocol))
+            .or_else(|| self.file_str("protocol", parse_protocol))
+            .unwrap_or_default();
         DeliverySettings {
             endpoint,
             headers,
             compression,
+            protocol,
             tls,
             budget,
             timeout: match timeout_ms {
@@ -541,13 +561,18 @@ impl Config {
             .or_else(|| src.file_str("budget", duration))
             .unwrap_or(DEFAULT_BUDGET);
         let mut delivery = PerSignal::from_fn(|signal| src.delivery(flags, signal, budget));
+        // A gRPC endpoint names no path: over gRPC the traces endpoint serves as it is.
         for signal in [Signal::Metrics, Signal::Logs] {
             if delivery[signal].endpoint.is_none() {
-                delivery.get_mut(signal).endpoint = delivery
-                    .traces
-                    .endpoint
-                    .as_ref()
-                    .and_then(|traces| endpoint_beside_traces(traces, signal));
+                let grpc = delivery[signal].protocol == Protocol::Grpc;
+                delivery.get_mut(signal).endpoint =
+                    delivery.traces.endpoint.as_ref().and_then(|traces| {
+                        if grpc {
+                            Some(traces.clone())
+                        } else {
+                            endpoint_beside_traces(traces, signal)
+                        }
+                    });
             }
         }
 
@@ -993,5 +1018,32 @@ mod tests {
         assert_eq!(c.delivery.traces.compression, Compression::None);
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].to_string().contains("OTEL_EXPORTER_OTLP_TIMEOUT"));
+    }
+
+    #[test]
+    fn the_protocol_is_per_signal_and_a_bad_one_warns_and_is_the_default() {
+        let (c, w) = resolve(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://h:4317"),
+        ]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.delivery.traces.protocol, Protocol::Grpc);
+        assert_eq!(c.delivery.metrics.protocol, Protocol::Grpc);
+        assert_eq!(c.delivery.logs.protocol, Protocol::HttpJson);
+        // Over gRPC, metrics go to the traces endpoint as it is.
+        assert_eq!(
+            c.delivery
+                .metrics
+                .endpoint
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("http://h:4317/")
+        );
+        let (c, w) = resolve(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")]);
+        assert_eq!(c.delivery.traces.protocol, Protocol::HttpProtobuf);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].to_string().contains("carrier-pigeon"));
     }
 }

@@ -190,6 +190,22 @@ pub fn json_to_protobuf(signal: Signal, json: &[u8]) -> Result<(u64, Bytes), ser
     Ok((items, bytes))
 }
 
+/// A protobuf export request of `signal` as OTLP/JSON (ids as hex, keys in lowerCamelCase).
+///
+/// # Errors
+///
+/// When `bytes` is not such a request.
+pub fn protobuf_to_json(signal: Signal, bytes: &[u8]) -> Result<Vec<u8>, prost::DecodeError> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    let json = match signal {
+        Signal::Traces => serde_json::to_vec(&ExportTraceServiceRequest::decode(bytes)?),
+        Signal::Metrics => serde_json::to_vec(&ExportMetricsServiceRequest::decode(bytes)?),
+        Signal::Logs => serde_json::to_vec(&ExportLogsServiceRequest::decode(bytes)?),
+    };
+    Ok(json.expect("a decoded request always serializes"))
+}
+
 /// The export requests down to their items, with the field numbers of
 /// `opentelemetry/proto/{collector/trace,trace}/v1`. Every other field is skipped (and
 /// checked for framing) as unknown.

@@ -39,7 +39,7 @@ use crate::encode::EncodedBatch;
 use crate::signal::Signal;
 use crate::spool::Spool;
 use crate::transport::{
-    self, Compression, Connect, TlsError, TlsFiles, TransportSettings, Upstream,
+    self, Compression, Connect, Protocol, TlsError, TlsFiles, TransportSettings, Upstream,
 };
 
 /// Where to deliver, and how long a delivery may take.
@@ -50,6 +50,7 @@ pub struct DeliverySettings {
     /// Sent with every request; never written to disk.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub compression: Compression,
+    pub protocol: Protocol,
     pub tls: TlsFiles,
     /// Wall time one delivery may spend on the network.
     pub budget: Duration,
@@ -63,6 +64,7 @@ impl Default for DeliverySettings {
             endpoint: None,
             headers: Vec::new(),
             compression: Compression::None,
+            protocol: Protocol::default(),
             tls: TlsFiles::default(),
             budget: Duration::from_secs(2),
             timeout: None,
@@ -71,16 +73,19 @@ impl Default for DeliverySettings {
 }
 
 impl DeliverySettings {
-    /// Identifies the endpoint and the TLS material: the backoff learnt with other settings is
-    /// void. File contents count, so a replaced certificate resets it too.
+    /// Identifies the endpoint, its protocol and the TLS material: the backoff learnt with other
+    /// settings is void. File contents count, so a replaced certificate resets it too.
     pub fn fingerprint(&self) -> String {
-        let mut crc = crc32c::crc32c(
-            self.endpoint
-                .as_ref()
-                .map(|u| u.to_string())
-                .unwrap_or_default()
-                .as_bytes(),
-        );
+        let mut endpoint = self
+            .endpoint
+            .as_ref()
+            .map(|u| u.to_string())
+            .unwrap_or_default();
+        // The default protocol adds nothing: fingerprints of earlier versions stay valid.
+        if self.protocol != Protocol::HttpProtobuf {
+            endpoint = format!("{} {endpoint}", self.protocol.as_str());
+        }
+        let mut crc = crc32c::crc32c(endpoint.as_bytes());
         for path in [
             &self.tls.ca_file,
             &self.tls.client_cert,
@@ -248,6 +253,7 @@ impl Delivery {
         }
         let settings = TransportSettings {
             endpoint: endpoint.clone(),
+            protocol: self.settings.protocol,
             headers: self.settings.headers.clone(),
             compression: self.settings.compression,
             tls: self.settings.tls.clone(),

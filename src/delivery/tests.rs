@@ -12,7 +12,7 @@ use super::*;
 use crate::circuit::Backend;
 use crate::signal::Signal;
 use crate::spool::{Spool, SpoolOptions};
-use crate::transport::{Accepted, SendError, TlsError, Upstream};
+use crate::transport::{Accepted, Code, SendError, TlsError, Upstream};
 
 /// What the mock answers one request with.
 #[derive(Clone)]
@@ -26,8 +26,9 @@ enum Answer {
 
 fn unavailable(retry_after: Option<Duration>) -> Answer {
     Answer::Refuse(SendError::Unavailable {
-        status: 503,
+        status: Code::Http(503),
         endpoint: "http://mock/v1/traces".into(),
+        message: String::new(),
         retry_after,
     })
 }
@@ -284,7 +285,7 @@ fn while_another_process_holds_the_lease_a_healthy_backend_gets_the_new_batch_di
 #[test]
 fn bad_data_goes_to_the_dead_letter_area_and_its_spans_are_counted_rejected() {
     let bad = Answer::Refuse(SendError::BadData {
-        status: 400,
+        status: Code::Http(400),
         message: "invalid span id".into(),
     });
     let s = setup(

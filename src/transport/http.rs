@@ -18,7 +18,8 @@ use hyper_util::rt::TokioExecutor;
 use prost::Message;
 
 use super::{
-    Accepted, Compression, SendError, TlsError, TransportSettings, Upstream, printable, shown, tls,
+    Accepted, Code, Compression, Protocol, SendError, TlsError, TransportSettings, Upstream,
+    printable, shown, tls,
 };
 use crate::encode::{Format, RpcStatus};
 use crate::signal::Signal;
@@ -86,12 +87,20 @@ impl HttpTransport {
     }
 
     async fn send_inner(&self, signal: Signal, body: Bytes) -> Result<Accepted, SendError> {
+        let (body, format) = match self.settings.protocol {
+            Protocol::HttpJson => match crate::encode::protobuf_to_json(signal, &body) {
+                Ok(json) => (Bytes::from(json), Format::Json),
+                // Not decodable as its signal: only the backend can say it is bad data.
+                Err(_) => (body, Format::Protobuf),
+            },
+            _ => (body, Format::Protobuf),
+        };
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(self.settings.endpoint.clone())
             .header(
                 CONTENT_TYPE,
-                HeaderValue::from_static("application/x-protobuf"),
+                HeaderValue::from_static(format.content_type()),
             )
             .header(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
         for (name, value) in &self.settings.headers {
@@ -248,20 +257,21 @@ pub fn classify(
     match code {
         200..=299 => Ok(partial_success(signal, otlp, body)),
         429 | 502 | 503 | 504 => Err(SendError::Unavailable {
-            status: code,
+            status: Code::Http(code),
             endpoint: shown(endpoint),
+            message: String::new(),
             retry_after,
         }),
         400 if otlp.is_some() => Err(SendError::BadData {
-            status: code,
+            status: Code::Http(code),
             message: otlp.map(|f| answer_message(f, body)).unwrap_or_default(),
         }),
         413 => Err(SendError::BadData {
-            status: code,
+            status: Code::Http(code),
             message: "request too large".into(),
         }),
         _ => Err(SendError::Misconfigured {
-            status: code,
+            status: Code::Http(code),
             endpoint: shown(endpoint),
             message: otlp.map(|f| answer_message(f, body)).unwrap_or_default(),
             retry_after,
@@ -387,7 +397,7 @@ mod tests {
         .encode_to_vec();
         let e = class(400, Some("application/x-protobuf"), None, &status).unwrap_err();
         assert!(
-            matches!(&e, SendError::BadData { status: 400, message } if message == "invalid span id"),
+            matches!(&e, SendError::BadData { status: Code::Http(400), message } if message == "invalid span id"),
             "{e}"
         );
         assert!(!e.keeps_data());
@@ -406,7 +416,13 @@ mod tests {
             b"<html>No required SSL certificate was sent</html>",
         )
         .unwrap_err();
-        assert!(matches!(html, SendError::Misconfigured { status: 400, .. }));
+        assert!(matches!(
+            html,
+            SendError::Misconfigured {
+                status: Code::Http(400),
+                ..
+            }
+        ));
         assert!(html.keeps_data());
     }
 

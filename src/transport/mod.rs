@@ -2,7 +2,8 @@
 //!
 //! The delivery engine reaches a backend only through [`Upstream`]: send these encoded bytes of
 //! one signal within this time, and get back an answer already classified. [`http`] implements it
-//! over hyper and rustls (ring); [`tls`] builds the one rustls configuration every protocol uses.
+//! over hyper and rustls (ring), [`grpc`] over tonic; [`tls`] builds the one rustls configuration
+//! both use.
 //!
 //! What an answer means is decided by the transport, once:
 //!
@@ -15,6 +16,7 @@
 //! | 400 with an OTLP error body (protobuf or JSON), 413 | [`SendError::BadData`]: never retry |
 //! | anything else (401, 403, 404, 500, a proxy's HTML 400, …) | [`SendError::Misconfigured`]: keep the data |
 
+pub mod grpc;
 pub mod http;
 pub mod tls;
 
@@ -39,10 +41,60 @@ pub enum Compression {
     Gzip,
 }
 
+/// How export requests go upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// OTLP/HTTP with protobuf bodies: the stored bytes as they are.
+    #[default]
+    HttpProtobuf,
+    /// OTLP/HTTP with OTLP/JSON bodies, made from the stored protobuf.
+    HttpJson,
+    /// OTLP/gRPC: the endpoint is a base URL (its path is ignored).
+    Grpc,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::HttpProtobuf => "http/protobuf",
+            Protocol::HttpJson => "http/json",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// The status of an answer, as its protocol names it: `HTTP 503`, `gRPC UNAVAILABLE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Http(u16),
+    Grpc(tonic::Code),
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Code::Http(status) => write!(f, "HTTP {status}"),
+            Code::Grpc(code) => {
+                // `Unavailable` → `UNAVAILABLE`, `InvalidArgument` → `INVALID_ARGUMENT`.
+                let name = format!("{code:?}");
+                f.write_str("gRPC ")?;
+                for (i, c) in name.chars().enumerate() {
+                    if i > 0 && c.is_ascii_uppercase() {
+                        f.write_str("_")?;
+                    }
+                    write!(f, "{}", c.to_ascii_uppercase())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// Where and how to send.
 #[derive(Debug, Clone)]
 pub struct TransportSettings {
     pub endpoint: Uri,
+    pub protocol: Protocol,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub compression: Compression,
     pub tls: TlsFiles,
@@ -73,13 +125,18 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
 pub type Connect =
     Arc<dyn Fn(TransportSettings) -> Result<Arc<dyn Upstream>, TlsError> + Send + Sync>;
 
-/// The transport for `settings`: OTLP/HTTP.
+/// The transport for `settings`: OTLP/HTTP or OTLP/gRPC, as its protocol says.
 ///
 /// # Errors
 ///
 /// [`TlsError`] when TLS cannot be set up: nothing will be sent.
 pub fn connect(settings: TransportSettings) -> Result<Arc<dyn Upstream>, TlsError> {
-    Ok(Arc::new(http::HttpTransport::new(settings)?))
+    Ok(match settings.protocol {
+        Protocol::Grpc => Arc::new(grpc::GrpcTransport::new(settings)?),
+        Protocol::HttpProtobuf | Protocol::HttpJson => {
+            Arc::new(http::HttpTransport::new(settings)?)
+        }
+    })
 }
 
 /// The backend took the batch.
@@ -103,25 +160,26 @@ pub enum SendError {
         source: BoxError,
     },
     /// Overloaded, or a gateway failed: keep the data, retry.
-    #[error("HTTP {status} from {endpoint}")]
+    #[error("{status} from {endpoint}{}", detail(message))]
     Unavailable {
-        status: u16,
+        status: Code,
         endpoint: String,
+        message: String,
         retry_after: Option<Duration>,
     },
     /// No answer in time: retryable; the backend may have the batch all the same.
     #[error("no answer from {endpoint} within {after:?}")]
     TimedOut { endpoint: String, after: Duration },
     /// The backend says the data is bad: do not retry it.
-    #[error("HTTP {status}: the backend rejected the data as invalid: {message}")]
-    BadData { status: u16, message: String },
+    #[error("{status}: the backend rejected the data as invalid: {message}")]
+    BadData { status: Code, message: String },
     /// The answer proves nothing about the data; the endpoint or credentials look wrong.
     #[error(
-        "HTTP {status} from {endpoint}: the endpoint or credentials look wrong{}",
+        "{status} from {endpoint}: the endpoint or credentials look wrong{}",
         detail(message)
     )]
     Misconfigured {
-        status: u16,
+        status: Code,
         endpoint: String,
         message: String,
         retry_after: Option<Duration>,

@@ -180,6 +180,15 @@ impl Nginx {
     }
 
     pub fn start_with(certs: Certs, upstream_http_port: u16) -> Nginx {
+        Nginx::start_proxying(certs, Proxy::Http(upstream_http_port))
+    }
+
+    /// Starts nginx passing gRPC (HTTP/2 over TLS) to `127.0.0.1:upstream_grpc_port`.
+    pub fn start_grpc(upstream_grpc_port: u16) -> Nginx {
+        Nginx::start_proxying(Certs::generate(), Proxy::Grpc(upstream_grpc_port))
+    }
+
+    fn start_proxying(certs: Certs, proxy: Proxy) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
         let mut last_error = String::new();
@@ -189,7 +198,7 @@ impl Nginx {
             if tls_port == mtls_port {
                 continue;
             }
-            let conf = config(dir.path(), &certs, tls_port, mtls_port, upstream_http_port);
+            let conf = config(dir.path(), &certs, tls_port, mtls_port, proxy);
             std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
             let mut child = Command::new(nginx_bin())
                 .arg("-p")
@@ -250,6 +259,16 @@ impl Nginx {
         format!("https://localhost:{}/v1/traces", self.mtls_port)
     }
 
+    /// gRPC over TLS (with [`start_grpc`](Nginx::start_grpc)): a base URL, no path.
+    pub fn grpc_tls_endpoint(&self) -> String {
+        format!("https://localhost:{}", self.tls_port)
+    }
+
+    /// gRPC over mTLS (with [`start_grpc`](Nginx::start_grpc)).
+    pub fn grpc_mtls_endpoint(&self) -> String {
+        format!("https://localhost:{}", self.mtls_port)
+    }
+
     pub fn error_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
@@ -273,7 +292,20 @@ impl Drop for Nginx {
     }
 }
 
-fn config(dir: &Path, certs: &Certs, tls_port: u16, mtls_port: u16, upstream: u16) -> String {
+/// What nginx passes requests to.
+#[derive(Clone, Copy)]
+enum Proxy {
+    /// OTLP/HTTP on this port.
+    Http(u16),
+    /// OTLP/gRPC on this port (nginx listens with HTTP/2).
+    Grpc(u16),
+}
+
+fn config(dir: &Path, certs: &Certs, tls_port: u16, mtls_port: u16, proxy: Proxy) -> String {
+    let (http2, pass) = match proxy {
+        Proxy::Http(port) => ("", format!("proxy_pass http://127.0.0.1:{port};")),
+        Proxy::Grpc(port) => (" http2", format!("grpc_pass grpc://127.0.0.1:{port};")),
+    };
     let d = dir.display();
     let crt = certs.server_cert.display();
     let key = certs.server_key.display();
@@ -301,24 +333,24 @@ http {{
     client_max_body_size 16m;
 
     server {{
-        listen 127.0.0.1:{tls_port} ssl;
+        listen 127.0.0.1:{tls_port} ssl{http2};
         server_name localhost;
         ssl_certificate {crt};
         ssl_certificate_key {key};
         location / {{
-            proxy_pass http://127.0.0.1:{upstream};
+            {pass}
         }}
     }}
 
     server {{
-        listen 127.0.0.1:{mtls_port} ssl;
+        listen 127.0.0.1:{mtls_port} ssl{http2};
         server_name localhost;
         ssl_certificate {crt};
         ssl_certificate_key {key};
         ssl_client_certificate {ca};
         ssl_verify_client on;
         location / {{
-            proxy_pass http://127.0.0.1:{upstream};
+            {pass}
         }}
     }}
 }}
