@@ -489,6 +489,27 @@ mod tests {
             (1, 1)
         );
         assert!(json_to_protobuf(Signal::Metrics, b"[1, 2]").is_err());
+
+        // Upstream OTLP/JSON: the stored protobuf as JSON reads back as the same request.
+        for (signal, bytes) in [(Signal::Metrics, &metrics), (Signal::Logs, &logs)] {
+            let json = protobuf_to_json(signal, bytes).unwrap();
+            let (items, again) = json_to_protobuf(signal, &json).unwrap();
+            assert_eq!(
+                (items, &again[..]),
+                (count_items_in(signal, bytes).unwrap(), &bytes[..])
+            );
+        }
+        let spans = Encoder::default().encode(vec![span("a", "s", 0)]);
+        let json = protobuf_to_json(Signal::Traces, &spans.bytes).unwrap();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(
+            text.contains("\"traceId\":\"0102030405060708090a0b0c0d0e0f10\""),
+            "{text}"
+        );
+        assert_eq!(
+            json_to_protobuf(Signal::Traces, &json).unwrap().1,
+            spans.bytes
+        );
     }
 
     #[test]

@@ -103,3 +103,79 @@ fn the_juju_dispatch_runs_the_charm_in_a_span_named_after_the_hook() {
         "service.name from the unit: {resource:?}"
     );
 }
+
+/// `PATH` with the built `tracespool` and the test peers' Python first.
+fn path_with_tracespool_and_python() -> String {
+    let bin = Path::new(env!("CARGO_BIN_EXE_tracespool"))
+        .parent()
+        .unwrap();
+    let python = common::python();
+    let venv_bin = python.parent().unwrap();
+    format!(
+        "{}:{}:{}",
+        bin.display(),
+        venv_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+#[test]
+fn the_python_example_delivers_its_span_metric_and_log_under_exec() {
+    let rotel = common::Rotel::start();
+    let spool = tempfile::tempdir().unwrap();
+    let out = common::tracespool()
+        .arg("--spool-dir")
+        .arg(spool.path())
+        .args(["--endpoint", &rotel.endpoint(), "exec", "--"])
+        .arg(common::python())
+        .arg(example("python/all_signals.py"))
+        .args(["http", "example"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rotel.named("span-example");
+    assert!(common::eventually(
+        std::time::Duration::from_secs(10),
+        || {
+            rotel.metric_names().contains(&"metric_example".to_owned())
+                && rotel.log_bodies().contains(&"log-example".to_owned())
+        }
+    ));
+}
+
+#[test]
+fn the_pytango_example_sends_traces_and_logs_over_grpc_through_the_capture() {
+    let rotel = common::Rotel::start();
+    common::wait_for_port(rotel.grpc_port, std::time::Duration::from_secs(10));
+    let spool = tempfile::tempdir().unwrap();
+    let out = common::clean_command(example("pytango/run-device"))
+        .arg("sys/tg_test/7")
+        .env("PATH", path_with_tracespool_and_python())
+        .env("TRACESPOOL_DIR", spool.path())
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", rotel.grpc_port),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("Failed to export"), "{stderr}");
+    rotel.named("device-server sys/tg_test/7");
+    let init = rotel.named("init sys/tg_test/7");
+    assert_eq!(init.service(), Some("tango-device"));
+    assert!(common::eventually(
+        std::time::Duration::from_secs(10),
+        || {
+            rotel
+                .log_bodies()
+                .contains(&"device sys/tg_test/7 initialised".to_owned())
+        }
+    ));
+    // Delivered by the run itself, over gRPC.
+    assert_eq!(common::status_json(spool.path(), &[])["batches"], 0);
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/python/all_signals.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python/all_signals.py")
 }
 
 fn stderr(out: &Output) -> String {
@@ -272,4 +272,36 @@ fn serve_takes_metrics_and_logs_over_http_and_grpc_and_forwards_them() {
         rotel.named(&format!("span-{tag}"));
     }
     drop(serve);
+}
+
+#[test]
+fn every_signal_can_go_upstream_as_otlp_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let down = format!("http://127.0.0.1:{}/v1/traces", free_port());
+    run_hook(&spool, &down, "http", "as-json", &[]);
+    let rotel = Rotel::start();
+    let out = ts(
+        &spool,
+        &[
+            "--protocol",
+            "http/json",
+            "--endpoint",
+            &rotel.endpoint(),
+            "flush",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    rotel.named("span-as-json");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            count(&rotel.metric_names(), "metric_as-json") == 1
+                && count(&rotel.log_bodies(), "log-as-json") == 1
+        }),
+        "metrics {:?}, logs {:?}",
+        rotel.metric_names(),
+        rotel.log_bodies()
+    );
 }
