@@ -1,7 +1,9 @@
 //! The spool: a bounded, crash-safe, multi-process on-disk queue of OTLP batches.
 //!
-//! A batch is opaque bytes (an encoded `ExportTraceServiceRequest`) plus the number of spans in
-//! it. Many short-lived processes append at once; one at a time delivers, oldest first.
+//! A batch is opaque bytes (an encoded export request of one signal) plus the number of items
+//! in it (called spans throughout: for metrics and logs they are data points and log records).
+//! Many short-lived processes append at once; one at a time delivers, oldest first. A [`Store`]
+//! keeps one such spool per signal under one bound (the traces spool is the directory itself).
 //!
 //! # Files
 //!
