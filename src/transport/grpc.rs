@@ -21,8 +21,6 @@ use bytes::{Buf, BufMut, Bytes};
 use futures_util::future::BoxFuture;
 use http::Uri;
 use http::uri::PathAndQuery;
-use hyper_rustls::HttpsConnectorBuilder;
-use hyper_util::client::legacy::connect::HttpConnector;
 use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::{MetadataKey, MetadataValue};
@@ -58,22 +56,7 @@ impl GrpcTransport {
     ///
     /// [`TlsError`] when TLS cannot be set up: nothing will be sent.
     pub fn new(settings: TransportSettings) -> Result<GrpcTransport, TlsError> {
-        let https = settings.endpoint.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let tls = if https {
-            tls::tls_config(&settings.tls)?
-        } else {
-            tls::unused_config()
-        };
-        let mut http = HttpConnector::new();
-        // An https URI always goes through TLS, never in clear (the https connector's rule).
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(settings.connect_timeout);
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http2()
-            .wrap_connector(http);
+        let connector = tls::connector(&settings, tls::Http::Two)?;
         let base = base_uri(&settings.endpoint);
         let channel = Endpoint::from(base).connect_with_connector_lazy(connector);
         let metadata = settings

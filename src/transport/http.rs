@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -44,24 +44,7 @@ impl HttpTransport {
     ///
     /// [`TlsError`] when TLS cannot be set up: nothing will be sent.
     pub fn new(settings: TransportSettings) -> Result<HttpTransport, TlsError> {
-        let https = settings.endpoint.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let tls = if https {
-            tls::tls_config(&settings.tls)?
-        } else {
-            // Never used: the endpoint is plain http. Empty roots cost nothing to build.
-            tls::unused_config()
-        };
-        let mut http = HttpConnector::new();
-        // HttpConnector won't enforce the scheme, but HttpsConnector will: an https URI always
-        // goes through TLS, never in clear.
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(settings.connect_timeout);
-        let connector = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        let connector = tls::connector(&settings, tls::Http::One)?;
         let client = Client::builder(TokioExecutor::new()).build(connector);
         Ok(HttpTransport { client, settings })
     }

@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::ClientConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -103,8 +105,42 @@ pub fn tls_config(files: &TlsFiles) -> Result<ClientConfig, TlsError> {
     }
 }
 
+/// The HTTP version a connector offers (over TLS, by ALPN).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Http {
+    One,
+    /// HTTP/2 only: gRPC.
+    Two,
+}
+
+/// The connector of an endpoint: TCP (no Nagle, the connect timeout), and TLS with
+/// [`tls_config`] for an `https` endpoint, which always goes through TLS, never in clear.
+pub(crate) fn connector(
+    settings: &super::TransportSettings,
+    version: Http,
+) -> Result<HttpsConnector<HttpConnector>, TlsError> {
+    let tls = if settings.endpoint.scheme() == Some(&http::uri::Scheme::HTTPS) {
+        tls_config(&settings.tls)?
+    } else {
+        // Never used: the endpoint is plain http. Empty roots cost nothing to build.
+        unused_config()
+    };
+    let mut tcp = HttpConnector::new();
+    // HttpConnector won't enforce the scheme, but HttpsConnector will.
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(settings.connect_timeout);
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    Ok(match version {
+        Http::One => builder.enable_http1().wrap_connector(tcp),
+        Http::Two => builder.enable_http2().wrap_connector(tcp),
+    })
+}
+
 /// A configuration that trusts nothing, for a plain `http` endpoint (where it is never used).
-pub(crate) fn unused_config() -> ClientConfig {
+fn unused_config() -> ClientConfig {
     ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("ring supports the default versions")
