@@ -517,8 +517,9 @@ stub = trace_service_pb2_grpc.TraceServiceStub(channel)
 raw_export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
 for call in calls:
     if "raw" in call:
+        export = channel.unary_unary(call["method"]) if "method" in call else raw_export
         try:
-            raw_export(call["raw"].encode(), timeout=10)
+            export(call["raw"].encode(), timeout=10)
             print("OK", flush=True)
         except grpc.RpcError as e:
             print(e.code().name, flush=True)
@@ -903,6 +904,73 @@ fn a_slow_backend_gets_every_batch_exactly_once() {
 
 // ---------------------------------------------------------------------------------------------
 // 3: what the receivers accept and how they refuse the rest.
+
+#[test]
+fn malformed_or_oversized_metrics_and_logs_are_refused_and_nothing_is_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let serve = ServeCmd::new(&spool, None)
+        .args(&["--max-body", "1KiB"])
+        .start(&tmp.path().join("serve.log"));
+    let port = serve.http;
+    let pb = [("content-type", "application/x-protobuf")];
+    let json = [("content-type", "application/json")];
+    for path in ["/v1/metrics", "/v1/logs"] {
+        let resp = http(port, "POST", path, &pb, b"this is not protobuf at all").unwrap();
+        assert_protobuf_error(&resp, 400, path);
+        let resp = http(
+            port,
+            "POST",
+            path,
+            &json,
+            b"{\"resourceMetrics\": 7, \"resourceLogs\": 7}",
+        )
+        .unwrap();
+        assert_eq!(resp.status, 400, "{path}: {resp:?}");
+        let resp = http(port, "POST", path, &pb, &[0u8; 2048]).unwrap();
+        assert_eq!(resp.status, 413, "{path} on the wire: {resp:?}");
+        let bomb = gzip(&[0u8; 64 * 1024]);
+        let mut headers = pb.to_vec();
+        headers.push(("content-encoding", "gzip"));
+        let resp = http(port, "POST", path, &headers, &bomb).unwrap();
+        assert_eq!(resp.status, 413, "{path} inflated: {resp:?}");
+    }
+    let big = "x".repeat(4096);
+    let codes = grpc_calls(
+        tmp.path(),
+        serve.grpc,
+        serde_json::json!([
+            {"raw": "this is not protobuf at all",
+             "method": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"},
+            {"raw": "this is not protobuf at all",
+             "method": "/opentelemetry.proto.collector.logs.v1.LogsService/Export"},
+            {"raw": big, "method": "/opentelemetry.proto.collector.logs.v1.LogsService/Export"},
+        ]),
+    );
+    assert_eq!(
+        codes[..2],
+        ["INVALID_ARGUMENT", "INVALID_ARGUMENT"],
+        "{codes:?}"
+    );
+    assert!(
+        matches!(codes[2].as_str(), "OUT_OF_RANGE" | "RESOURCE_EXHAUSTED"),
+        "{codes:?}"
+    );
+    let st = status_json(&spool, &[]);
+    assert_eq!(
+        (st["data_points"].as_u64(), st["log_records"].as_u64()),
+        (Some(0), Some(0)),
+        "{st}"
+    );
+    assert_eq!(st["batches"], 0, "{st}");
+
+    // The same paths take a well-formed request: one log record with a string body.
+    let record =
+        br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"ok"}}]}]}]}"#;
+    let resp = http(port, "POST", "/v1/logs", &json, record).unwrap();
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(status_json(&spool, &[])["log_records"], 1);
+}
 
 #[test]
 fn otlp_json_gzip_and_protobuf_are_accepted_and_the_rest_refused_with_the_right_status() {
