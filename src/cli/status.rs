@@ -107,7 +107,7 @@ fn items(n: u64, signal: Signal) -> String {
 }
 
 /// "1 batch (3 spans)", "2 batches (1 span, 4 data points)": the items of every signal that
-/// has some (spans when none has).
+/// has some (of the first signal when none has: "0 batches (0 data points)").
 fn batches(batches: u64, by_signal: &[(Signal, u64)]) -> String {
     let mut parts: Vec<String> = by_signal
         .iter()
@@ -115,7 +115,8 @@ fn batches(batches: u64, by_signal: &[(Signal, u64)]) -> String {
         .map(|&(signal, n)| items(n, signal))
         .collect();
     if parts.is_empty() {
-        parts.push(items(0, Signal::Traces));
+        let signal = by_signal.first().map_or(Signal::Traces, |(s, _)| *s);
+        parts.push(items(0, signal));
     }
     format!(
         "{} ({})",
@@ -366,4 +367,27 @@ fn write_status(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_said_with_the_words_of_their_signal_and_number() {
+        assert_eq!(batches(1, &[(Signal::Traces, 3)]), "1 batch (3 spans)");
+        assert_eq!(
+            batches(
+                2,
+                &[(Signal::Traces, 1), (Signal::Metrics, 4), (Signal::Logs, 0)]
+            ),
+            "2 batches (1 span, 4 data points)"
+        );
+        assert_eq!(
+            batches(0, &[(Signal::Metrics, 0)]),
+            "0 batches (0 data points)"
+        );
+        assert_eq!(batches(1, &[(Signal::Logs, 1)]), "1 batch (1 log record)");
+        assert_eq!(batches(0, &[]), "0 batches (0 spans)");
+    }
 }
