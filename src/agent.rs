@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use crate::delivery::{Delivery, DeliverySettings, Mode, Stop};
+use crate::delivery::{Delivery, DeliverySettings, Mode, Stop, delivery_in};
 use crate::encode::EncodedBatch;
 use crate::receiver::{self, ReceiverSettings, Sink, StoreError};
 use crate::signal::{PerSignal, Signal};
@@ -168,20 +168,14 @@ fn delivery_of(
     signal: Signal,
     settings: &PerSignal<DeliverySettings>,
 ) -> Option<Delivery> {
-    match store.existing(signal) {
-        Ok(lane) => lane.map(|lane| {
-            Delivery::for_signal(
-                signal,
-                lane.clone(),
-                settings[signal].clone(),
-                Arc::new(transport::connect),
-            )
-        }),
-        Err(e) => {
-            tracing::warn!("forwarding {signal}: {e}");
-            None
-        }
-    }
+    let opened = match store.existing(signal) {
+        Ok(Some(_)) => delivery_in(store, signal, settings, Arc::new(transport::connect)),
+        Ok(None) => return None,
+        Err(e) => Err(e),
+    };
+    opened
+        .inspect_err(|e| tracing::warn!("forwarding {signal}: {e}"))
+        .ok()
 }
 
 /// Drains one signal's spool until `stopping` turns true, then makes one last flush.

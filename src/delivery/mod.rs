@@ -32,7 +32,7 @@ use http::header::{HeaderName, HeaderValue};
 
 pub use report::{DeliveryStatus, ExportError, Progress, Report, Stop};
 use run::Run;
-pub use signals::Deliveries;
+pub use signals::{Deliveries, delivery_in};
 
 use crate::circuit::State;
 use crate::encode::EncodedBatch;
@@ -156,6 +156,9 @@ impl Budget {
 pub struct Delivery {
     signal: Signal,
     spool: Arc<Spool>,
+    /// Whose `delivery` file holds the backoff: the spool's own, or that of another signal with
+    /// the same endpoint (one backoff per distinct endpoint).
+    state: Arc<Spool>,
     settings: DeliverySettings,
     connect: Connect,
     /// The settings' fingerprint as last taken, empty before the first run (every run reads the
@@ -208,6 +211,7 @@ impl Delivery {
     ) -> Delivery {
         Delivery {
             signal,
+            state: spool.clone(),
             spool,
             settings,
             connect,
@@ -218,6 +222,13 @@ impl Delivery {
 
     pub fn signal(&self) -> Signal {
         self.signal
+    }
+
+    /// The same delivery, learning and obeying the backoff recorded in `state`'s spool: that of
+    /// another signal whose endpoint is this one's.
+    pub fn sharing_backoff_with(mut self, state: Arc<Spool>) -> Delivery {
+        self.state = state;
+        self
     }
 
     pub fn spool(&self) -> &Spool {
@@ -267,7 +278,7 @@ impl Delivery {
 
     fn load_state(&self) -> State {
         let bytes = self
-            .spool
+            .state
             .load_delivery_state()
             .ok()
             .flatten()
@@ -278,7 +289,7 @@ impl Delivery {
     fn store_state(&self, before: &State, after: &State) {
         if before != after
             && let Err(e) = self
-                .spool
+                .state
                 .store_delivery_state(&after.encode(crate::spool::MAX_DELIVERY_STATE))
         {
             // Advisory (a later run may probe once more): not worth a second line of its own.

@@ -69,13 +69,7 @@ impl Deliveries {
         if let Some(delivery) = slot.get() {
             return Ok(delivery);
         }
-        let spool = self.store.lane(signal)?.clone();
-        let delivery = Delivery::for_signal(
-            signal,
-            spool,
-            self.settings[signal].clone(),
-            self.connect.clone(),
-        );
+        let delivery = delivery_in(&self.store, signal, &self.settings, self.connect.clone())?;
         Ok(slot.get_or_init(|| delivery))
     }
 
@@ -171,6 +165,39 @@ impl Deliveries {
         }
         join_all(runs).await
     }
+}
+
+/// The delivery of `signal` from its spool in `store` (opened, or created, now). It shares the
+/// backoff of an earlier signal (in the order of [`Signal::ALL`]) whose spool exists and whose
+/// endpoint, protocol and TLS files are the same: one backoff per distinct endpoint (a gRPC
+/// collector taking every signal at one address is down for all of them at once).
+///
+/// # Errors
+///
+/// The signal's spool cannot be opened.
+pub fn delivery_in(
+    store: &Store,
+    signal: Signal,
+    settings: &PerSignal<DeliverySettings>,
+    connect: Connect,
+) -> Result<Delivery, SpoolError> {
+    let spool = store.lane(signal)?.clone();
+    let own = &settings[signal];
+    let delivery = Delivery::for_signal(signal, spool, own.clone(), connect);
+    if own.endpoint.is_none() {
+        return Ok(delivery);
+    }
+    let fingerprint = own.fingerprint();
+    for earlier in Signal::ALL.into_iter().take_while(|s| *s != signal) {
+        let theirs = &settings[earlier];
+        if theirs.endpoint == own.endpoint
+            && theirs.fingerprint() == fingerprint
+            && let Some(lane) = store.existing(earlier)?
+        {
+            return Ok(delivery.sharing_backoff_with(lane.clone()));
+        }
+    }
+    Ok(delivery)
 }
 
 /// `batches` in order, grouped into runs of at most `limit` bytes (a larger batch alone).

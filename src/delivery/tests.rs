@@ -344,3 +344,97 @@ fn no_endpoint_spools_and_the_flush_says_so() {
     let flushed = rt.block_on(delivery.flush(Mode::Explicit, None)).unwrap();
     assert!(flushed.remaining && matches!(flushed.stopped, Some(Stop::NoEndpoint)));
 }
+
+fn deliveries(mock: Arc<Mock>, endpoints: [&str; 3]) -> (tempfile::TempDir, Deliveries) {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        crate::spool::Store::open(dir.path().join("spool"), SpoolOptions::default()).unwrap();
+    let settings = crate::signal::PerSignal::from_fn(|signal| DeliverySettings {
+        endpoint: Some(
+            endpoints[Signal::ALL.iter().position(|s| *s == signal).unwrap()]
+                .parse()
+                .unwrap(),
+        ),
+        protocol: crate::transport::Protocol::Grpc,
+        ..DeliverySettings::default()
+    });
+    let connect: Connect = Arc::new(move |_| Ok(mock.clone() as Arc<dyn Upstream>));
+    (
+        dir,
+        Deliveries::with_connect(Arc::new(store), settings, connect),
+    )
+}
+
+fn signal_batch(signal: Signal) -> EncodedBatch {
+    EncodedBatch::new(signal, Bytes::from(signal.as_str()), 1)
+}
+
+#[test]
+fn signals_with_one_endpoint_share_its_backoff_and_others_keep_their_own() {
+    let mock = Mock::answering([unavailable(Some(Duration::from_secs(30)))]);
+    let (_dir, all) = deliveries(
+        mock.clone(),
+        ["http://a:4317", "http://a:4317", "http://b:4317"],
+    );
+    let rt = runtime();
+    let run = |signal| {
+        rt.block_on(all.export_run(vec![signal_batch(signal)], Duration::from_secs(2), 1 << 20))
+            .pop()
+            .unwrap()
+            .unwrap()
+    };
+    // Traces fail at endpoint a: the backoff is a's.
+    assert!(matches!(run(Signal::Traces).stopped, Some(Stop::Failed(_))));
+    // Metrics go to a too: backing off, no call.
+    assert!(matches!(
+        run(Signal::Metrics).stopped,
+        Some(Stop::BackingOff { .. })
+    ));
+    assert_eq!(mock.sent().len(), 1);
+    // Logs go to b: sent at once.
+    assert_eq!(run(Signal::Logs).sent_batches, 1);
+    let sent = mock.sent.lock().unwrap().clone();
+    assert_eq!(
+        sent.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        [Signal::Traces, Signal::Logs]
+    );
+}
+
+#[test]
+fn a_failing_signal_holds_up_no_other_in_one_run() {
+    let mock = Mock::answering([]);
+    let (_dir, all) = deliveries(
+        mock.clone(),
+        ["http://a:4317", "http://m:4317", "http://a:4317"],
+    );
+    // The metrics endpoint never answers; traces and logs are sent within the same run.
+    let slow = Mock::answering([Answer::Never]);
+    let connect: Connect = {
+        let (fast, slow) = (mock.clone(), slow.clone());
+        Arc::new(move |settings: crate::transport::TransportSettings| {
+            let chosen: Arc<dyn Upstream> = if settings.endpoint.host() == Some("m") {
+                slow.clone()
+            } else {
+                fast.clone()
+            };
+            Ok(chosen)
+        })
+    };
+    let all = Deliveries::with_connect(all.store().clone(), all.settings().clone(), connect);
+    let start = Instant::now();
+    let reports = runtime().block_on(all.export_run(
+        Signal::ALL.into_iter().map(signal_batch).collect(),
+        Duration::from_millis(300),
+        1 << 20,
+    ));
+    assert!(
+        start.elapsed() < Duration::from_millis(600),
+        "one budget, side by side"
+    );
+    let sent: Vec<u64> = reports
+        .iter()
+        .map(|r| r.as_ref().unwrap().sent_batches)
+        .collect();
+    assert_eq!(sent, [1, 0, 1], "traces, metrics, logs");
+    assert_eq!(slow.sent().len(), 1);
+}
