@@ -1,5 +1,5 @@
 //! The long-lived agent behind `serve`: OTLP receivers that spool first, and a forwarder that
-//! drains the spool to the backend (CONTRACT §3 `serve`, §4–§6).
+//! drains the spool to the backend.
 //!
 //! - **Acknowledged means stored.** A client gets 200 / OK only after its batch is in the spool
 //!   under the spool's sync policy. Concurrent requests are committed together: the committer

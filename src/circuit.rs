@@ -1,4 +1,4 @@
-//! The shared backoff: "the backend is down until T", for every process on a spool (CONTRACT §5).
+//! The shared backoff: "the backend is down until T", for every process on a spool.
 //!
 //! Pure: [`next`] computes the state after an attempt without a clock or randomness of its own;
 //! the spool stores the encoded state beside the ledger, in two alternating slots rewritten in

@@ -1,4 +1,4 @@
-//! Settings, resolved from their sources (CONTRACT §1): flags > environment > config file >
+//! Settings, resolved from their sources: flags > environment > config file >
 //! defaults.
 //!
 //! Two stages, as in ripgrep: [`Flags`] is only what the user typed, checked by clap;
@@ -147,7 +147,7 @@ pub fn parse_endpoint(s: &str) -> Result<Uri, String> {
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
         return Err("credentials in the URL; pass them with --header instead".into());
     }
-    // Used as is, but an empty path is "/" (REFERENCE §1).
+    // Used as is, but an empty path is "/": the OTLP rule for an endpoint used as is.
     Ok(uri)
 }
 

@@ -1,5 +1,5 @@
 //! Running the wrapped command: spawned directly (no shell) with stdio inherited, signals
-//! forwarded, and its exit status passed back (CONTRACT §2).
+//! forwarded, and its exit status passed back.
 //!
 //! Exit codes: the child's own; `128 + N` when signal N killed it; `127` when the command is not
 //! found; `126` when it is found but cannot be executed.

@@ -1,5 +1,5 @@
 //! Trace context through the environment: `TRACEPARENT` in, what a child's environment changes
-//! out. Pure: it never reads or changes the process environment (CONTRACT §2).
+//! out. Pure: it never reads or changes the process environment.
 //!
 //! `TRACEPARENT` is valid only as W3C Trace Context version `00`: exactly `00-` + 32 lowercase
 //! hex (trace id, not all zero) + `-` + 16 lowercase hex (parent id, not all zero) + `-` + 2 hex

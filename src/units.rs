@@ -1,4 +1,4 @@
-//! Sizes and durations as users write them (CONTRACT §1).
+//! Sizes and durations as users write them.
 //!
 //! - Size: an integer (bytes), or a number with `B`, `KiB`, `MiB`, `GiB` (powers of 1024) or
 //!   `KB`, `MB`, `GB` (powers of 1000). `0` is allowed (it disables spooling).
