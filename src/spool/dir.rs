@@ -45,6 +45,15 @@ pub fn parse_segment_name(name: &OsStr) -> Option<u64> {
 /// The first segment id that is not ours.
 const MAX_ID: u64 = 1 << 63;
 
+/// What a listing does with the `.tmp` files that a process dying mid-rotation leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftovers {
+    /// Remove them: only under the append lock, where no rotation is under way.
+    Remove,
+    /// Leave them.
+    Keep,
+}
+
 /// A checked spool directory.
 #[derive(Debug)]
 pub struct SpoolDir {
@@ -176,8 +185,8 @@ impl SpoolDir {
 
     /// Ids of the segment files in `dir` (the spool or its quarantine), sorted. Anything else
     /// there, including symlinks under segment names, is ignored; leftover `.tmp` files are
-    /// removed when `clean_tmp` is set.
-    pub fn list_segments(&self, dir: &Path, clean_tmp: bool) -> Result<Vec<u64>, SpoolError> {
+    /// removed or kept as `leftovers` says.
+    pub fn list_segments(&self, dir: &Path, leftovers: Leftovers) -> Result<Vec<u64>, SpoolError> {
         let io_err = |source| SpoolError::Io {
             path: dir.to_owned(),
             source,
@@ -196,7 +205,7 @@ impl SpoolDir {
                     continue;
                 }
                 ids.push(id);
-            } else if clean_tmp && name.to_str().is_some_and(is_our_tmp) {
+            } else if leftovers == Leftovers::Remove && name.to_str().is_some_and(is_our_tmp) {
                 let _ = fs::remove_file(entry.path());
             }
         }

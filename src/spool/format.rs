@@ -57,6 +57,18 @@ pub enum SegmentHeader {
     Damaged,
 }
 
+impl SegmentHeader {
+    /// The counts to take for the file: a damaged header's are unknown (nothing), and a newer
+    /// format's are not ours to count (`None`).
+    pub fn counts(self) -> Option<SegmentCounts> {
+        match self {
+            SegmentHeader::Current(counts) => Some(counts),
+            SegmentHeader::Damaged => Some(SegmentCounts::default()),
+            SegmentHeader::Future(_) => None,
+        }
+    }
+}
+
 pub fn encode_segment_header(counts: SegmentCounts) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut b = [0u8; SEGMENT_HEADER_LEN as usize];
     b[0..8].copy_from_slice(&SEGMENT_MAGIC);

@@ -65,6 +65,7 @@
 //!   processes. A record dropped while a reader was delivering it may be both delivered and
 //!   counted as dropped; counts of damage may repeat if a reader dies right after finding it.
 
+mod areas;
 mod bounds;
 mod cursor;
 mod dir;
@@ -76,6 +77,7 @@ mod segments;
 mod slots;
 mod store;
 mod sys;
+mod txn;
 mod writer;
 
 use std::fs::File;
@@ -93,7 +95,8 @@ use cursor::Cursor;
 use dir::SpoolDir;
 use format::{FRAME_HEADER_LEN, FrameHeader, SEGMENT_HEADER_LEN, SegmentHeader};
 use ledger::Ledger;
-use segments::{Inner, Locked};
+use segments::SegmentFile;
+use txn::{Inner, Locked};
 
 /// Size allowance of the delivery state.
 pub const MAX_DELIVERY_STATE: usize = 512;
@@ -228,26 +231,18 @@ impl Spool {
 
     /// Counts what the spool holds. Cost: the ledger, the cursor, and one frame header.
     pub fn stats(&self) -> Result<Stats, SpoolError> {
-        let (ledger, active_size) = {
+        let cursor = self.read_cursor()?;
+        let (ledger, active_size, done) = {
             let mut locked = Locked::acquire(self)?;
             let size = locked.active()?.unwrap_or(0);
-            (locked.ledger.clone(), size)
+            (locked.ledger.clone(), size, locked.consumed(&cursor))
         };
-        let cursor = self.read_cursor()?;
-        let consumed = |c: &Cursor| {
-            if c.segment >= ledger.oldest_id && c.segment <= ledger.active_id {
-                (c.batches, c.spans)
-            } else {
-                (0, 0)
-            }
-        };
-        let (done_batches, done_spans) = consumed(&cursor);
         let batches = (ledger.sealed_batches.saturating_add(ledger.active_batches))
-            .saturating_sub(done_batches);
+            .saturating_sub(done.batches);
         Ok(Stats {
             batches,
             spans: (ledger.sealed_spans.saturating_add(ledger.active_spans))
-                .saturating_sub(done_spans),
+                .saturating_sub(done.spans),
             bytes: ledger.sealed_bytes.saturating_add(active_size),
             oldest_write: if batches > 0 {
                 self.oldest_write(&ledger, &cursor)?
@@ -270,16 +265,16 @@ impl Spool {
         ledger: &Ledger,
         cursor: &Cursor,
     ) -> Result<Option<SystemTime>, SpoolError> {
-        let ids = self.dir.list_segments(self.dir.path(), false)?;
-        for id in ids
-            .into_iter()
-            .filter(|&id| id >= cursor.segment.max(ledger.oldest_id))
-        {
-            let path = self.dir.join(&dir::segment_name(id));
-            let Ok(Some(file)) = self.dir.open_read(&path) else {
+        let from = cursor.segment.max(ledger.oldest_id);
+        for segment in segments::walk(&self.dir, from, segments::Leftovers::Keep)? {
+            // An unreadable segment has no age to tell; the next one may.
+            let Ok(SegmentFile {
+                id, file, header, ..
+            }) = segment
+            else {
                 continue;
             };
-            if let SegmentHeader::Future(_) = segments::read_segment_header(&file) {
+            if let SegmentHeader::Future(_) = header {
                 continue;
             }
             let at = if id == cursor.segment {

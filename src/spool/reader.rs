@@ -26,7 +26,8 @@ use super::error::SpoolError;
 use super::format::{
     FRAME_HEADER_LEN, FRAME_MAGIC, FrameHeader, SEGMENT_HEADER_LEN, SegmentHeader, is_frame_prefix,
 };
-use super::segments::{Locked, read_segment_header};
+use super::segments::{self, Leftovers, ReadThrough, SegmentFile};
+use super::txn::Locked;
 use super::{Spool, dir};
 
 /// One stored batch, as returned by [`Reader::next`].
@@ -528,15 +529,13 @@ impl<'a> Reader<'a> {
 
     /// Opens the oldest segment at or after the cursor's. False when there is none.
     fn open_next(&mut self) -> Result<bool, SpoolError> {
-        let dir = &self.spool.dir;
-        for id in dir.list_segments(dir.path(), false)? {
-            let path = self.seg_path(id);
-            let Some(file) = dir.open_read(&path)? else {
-                continue;
-            };
-            if let SegmentHeader::Future(version) = read_segment_header(&file) {
+        for segment in segments::walk(&self.spool.dir, 0, Leftovers::Keep)? {
+            let SegmentFile {
+                id, file, header, ..
+            } = segment?;
+            if let SegmentHeader::Future(version) = header {
                 if !self.warned_future {
-                    tracing::warn!(path = %path.display(), version, "segment written by a newer tracespool; not delivering it");
+                    tracing::warn!(path = %self.seg_path(id).display(), version, "segment written by a newer tracespool; not delivering it");
                     self.warned_future = true;
                 }
                 continue;
@@ -545,7 +544,7 @@ impl<'a> Reader<'a> {
                 // Read to its end by a reader that died before deleting it.
                 let mut locked = Locked::acquire(self.spool)?;
                 if id < locked.ledger.active_id {
-                    locked.retire(id, &file, false)?;
+                    locked.retire(id, &file, ReadThrough::Clean)?;
                     locked.commit()?;
                     continue;
                 }
@@ -637,7 +636,12 @@ impl<'a> Reader<'a> {
         let open = self.open.take().expect("open");
         {
             let mut locked = Locked::acquire(self.spool)?;
-            locked.retire(open.id, &open.file, self.cursor.damaged())?;
+            let read = if self.cursor.damaged() {
+                ReadThrough::Damaged
+            } else {
+                ReadThrough::Clean
+            };
+            locked.retire(open.id, &open.file, read)?;
             locked.commit()?;
         }
         self.cursor = Cursor {
@@ -657,12 +661,14 @@ pub(super) fn verify(spool: &Spool) -> Result<VerifyReport, SpoolError> {
     };
     let cursor = spool.read_cursor()?;
     let mut report = VerifyReport::default();
-    for id in spool.dir.list_segments(spool.dir.path(), false)? {
-        let path = spool.dir.join(&segment_name(id));
-        let Some(file) = spool.dir.open_read(&path)? else {
-            continue;
-        };
-        if let SegmentHeader::Future(_) = read_segment_header(&file) {
+    for segment in segments::walk(&spool.dir, 0, Leftovers::Keep)? {
+        let SegmentFile {
+            id,
+            path,
+            file,
+            header,
+        } = segment?;
+        if let SegmentHeader::Future(_) = header {
             report.unsupported_segments.push(path);
             continue;
         }

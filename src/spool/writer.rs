@@ -7,7 +7,7 @@ use super::bounds;
 use super::dir::segment_name;
 use super::error::AppendError;
 use super::format::{FrameHeader, SEGMENT_HEADER_LEN};
-use super::segments::Locked;
+use super::txn::Locked;
 
 /// What an append cost others: batches and spans dropped to make room (already counted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

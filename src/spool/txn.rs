@@ -1,0 +1,251 @@
+//! The ledger transaction: the append lock held, and the ledger kept in step with the files.
+//!
+//! [`Locked`] is held for the span of one append (or one group of them), one rotation seen by
+//! the reader, or one retirement. Everything that creates, deletes or moves a file of the spool
+//! does it through a `Locked` ([`segments`](super::segments) for the data segments,
+//! [`areas`](super::areas) for the quarantine and the dead-letter area).
+//!
+//! A change to the set of files is a small transaction on the ledger:
+//! 1. [`Locked::begin_change`] marks the ledger dirty (written, not synced: only a process
+//!    crash needs it, and that leaves the page cache intact);
+//! 2. the files change;
+//! 3. [`Locked::commit`] writes the new totals with the mark cleared (synced under
+//!    [`SyncPolicy::Always`](super::SyncPolicy::Always) when counters changed).
+//!
+//! Recovery rules, applied when the lock is taken ([`Locked::acquire`]) or the spool opened:
+//! - a ledger that is unreadable, or left dirty (its last holder died or failed between 1 and
+//!   3), is rebuilt from a walk of the directory: totals from the segment headers, counters kept
+//!   when the old ledger was readable;
+//! - the rebuilt active segment is the newest one, unless a quarantined or recorded id is newer
+//!   (ids only grow). Its committed length is: the recorded one when it is the segment the old
+//!   ledger named; the file's own when it is an empty segment whose creator died before
+//!   recording it; otherwise unknown (0), so that the next append seals it and starts another
+//!   (a torn tail is then read as torn, never appended after);
+//! - a segment of a newer format is left out of every total and never touched.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::MutexGuard;
+
+use super::Spool;
+use super::bounds::Usage;
+use super::cursor::Cursor;
+use super::dir::{self, Area, file_len, segment_name};
+use super::error::SpoolError;
+use super::format::{SEGMENT_HEADER_LEN, SegmentCounts, SegmentHeader};
+use super::ledger::Ledger;
+use super::segments::{self, Leftovers};
+use super::sys;
+
+/// Per-process state behind the spool's mutex.
+#[derive(Debug)]
+pub(super) struct Inner {
+    pub(super) ledger_file: File,
+    /// The active segment, kept open between appends.
+    pub(super) active: Option<(u64, File)>,
+    /// Its header is one of ours (the current format): only then may frames be appended to it.
+    pub(super) active_ours: bool,
+}
+
+/// The append lock, held: the mutex for the threads of this process, `flock` for the others.
+pub(super) struct Locked<'a> {
+    pub(super) spool: &'a Spool,
+    pub(super) inner: MutexGuard<'a, Inner>,
+    pub(super) ledger: Ledger,
+    /// Counters changed: the ledger is worth an fsync under `SyncPolicy::Always`.
+    pub(super) counters_dirty: bool,
+    /// Frames were written to the active segment and not yet synced.
+    pub(super) unsynced: bool,
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        let _ = self.inner.ledger_file.unlock();
+    }
+}
+
+impl<'a> Locked<'a> {
+    /// Takes the lock and reads the ledger, rebuilding it when it is unreadable or when the
+    /// last holder left it dirty (it died, or failed, in the middle of a change).
+    pub(super) fn acquire(spool: &'a Spool) -> Result<Locked<'a>, SpoolError> {
+        let inner = spool
+            .inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let ledger_path = spool.dir.join(dir::LEDGER);
+        inner
+            .ledger_file
+            .lock()
+            .map_err(|e| SpoolError::io(&ledger_path, e))?;
+        let mut locked = Locked {
+            spool,
+            inner,
+            ledger: Ledger::default(),
+            counters_dirty: false,
+            unsynced: false,
+        };
+        match Ledger::read(&locked.inner.ledger_file)
+            .map_err(|e| SpoolError::io(&ledger_path, e))?
+        {
+            Some(ledger) if ledger.dirty => {
+                locked.rebuild(Some(ledger))?;
+                locked.commit()?;
+            }
+            Some(ledger) => locked.ledger = ledger,
+            None => {
+                // Empty is a new spool; anything else unreadable is damage worth a word.
+                if file_len(&locked.inner.ledger_file, &ledger_path)? > 0 {
+                    tracing::warn!(path = %ledger_path.display(), "spool ledger damaged; rebuilding it (loss counters restart at 0)");
+                }
+                locked.rebuild(None)?;
+                locked.commit()?;
+            }
+        }
+        Ok(locked)
+    }
+
+    pub(super) fn seg_path(&self, id: u64) -> PathBuf {
+        self.spool.dir.join(&segment_name(id))
+    }
+
+    /// Recomputes the cached part of the ledger from the directory (the rules in the module
+    /// doc); keeps the counters of `previous`.
+    pub(super) fn rebuild(&mut self, previous: Option<Ledger>) -> Result<(), SpoolError> {
+        let dir = &self.spool.dir;
+        let known = previous.is_some();
+        let prev = previous.unwrap_or_default();
+        // Quarantined segments keep their ids: new ids must stay above them too.
+        let q_ids = dir.list_segments(&dir.area_dir(Area::Quarantine), Leftovers::Keep)?;
+        let area_bytes = |area| -> Result<u64, SpoolError> {
+            Ok(dir.area_files(area)?.iter().map(|(_, len)| len).sum())
+        };
+        let quarantine_bytes = area_bytes(Area::Quarantine)?;
+        let deadletter_bytes = area_bytes(Area::DeadLetter)?;
+        // (id, size, counts; `None` for a damaged header)
+        let mut data: Vec<(u64, u64, Option<SegmentCounts>)> = Vec::new();
+        let mut max_id = prev.active_id.max(q_ids.last().copied().unwrap_or(0));
+        for segment in segments::walk(dir, 0, Leftovers::Remove)? {
+            let segment = segment?;
+            max_id = max_id.max(segment.id);
+            let size = file_len(&segment.file, &segment.path)?;
+            match segment.header {
+                SegmentHeader::Future(version) => {
+                    tracing::warn!(path = %segment.path.display(), version, "segment written by a newer tracespool; leaving it alone");
+                }
+                SegmentHeader::Current(counts) => data.push((segment.id, size, Some(counts))),
+                // Read as the current format (its frames check themselves), never appended to.
+                SegmentHeader::Damaged => data.push((segment.id, size, None)),
+            }
+        }
+        let mut ledger = Ledger {
+            boot: sys::boot_id(),
+            dropped_batches: prev.dropped_batches,
+            dropped_spans: prev.dropped_spans,
+            corrupt_records: prev.corrupt_records,
+            torn_records: prev.torn_records,
+            rejected_spans: prev.rejected_spans,
+            quarantine_bytes,
+            deadletter_bytes,
+            ..Ledger::default()
+        };
+        let newest = data.last().copied().filter(|&(id, _, _)| id == max_id);
+        match newest {
+            Some((id, size, counts)) => {
+                ledger.active_id = id;
+                ledger.active_len = match counts {
+                    // A damaged header: the next append seals it and starts a new segment.
+                    None => 0,
+                    Some(_) if id == prev.active_id && known => prev.active_len,
+                    // An empty segment whose creator died before recording it.
+                    Some(_) if size == SEGMENT_HEADER_LEN => size,
+                    // Unknown: the next append seals it and starts a new one.
+                    Some(_) => 0,
+                };
+                let counts = counts.unwrap_or_default();
+                ledger.active_batches = counts.batches;
+                ledger.active_spans = counts.spans;
+                data.pop();
+            }
+            None => ledger.active_id = max_id,
+        }
+        ledger.oldest_id = data.first().map_or(ledger.active_id, |&(id, _, _)| id);
+        for (_, size, counts) in data {
+            ledger.add_sealed(size, counts.unwrap_or_default());
+        }
+        self.ledger = ledger;
+        Ok(())
+    }
+
+    /// Rebuilds the totals after segments the ledger counts were found gone: deleted behind the
+    /// spool's back (a cleaner, a user). Said once per process.
+    pub(super) fn recount(&mut self) -> Result<(), SpoolError> {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(dir = %self.spool.dir.path().display(), "segments of the spool went missing; recounting it");
+        });
+        self.begin_change()?;
+        let previous = self.ledger.clone();
+        self.rebuild(Some(previous))
+    }
+
+    /// Marks the ledger dirty before the set of files changes (cleared by [`commit`]), so that
+    /// a process dying (or failing) before its commit makes the next holder of the lock rebuild
+    /// the ledger.
+    ///
+    /// [`commit`]: Locked::commit
+    pub(super) fn begin_change(&mut self) -> Result<(), SpoolError> {
+        if !self.ledger.dirty {
+            self.ledger.dirty = true;
+            self.ledger
+                .write(&self.inner.ledger_file)
+                .map_err(|e| SpoolError::io(self.spool.dir.join(dir::LEDGER), e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the ledger back; syncs it when counters changed and the policy asks for it.
+    pub(super) fn commit(&mut self) -> Result<(), SpoolError> {
+        self.ledger.dirty = false;
+        let path = || self.spool.dir.join(dir::LEDGER);
+        self.ledger
+            .write(&self.inner.ledger_file)
+            .map_err(|e| SpoolError::io(path(), e))?;
+        if self.counters_dirty && self.spool.opts.sync.is_always() {
+            self.inner
+                .ledger_file
+                .sync_data()
+                .map_err(|e| SpoolError::io(path(), e))?;
+        }
+        self.counters_dirty = false;
+        Ok(())
+    }
+
+    /// What the spool holds now; `active_size` is the active segment's file size.
+    pub(super) fn usage(&self, active_size: u64, cursor: Option<&Cursor>) -> Usage {
+        let l = &self.ledger;
+        let consumed = cursor.map_or(0, |c| self.consumed(c).spans);
+        Usage {
+            bytes: l
+                .sealed_bytes
+                .saturating_add(active_size)
+                .saturating_add(l.quarantine_bytes)
+                .saturating_add(l.deadletter_bytes),
+            spans: l
+                .sealed_spans
+                .saturating_add(l.active_spans)
+                .saturating_sub(consumed),
+        }
+    }
+
+    /// What the cursor has acknowledged of the segment it is in, if that segment is live.
+    pub(super) fn consumed(&self, cursor: &Cursor) -> SegmentCounts {
+        if cursor.segment >= self.ledger.oldest_id && cursor.segment <= self.ledger.active_id {
+            SegmentCounts {
+                batches: cursor.batches,
+                spans: cursor.spans,
+            }
+        } else {
+            SegmentCounts::default()
+        }
+    }
+}
