@@ -710,3 +710,86 @@ pub(super) fn verify(spool: &Spool) -> Result<VerifyReport, SpoolError> {
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file holding `bytes` after a segment header, and the position of the first frame.
+    fn file_with(bytes: &[u8]) -> (tempfile::NamedTempFile, u64) {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file()
+            .write_all_at(&[0u8; SEGMENT_HEADER_LEN as usize], 0)
+            .unwrap();
+        f.as_file().write_all_at(bytes, SEGMENT_HEADER_LEN).unwrap();
+        (f, SEGMENT_HEADER_LEN)
+    }
+
+    fn frame(payload: &[u8]) -> Vec<u8> {
+        let header = FrameHeader::new(payload, 3, SystemTime::now());
+        [&header.encode()[..], payload].concat()
+    }
+
+    fn found(bytes: &[u8], limit_cut: u64) -> (Found, u64) {
+        let (f, pos) = file_with(bytes);
+        let limit = pos + bytes.len() as u64 - limit_cut;
+        let mut ahead = ReadAhead::default();
+        (examine(&mut ahead, f.as_file(), pos, limit).unwrap(), pos)
+    }
+
+    #[test]
+    fn a_whole_frame_is_a_record_with_its_payload() {
+        let (f, _) = found(&frame(b"hello"), 0);
+        let Found::Record(header, payload) = f else {
+            panic!("not a record")
+        };
+        assert_eq!((header.span_count, &payload[..]), (3, &b"hello"[..]));
+    }
+
+    #[test]
+    fn a_tail_shorter_than_a_header_is_torn_when_it_could_start_a_frame_else_corrupt() {
+        let whole = frame(b"hello");
+        let (f, pos) = found(&whole[..10], 0);
+        assert!(matches!(f, Found::Damage(Damage::Torn, end) if end == pos + 10));
+        let (f, pos) = found(b"garbage", 0);
+        assert!(matches!(f, Found::Damage(Damage::Corrupt, end) if end == pos + 7));
+    }
+
+    #[test]
+    fn a_header_that_fails_its_checksum_is_corrupt_and_reading_resumes_at_the_next_good_one() {
+        let mut bytes = frame(b"first");
+        bytes[6] ^= 0xff; // inside the header: its checksum fails
+        let second = frame(b"second");
+        let at = bytes.len() as u64;
+        bytes.extend_from_slice(&second);
+        let (f, pos) = found(&bytes, 0);
+        assert!(
+            matches!(f, Found::Damage(Damage::Corrupt, resume) if resume == pos + at),
+            "resumes at the second frame"
+        );
+        // Nothing good after it: the rest of the committed length is skipped.
+        let mut lone = frame(b"first");
+        lone[6] ^= 0xff;
+        let (f, pos) = found(&lone, 0);
+        assert!(matches!(f, Found::Damage(Damage::Corrupt, end) if end == pos + lone.len() as u64));
+    }
+
+    #[test]
+    fn a_good_header_whose_frame_runs_past_the_committed_length_is_torn() {
+        let bytes = frame(b"a payload cut short by a crash");
+        let (f, pos) = found(&bytes, 5);
+        let limit = pos + bytes.len() as u64 - 5;
+        assert!(matches!(f, Found::Damage(Damage::Torn, end) if end == limit));
+    }
+
+    #[test]
+    fn a_payload_that_fails_its_checksum_is_corrupt_and_skipped_by_the_headers_length() {
+        let mut bytes = frame(b"payload");
+        let len = bytes.len() as u64;
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        bytes.extend_from_slice(&frame(b"next"));
+        let (f, pos) = found(&bytes, 0);
+        assert!(matches!(f, Found::Damage(Damage::Corrupt, resume) if resume == pos + len));
+    }
+}

@@ -249,3 +249,145 @@ impl<'a> Locked<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+    use std::path::Path;
+
+    use super::*;
+    use crate::spool::format::{SEGMENT_VERSION, encode_segment_header};
+    use crate::spool::{SpoolOptions, SyncPolicy};
+
+    fn spool(dir: &Path) -> Spool {
+        let opts = SpoolOptions {
+            sync: SyncPolicy::Never,
+            ..SpoolOptions::default()
+        };
+        Spool::open(dir, opts).unwrap()
+    }
+
+    /// The ledger as a rebuild from the directory finds it, `previous` known or not.
+    fn rebuilt(s: &Spool, known: bool) -> Ledger {
+        let mut locked = Locked::acquire(s).unwrap();
+        let previous = known.then(|| locked.ledger.clone());
+        locked.rebuild(previous).unwrap();
+        locked.commit().unwrap();
+        locked.ledger.clone()
+    }
+
+    fn write_segment(dir: &Path, id: u64, header: &[u8]) {
+        std::fs::write(dir.join(segment_name(id)), header).unwrap();
+    }
+
+    #[test]
+    fn the_recorded_active_length_is_kept_when_the_ledger_was_readable_and_unknown_otherwise() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spool(tmp.path());
+        s.append(b"abc", 2).unwrap();
+        let before = Locked::acquire(&s).unwrap().ledger.clone();
+        let known = rebuilt(&s, true);
+        assert_eq!(
+            (known.active_id, known.active_len, known.active_batches),
+            (before.active_id, before.active_len, 1)
+        );
+        // Unknown: the next append seals the segment and starts another, and nothing is lost.
+        let unknown = rebuilt(&s, false);
+        assert_eq!(
+            (unknown.active_id, unknown.active_len),
+            (before.active_id, 0)
+        );
+        s.append(b"def", 2).unwrap();
+        let after = Locked::acquire(&s).unwrap().ledger.clone();
+        assert_eq!(after.active_id, before.active_id + 1);
+        assert_eq!(s.stats().unwrap().batches, 2);
+    }
+
+    #[test]
+    fn an_empty_newest_segment_whose_creator_died_unrecorded_becomes_the_active_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spool(tmp.path());
+        s.append(b"abc", 2).unwrap();
+        let id = Locked::acquire(&s).unwrap().ledger.active_id + 1;
+        write_segment(
+            tmp.path(),
+            id,
+            &encode_segment_header(SegmentCounts::default()),
+        );
+        let l = rebuilt(&s, true);
+        assert_eq!((l.active_id, l.active_len), (id, SEGMENT_HEADER_LEN));
+        assert_eq!((l.sealed_batches, l.sealed_spans), (1, 2));
+        // Taken as it is: the next append goes into it.
+        s.append(b"def", 2).unwrap();
+        assert_eq!(Locked::acquire(&s).unwrap().ledger.active_id, id);
+    }
+
+    #[test]
+    fn a_segment_with_a_damaged_header_counts_nothing_and_is_never_appended_to() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spool(tmp.path());
+        s.append(b"abc", 2).unwrap();
+        let id = Locked::acquire(&s).unwrap().ledger.active_id;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(tmp.path().join(segment_name(id)))
+            .unwrap();
+        file.write_all_at(b"XXXXXXXX", 0).unwrap();
+        let l = rebuilt(&s, true);
+        assert_eq!((l.active_id, l.active_len, l.active_batches), (id, 0, 0));
+        s.append(b"def", 2).unwrap();
+        assert_eq!(Locked::acquire(&s).unwrap().ledger.active_id, id + 1);
+        // Its frames still check themselves: the record in it is read.
+        let mut reader = s.reader().unwrap();
+        assert_eq!(&reader.next().unwrap().unwrap().payload[..], b"abc");
+    }
+
+    #[test]
+    fn a_newer_formats_segment_is_left_out_of_every_total() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spool(tmp.path());
+        s.append(b"abc", 2).unwrap();
+        let id = Locked::acquire(&s).unwrap().ledger.active_id;
+        let mut header = encode_segment_header(SegmentCounts {
+            batches: 5,
+            spans: 50,
+        });
+        header[8..12].copy_from_slice(&(SEGMENT_VERSION + 1).to_le_bytes());
+        write_segment(tmp.path(), id + 1, &header);
+        let l = rebuilt(&s, true);
+        assert_eq!(l.sealed_batches + l.active_batches, 1, "{l:?}");
+        assert_eq!(l.active_id, id + 1, "ids stay above it");
+        assert_eq!(l.active_len, 0, "never appended to");
+        s.append(b"def", 2).unwrap();
+        assert_eq!(Locked::acquire(&s).unwrap().ledger.active_id, id + 2);
+        assert!(tmp.path().join(segment_name(id + 1)).exists());
+    }
+
+    #[test]
+    fn quarantined_segments_keep_new_ids_above_theirs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spool(tmp.path());
+        let q = s.dir.ensure_area(Area::Quarantine, false).unwrap();
+        std::fs::write(q.join(segment_name(40)), b"old damage").unwrap();
+        let l = rebuilt(&s, false);
+        assert_eq!((l.active_id, l.quarantine_bytes), (40, 10));
+        s.append(b"abc", 2).unwrap();
+        assert_eq!(Locked::acquire(&s).unwrap().ledger.active_id, 41);
+    }
+
+    #[test]
+    fn a_rebuild_keeps_the_loss_counters_of_a_readable_ledger() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spool(tmp.path());
+        {
+            let mut locked = Locked::acquire(&s).unwrap();
+            locked.ledger.dropped_batches = 7;
+            locked.ledger.corrupt_records = 3;
+            locked.commit().unwrap();
+        }
+        let l = rebuilt(&s, true);
+        assert_eq!((l.dropped_batches, l.corrupt_records), (7, 3));
+        let l = rebuilt(&s, false);
+        assert_eq!((l.dropped_batches, l.corrupt_records), (0, 0));
+    }
+}
