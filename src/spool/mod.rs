@@ -72,6 +72,8 @@ mod dir;
 mod error;
 pub mod format;
 mod ledger;
+#[cfg(test)]
+mod model;
 mod reader;
 mod segments;
 mod slots;
