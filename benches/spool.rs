@@ -334,8 +334,8 @@ fn bench_appends(tmp: &Tmp, scale: &Scale) -> Appends {
 fn opts(sync: SyncPolicy, max_bytes: u64) -> SpoolOptions {
     SpoolOptions {
         max_bytes,
-        max_spans: None,
         sync,
+        ..SpoolOptions::default()
     }
 }
 

@@ -32,6 +32,10 @@ pub struct Flags {
     /// Span bound of the spool [env: TRACESPOOL_MAX_SPANS] [default: unlimited]
     #[arg(long, global = true, value_name = "N")]
     pub max_spans: Option<u64>,
+    /// Drop spooled data older than this, e.g. 18h; it is never delivered
+    /// [env: TRACESPOOL_MAX_AGE] [default: none, kept until delivered or pushed out]
+    #[arg(long, global = true, value_name = "DUR", value_parser = parse_duration)]
+    pub max_age: Option<Duration>,
     /// OTLP/HTTP traces endpoint, used as is [env: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or
     /// OTEL_EXPORTER_OTLP_ENDPOINT + v1/traces] [default: none, spool only]
     #[arg(long, global = true, value_name = "URL", value_parser = parse_endpoint)]
@@ -283,7 +287,7 @@ struct Sources<'a> {
 }
 
 /// Keys the config file may hold.
-const FILE_KEYS: [&str; 16] = [
+const FILE_KEYS: [&str; 17] = [
     "endpoint",
     "protocol",
     "metrics_endpoint",
@@ -291,6 +295,7 @@ const FILE_KEYS: [&str; 16] = [
     "spool_dir",
     "max_bytes",
     "max_spans",
+    "max_age",
     "budget",
     "timeout_ms",
     "ca_file",
@@ -548,6 +553,10 @@ impl Config {
             .max_spans
             .or_else(|| src.env(&["TRACESPOOL_MAX_SPANS"], count))
             .or_else(|| src.file("max_spans", as_count));
+        let max_age = flags
+            .max_age
+            .or_else(|| src.env(&["TRACESPOOL_MAX_AGE"], duration))
+            .or_else(|| src.file_str("max_age", duration));
         let spool_dir = flags
             .spool_dir
             .clone()
@@ -596,6 +605,7 @@ impl Config {
             spool: SpoolOptions {
                 max_bytes,
                 max_spans,
+                max_age,
                 sync: SyncPolicy::Always,
             },
             delivery,

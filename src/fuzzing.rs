@@ -42,6 +42,7 @@ pub fn spool_dir(data: &[u8]) {
     let opts = SpoolOptions {
         max_bytes: 1 << 20,
         max_spans: None,
+        max_age: None,
         sync: SyncPolicy::Never,
     };
     if let Ok(spool) = Spool::open(&dir, opts) {

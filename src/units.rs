@@ -10,7 +10,9 @@ use std::time::Duration;
 pub enum UnitError {
     #[error("invalid size {0:?}: expected bytes, or a number with B, KiB, MiB, GiB, KB, MB or GB")]
     Size(String),
-    #[error("invalid duration {0:?}: expected a number with ms, s or m (e.g. 500ms, 2s, 1m)")]
+    #[error(
+        "invalid duration {0:?}: expected a number with ms, s, m, h or d (e.g. 500ms, 2s, 1m, 18h)"
+    )]
     Duration(String),
 }
 
@@ -68,6 +70,8 @@ pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
         "ms" => 1.0,
         "s" => 1_000.0,
         "m" => 60_000.0,
+        "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
         _ => return Err(err()),
     };
     if number.is_empty()
@@ -125,13 +129,17 @@ mod tests {
     }
 
     #[test]
-    fn durations_take_ms_s_and_m() {
+    fn durations_take_ms_s_m_h_and_d() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        for bad in ["", "2", "2h", "-1s", "s", "1.s", "1e3s", "NaNs", "inf ms"] {
+        assert_eq!(parse_duration("18h"), Ok(Duration::from_secs(18 * 3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        for bad in [
+            "", "2", "2w", "-1s", "s", "1.s", "1e3s", "NaNs", "inf ms", "40000d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

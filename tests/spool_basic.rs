@@ -10,6 +10,7 @@ fn opts(max_bytes: u64) -> SpoolOptions {
     SpoolOptions {
         max_bytes,
         max_spans: None,
+        max_age: None,
         sync: SyncPolicy::Never,
     }
 }

@@ -15,6 +15,7 @@ fn opts() -> SpoolOptions {
     SpoolOptions {
         max_bytes: 1 << 20,
         max_spans: None,
+        max_age: None,
         sync: SyncPolicy::Never,
     }
 }

@@ -149,6 +149,7 @@ fn opts(max_bytes: u64, sync: SyncPolicy) -> SpoolOptions {
     SpoolOptions {
         max_bytes,
         max_spans: None,
+        max_age: None,
         sync,
     }
 }

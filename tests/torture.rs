@@ -366,6 +366,7 @@ fn r1_opts(sync: SyncPolicy) -> SpoolOptions {
     SpoolOptions {
         max_bytes: R1_MAX_BYTES,
         max_spans: None,
+        max_age: None,
         sync,
     }
 }

@@ -1,7 +1,10 @@
-//! The size bound, as pure arithmetic.
+//! The bounds, as pure arithmetic.
 //!
 //! `max_bytes` covers every file of the spool: the segments, the quarantine, and a fixed
 //! allowance for the small bookkeeping files (ledger, cursor, locks, delivery state).
+//! `max_age` bounds how long ago a record may have been appended and still be delivered.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::format::{FRAME_HEADER_LEN, MAX_PAYLOAD_LEN, SEGMENT_HEADER_LEN};
 
@@ -68,9 +71,56 @@ impl Usage {
     }
 }
 
+/// True when a record appended at `written` is older than `max_age` at `now`.
+pub fn expired(written: SystemTime, now: SystemTime, max_age: Duration) -> bool {
+    now.duration_since(written).is_ok_and(|age| age > max_age)
+}
+
+/// True when every record of a segment whose newest append was in unix second `newest` is
+/// older than `max_age` at `now` (that append may have been up to a second after `newest`
+/// began). An unknown `newest` (0) is never expired: its records are judged one by one.
+pub fn segment_expired(newest: u32, now: SystemTime, max_age: Duration) -> bool {
+    newest != 0
+        && expired(
+            UNIX_EPOCH + Duration::from_secs(u64::from(newest) + 1),
+            now,
+            max_age,
+        )
+}
+
+/// The unix second of `t`, as a segment header keeps it (0 before 1970, saturating in 2106).
+pub fn unix_second(t: SystemTime) -> u32 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_expires_once_older_than_max_age_and_a_segment_once_its_newest_does() {
+        let t = UNIX_EPOCH + Duration::from_secs(1000);
+        let age = Duration::from_secs(60);
+        assert!(!expired(t, t + age, age));
+        assert!(expired(t, t + age + Duration::from_millis(1), age));
+        // A clock that went back: nothing is expired.
+        assert!(!expired(t, t - Duration::from_secs(5), age));
+        // Newest in second 1000 may have been 1000.999: expired only past 1061.
+        assert!(!segment_expired(
+            1000,
+            t + age + Duration::from_millis(999),
+            age
+        ));
+        assert!(segment_expired(
+            1000,
+            t + age + Duration::from_millis(1001),
+            age
+        ));
+        assert!(!segment_expired(0, t + Duration::from_secs(1 << 40), age));
+        assert_eq!(unix_second(t + Duration::from_millis(1500)), 1001);
+        assert_eq!(unix_second(UNIX_EPOCH - Duration::from_secs(1)), 0);
+    }
 
     #[test]
     fn segments_are_a_sixteenth_of_the_bound_within_limits() {

@@ -8,7 +8,8 @@
 //! segment header (32 bytes)
 //!   0  magic       [u8; 8] = "TSPOOLSG"
 //!   8  version     u32     = 1   (a higher version is left alone, never read or deleted)
-//!  12  reserved    u32     = 0
+//!  12  newest      u32     unix second of the newest append (idem); 0: none yet, or written
+//!                          by a version that kept this word reserved (and ignores it)
 //!  16  batches     u64     records appended to this segment (a statistic, rewritten per append)
 //!  24  spans       u64     spans in those records (idem)
 //!
@@ -43,6 +44,8 @@ pub const MAX_PAYLOAD_LEN: u64 = u32::MAX as u64;
 pub struct SegmentCounts {
     pub batches: u64,
     pub spans: u64,
+    /// Unix second of the newest append; 0 when unknown.
+    pub newest: u32,
 }
 
 /// What a segment header says about its file.
@@ -73,16 +76,18 @@ pub fn encode_segment_header(counts: SegmentCounts) -> [u8; SEGMENT_HEADER_LEN a
     let mut b = [0u8; SEGMENT_HEADER_LEN as usize];
     b[0..8].copy_from_slice(&SEGMENT_MAGIC);
     b[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
-    b[16..32].copy_from_slice(&encode_counts(counts));
+    b[COUNTS_OFFSET as usize..].copy_from_slice(&encode_counts(counts));
     b
 }
 
-/// The last 16 bytes of the segment header, rewritten in place after each append.
-pub const COUNTS_OFFSET: u64 = 16;
-pub fn encode_counts(counts: SegmentCounts) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[0..8].copy_from_slice(&counts.batches.to_le_bytes());
-    b[8..16].copy_from_slice(&counts.spans.to_le_bytes());
+/// The last 20 bytes of the segment header (newest, batches, spans), rewritten in place after
+/// each append.
+pub const COUNTS_OFFSET: u64 = 12;
+pub fn encode_counts(counts: SegmentCounts) -> [u8; 20] {
+    let mut b = [0u8; 20];
+    b[0..4].copy_from_slice(&counts.newest.to_le_bytes());
+    b[4..12].copy_from_slice(&counts.batches.to_le_bytes());
+    b[12..20].copy_from_slice(&counts.spans.to_le_bytes());
     b
 }
 
@@ -94,6 +99,7 @@ pub fn decode_segment_header(b: &[u8; SEGMENT_HEADER_LEN as usize]) -> SegmentHe
         SEGMENT_VERSION => SegmentHeader::Current(SegmentCounts {
             batches: u64_at(b, 16),
             spans: u64_at(b, 24),
+            newest: u32_at(b, 12),
         }),
         v if v > SEGMENT_VERSION => SegmentHeader::Future(v),
         _ => SegmentHeader::Damaged,
@@ -221,6 +227,7 @@ mod tests {
         let counts = SegmentCounts {
             batches: 7,
             spans: 70,
+            newest: 1_795_263_208,
         };
         let mut b = encode_segment_header(counts);
         assert_eq!(&b[0..8], b"TSPOOLSG");

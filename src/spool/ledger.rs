@@ -9,7 +9,8 @@
 //! 120  dirty u64         1 while a process changes the set of files (see below)
 //! 128  boot  u128        the boot id of the machine when the ledger was last trusted
 //! 144  deadletter_bytes u64
-//! 152  reserved u32
+//! 152  expired_batches u32   batches dropped for being older than max_age (saturates; 0 in a
+//!                           ledger of a version that kept this word reserved)
 //! 156  CRC32C of bytes 0..156
 //! ```
 //!
@@ -62,6 +63,8 @@ pub struct Ledger {
     pub boot: u128,
     /// Bytes held in the dead-letter directory.
     pub deadletter_bytes: u64,
+    /// Of the dropped batches, those dropped for being older than `max_age`.
+    pub expired_batches: u64,
 }
 
 impl Ledger {
@@ -116,6 +119,8 @@ impl Ledger {
         b[120..128].copy_from_slice(&u64::from(self.dirty).to_le_bytes());
         b[128..144].copy_from_slice(&self.boot.to_le_bytes());
         b[144..152].copy_from_slice(&self.deadletter_bytes.to_le_bytes());
+        let expired = u32::try_from(self.expired_batches).unwrap_or(u32::MAX);
+        b[152..156].copy_from_slice(&expired.to_le_bytes());
         let crc = crc32c::crc32c(&b[..CRC_AT]);
         b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -149,6 +154,7 @@ impl Ledger {
             dirty: f(14) != 0,
             boot: u128::from_le_bytes(b[128..144].try_into().expect("16 bytes")),
             deadletter_bytes: u64_at(b, 144),
+            expired_batches: u32_at(b, 152).into(),
         })
     }
 
@@ -180,6 +186,7 @@ mod tests {
             dirty: true,
             boot: u128::MAX - 7,
             deadletter_bytes: 77,
+            expired_batches: 9,
             ..Ledger::default()
         };
         let b = l.encode();
@@ -189,5 +196,15 @@ mod tests {
         assert_eq!(Ledger::decode(&bad), None);
         assert_eq!(Ledger::decode(&b[..100]), None);
         assert_eq!(Ledger::decode(&[0u8; LEDGER_LEN]), None);
+    }
+
+    #[test]
+    fn an_expired_count_past_its_word_saturates() {
+        let l = Ledger {
+            expired_batches: u64::from(u32::MAX) + 5,
+            ..Ledger::default()
+        };
+        let back = Ledger::decode(&l.encode()).unwrap();
+        assert_eq!(back.expired_batches, u64::from(u32::MAX));
     }
 }

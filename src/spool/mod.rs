@@ -67,6 +67,7 @@
 
 mod areas;
 mod bounds;
+mod clock;
 mod cursor;
 mod dir;
 mod error;
@@ -85,7 +86,7 @@ mod writer;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 pub use bounds::overhead;
 pub use error::{AppendError, SpoolError};
@@ -128,6 +129,9 @@ pub struct SpoolOptions {
     pub max_bytes: u64,
     /// Total spans stored, if bounded.
     pub max_spans: Option<u64>,
+    /// How long after its append a record may still be delivered, if bounded: an older one is
+    /// dropped (and counted) by the next read or append that meets it.
+    pub max_age: Option<Duration>,
     pub sync: SyncPolicy,
 }
 
@@ -136,6 +140,7 @@ impl Default for SpoolOptions {
         SpoolOptions {
             max_bytes: 64 * 1024 * 1024,
             max_spans: None,
+            max_age: None,
             sync: SyncPolicy::Always,
         }
     }
@@ -153,6 +158,8 @@ pub struct Stats {
     pub oldest_write: Option<SystemTime>,
     pub dropped_batches: u64,
     pub dropped_spans: u64,
+    /// Of the dropped batches, those dropped for being older than `max_age`.
+    pub expired_batches: u64,
     pub corrupt_records: u64,
     pub torn_records: u64,
     pub rejected_spans: u64,
@@ -200,6 +207,7 @@ impl Spool {
                 ledger_file,
                 active: None,
                 active_ours: false,
+                active_newest: 0,
             }),
         };
         {
@@ -253,6 +261,7 @@ impl Spool {
             },
             dropped_batches: ledger.dropped_batches,
             dropped_spans: ledger.dropped_spans,
+            expired_batches: ledger.expired_batches,
             corrupt_records: ledger.corrupt_records,
             torn_records: ledger.torn_records,
             rejected_spans: ledger.rejected_spans,

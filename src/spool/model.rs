@@ -1,23 +1,30 @@
-//! Model-based test: random sequences of appends, reads, acknowledgements, reopenings and
-//! damage run against the real spool and against a queue that knows which segment holds each
+//! Model-based test: random sequences of appends, reads, acknowledgements, reopenings, damage
+//! and the passing of time run against the real spool and against a queue that knows which segment holds each
 //! record; after every step they must agree. Inside the crate, so that the small test segment
 //! sizes apply and rotations, drops and retirements happen every few appends.
 //!
 //! What the model predicts:
 //! - reads return the stored records in order, less the damaged ones, each of which is skipped
-//!   and counted as corrupt once (two damaged headers in a row are one damaged region);
-//! - an append drops whole segments, oldest first, and counts what they held unread as dropped;
+//!   and counted as corrupt once (two damaged headers in a row are one damaged region), and
+//!   less those older than `max_age`, which are counted as dropped and expired;
+//! - an append drops whole segments, oldest first, and counts what they held unread as dropped
+//!   (and as expired when every record of the segment was older than `max_age`);
 //! - the totals count every record of the live segments not yet acknowledged, damaged ones
 //!   skipped in a segment that is still there included;
 //! - the files never take more than `max_bytes`, and `verify` finds exactly the damage ahead.
+//!
+//! Time moves in steps of 20 s against a `max_age` of 70 s, so that no age falls within the
+//! test's own running time of the bound. Damage is done only in runs without `max_age`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::time::Duration;
 
 use proptest::prelude::*;
 
+use super::clock;
 use super::dir::segment_name;
 use super::format::FRAME_HEADER_LEN;
 use super::txn::Locked;
@@ -40,7 +47,13 @@ enum Action {
         nth: usize,
         in_header: bool,
     },
+    /// Move the spool's clock forward.
+    Age {
+        secs: u64,
+    },
 }
+
+const MAX_AGE: Duration = Duration::from_secs(70);
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
@@ -49,6 +62,7 @@ fn action() -> impl Strategy<Value = Action> {
         3 => (0usize..12, any::<bool>()).prop_map(|(n, peek)| Action::Drain { n, peek }),
         1 => Just(Action::Reopen),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(nth, in_header)| Action::Damage { nth, in_header }),
+        1 => prop_oneof![Just(20u64), Just(40), Just(100)].prop_map(|secs| Action::Age { secs }),
     ]
 }
 
@@ -56,10 +70,12 @@ fn config() -> impl Strategy<Value = SpoolOptions> {
     (
         prop_oneof![Just(8u64 << 10), Just(32 << 10), Just(256 << 10)],
         prop_oneof![Just(None), (10u64..200).prop_map(Some)],
+        prop_oneof![Just(None), Just(Some(MAX_AGE))],
     )
-        .prop_map(|(max_bytes, max_spans)| SpoolOptions {
+        .prop_map(|(max_bytes, max_spans, max_age)| SpoolOptions {
             max_bytes,
             max_spans,
+            max_age,
             sync: SyncPolicy::Never,
         })
 }
@@ -104,6 +120,8 @@ struct Entry {
     /// Offset of its frame in the segment.
     at: u64,
     damage: Damage,
+    /// When it was appended, in the model's seconds.
+    written: u64,
 }
 
 #[derive(Default)]
@@ -115,14 +133,35 @@ struct Model {
     dropped_batches: u64,
     dropped_spans: u64,
     corrupt: u64,
+    expired: u64,
+    /// The model's clock, in seconds.
+    now: u64,
+    max_age: Option<u64>,
+    /// The newest append of each segment, in the model's seconds.
+    newest: HashMap<u64, u64>,
 }
 
 impl Model {
-    /// The reader passes the damaged records at the front of the queue, in one pass.
-    fn skip_damage(&mut self) {
+    fn expired(&self, written: u64) -> bool {
+        self.max_age.is_some_and(|max| self.now - written > max)
+    }
+
+    /// The reader passes the damaged and the expired records at the front of the queue, in one
+    /// pass.
+    fn pass(&mut self) {
         let mut last_skipped: Option<Entry> = None;
-        while let Some(&e) = self.queue.front().filter(|e| e.damage != Damage::None) {
+        while let Some(&e) = self
+            .queue
+            .front()
+            .filter(|e| e.damage != Damage::None || self.expired(e.written))
+        {
             self.queue.pop_front();
+            if e.damage == Damage::None {
+                self.dropped_batches += 1;
+                self.dropped_spans += u64::from(e.spans);
+                self.expired += 1;
+                continue;
+            }
             // A damaged header right after another one, both met in this pass: the reader's
             // resync skipped them at once, as one region.
             let merged = last_skipped.is_some_and(|prev| {
@@ -145,10 +184,15 @@ fn live(dir: &Path, segment: u64) -> bool {
 }
 
 fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
+    // Cases run one after another on one thread: each starts from the real time.
+    clock::reset();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("spool");
     let mut spool = Spool::open(&dir, opts).unwrap();
-    let mut model = Model::default();
+    let mut model = Model {
+        max_age: opts.max_age.map(|d| d.as_secs()),
+        ..Model::default()
+    };
     let mut next_id = 0u64;
 
     for action in actions {
@@ -157,6 +201,7 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
                 let id = next_id;
                 next_id += 1;
                 let p = payload(id, len);
+                let active_before = Locked::acquire(&spool).unwrap().ledger.active_id;
                 match spool.append(&p, spans) {
                     Ok(outcome) => {
                         // Whole segments went, oldest first: every record in them is gone, and
@@ -171,9 +216,14 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
                             "only the oldest records are dropped"
                         );
                         let mut expected = (0u64, 0u64);
-                        for e in model.queue.drain(..gone) {
+                        let dropped: Vec<Entry> = model.queue.drain(..gone).collect();
+                        for e in dropped {
                             expected.0 += 1;
                             expected.1 += u64::from(e.spans);
+                            // Counted as expired when its whole segment was.
+                            if model.expired(model.newest[&e.segment]) {
+                                model.expired += 1;
+                            }
                         }
                         model.skipped.retain(|e| {
                             let keep = live(&dir, e.segment);
@@ -195,7 +245,19 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
                             segment: l.active_id,
                             at: l.active_len - frame,
                             damage: Damage::None,
+                            written: model.now,
                         });
+                        model.newest.insert(l.active_id, model.now);
+                        // An append that starts a segment drops the oldest ones that expired.
+                        if l.active_id != active_before
+                            && let Some(front) = model.queue.front()
+                            && front.segment != l.active_id
+                        {
+                            prop_assert!(
+                                !model.expired(model.newest[&front.segment]),
+                                "a wholly expired segment outlived the start of a new one"
+                            );
+                        }
                     }
                     Err(AppendError::TooLarge { .. }) => {
                         prop_assert!(p.len() as u64 + overhead() > opts.max_bytes);
@@ -207,7 +269,7 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
                 let mut reader = spool.reader().unwrap();
                 for _ in 0..n {
                     let record = reader.next().unwrap();
-                    model.skip_damage();
+                    model.pass();
                     let Some(record) = record else {
                         prop_assert!(model.queue.is_empty());
                         break;
@@ -219,7 +281,7 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
                 }
                 if peek {
                     let record = reader.next().unwrap();
-                    model.skip_damage();
+                    model.pass();
                     prop_assert_eq!(
                         record.map(|r| r.payload.to_vec()),
                         model.queue.front().map(|e| payload(e.id, e.len))
@@ -234,6 +296,12 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
                 drop(spool);
                 spool = Spool::open(&dir, opts).unwrap();
             }
+            Action::Age { secs } => {
+                clock::advance(Duration::from_secs(secs));
+                model.now += secs;
+            }
+            // The reader's count of a damaged record would then depend on the path that met it.
+            Action::Damage { .. } if model.max_age.is_some() => {}
             Action::Damage { nth, in_header } => {
                 let undamaged: Vec<usize> = (0..model.queue.len())
                     .filter(|&i| model.queue[i].damage == Damage::None)
@@ -267,6 +335,7 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
         prop_assert_eq!(stats.dropped_batches, model.dropped_batches);
         prop_assert_eq!(stats.dropped_spans, model.dropped_spans);
         prop_assert_eq!(stats.corrupt_records, model.corrupt);
+        prop_assert_eq!(stats.expired_batches, model.expired);
         prop_assert_eq!(stats.torn_records, 0);
         prop_assert!(dir_bytes(&dir) <= opts.max_bytes);
         if let Some(max) = opts.max_spans {
@@ -288,7 +357,7 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
     let mut reader = spool.reader().unwrap();
     loop {
         let record = reader.next().unwrap();
-        model.skip_damage();
+        model.pass();
         let Some(record) = record else { break };
         let e = model
             .queue

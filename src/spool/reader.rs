@@ -20,11 +20,14 @@ use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 
+use super::bounds;
+use super::clock;
 use super::cursor::{Cursor, DAMAGED};
 use super::dir::{FLUSH_LEASE, file_len, segment_name};
 use super::error::SpoolError;
 use super::format::{
-    FRAME_HEADER_LEN, FRAME_MAGIC, FrameHeader, SEGMENT_HEADER_LEN, SegmentHeader, is_frame_prefix,
+    FRAME_HEADER_LEN, FRAME_MAGIC, FrameHeader, SEGMENT_HEADER_LEN, SegmentCounts, SegmentHeader,
+    is_frame_prefix,
 };
 use super::segments::{self, Leftovers, ReadThrough, SegmentFile};
 use super::txn::Locked;
@@ -259,6 +262,16 @@ pub struct Reader<'a> {
     syncing: Option<std::thread::JoinHandle<std::io::Result<()>>>,
     /// The record after the one being delivered, read ahead ([`read_ahead`](Reader::read_ahead)).
     ready: Option<Record>,
+    /// Records passed for being older than `max_age`, not yet counted in the ledger (they are,
+    /// before the cursor moves past them durably).
+    expired: Passed,
+}
+
+/// Batches and spans passed over.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Passed {
+    batches: u64,
+    spans: u64,
 }
 
 /// Deferred acknowledgements are synced in the background every this many (and waited for at
@@ -297,6 +310,7 @@ impl<'a> Reader<'a> {
             ahead: ReadAhead::default(),
             syncing: None,
             ready: None,
+            expired: Passed::default(),
         })
     }
 
@@ -305,8 +319,32 @@ impl<'a> Reader<'a> {
     }
 
     fn save_cursor(&mut self) -> Result<(), SpoolError> {
+        // Counted first: a crash in between may count them twice, never lose the count.
+        self.count_expired()?;
         self.write_cursor()?;
         self.sync()
+    }
+
+    /// Counts the expired records passed so far as dropped (and expired) in the ledger.
+    fn count_expired(&mut self) -> Result<(), SpoolError> {
+        let passed = std::mem::take(&mut self.expired);
+        if passed != Passed::default() {
+            let mut locked = Locked::acquire(self.spool)?;
+            locked.ledger.dropped_batches += passed.batches;
+            locked.ledger.dropped_spans += passed.spans;
+            locked.ledger.expired_batches += passed.batches;
+            locked.counters_dirty = true;
+            locked.commit()?;
+        }
+        Ok(())
+    }
+
+    /// True when `record` is older than `max_age`.
+    fn is_expired(&self, record: &Record) -> bool {
+        self.spool
+            .opts
+            .max_age
+            .is_some_and(|max_age| bounds::expired(record.written_at, clock::now(), max_age))
     }
 
     fn write_cursor(&mut self) -> Result<(), SpoolError> {
@@ -345,11 +383,26 @@ impl<'a> Reader<'a> {
     // Not an `Iterator`: it is fallible, and it does not advance until `ack`.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Record>, SpoolError> {
+        let found = self.next_in_age();
+        // Records passed for their age are counted, and the cursor saved past them, now: the
+        // caller may never acknowledge what comes next.
+        if self.expired != Passed::default() {
+            self.save_cursor()?;
+        }
+        found
+    }
+
+    /// The oldest unacknowledged record that is not older than `max_age`; older ones are passed
+    /// (the cursor moved past them in memory, and they are counted in `expired`).
+    fn next_in_age(&mut self) -> Result<Option<Record>, SpoolError> {
         if let Some(ready) = self.ready.take()
             && ready.segment == self.cursor.segment
             && ready.start == self.cursor.offset
         {
-            return Ok(Some(ready));
+            if !self.is_expired(&ready) {
+                return Ok(Some(ready));
+            }
+            self.pass_expired(&ready)?;
         }
         loop {
             if self.open.is_none() && !self.open_next()? {
@@ -373,12 +426,11 @@ impl<'a> Reader<'a> {
             match found {
                 Found::End => continue,
                 Found::Record(header, payload) => {
-                    return Ok(Some(Record::new(
-                        open.id,
-                        self.cursor.offset,
-                        &header,
-                        payload,
-                    )));
+                    let record = Record::new(open.id, self.cursor.offset, &header, payload);
+                    if !self.is_expired(&record) {
+                        return Ok(Some(record));
+                    }
+                    self.pass_expired(&record)?;
                 }
                 Found::Damage(kind, resume) => self.skip(kind, resume)?,
             }
@@ -501,6 +553,14 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// Passes `record`, the next one, for being older than `max_age`.
+    fn pass_expired(&mut self, record: &Record) -> Result<(), SpoolError> {
+        self.advance(record)?;
+        self.expired.batches += 1;
+        self.expired.spans += u64::from(record.span_count);
+        Ok(())
+    }
+
     /// Moves the cursor (in memory) past `record`, which must be the next one.
     fn advance(&mut self, record: &Record) -> Result<(), SpoolError> {
         self.expect_next(record)?;
@@ -566,6 +626,14 @@ impl<'a> Reader<'a> {
                 };
             }
             self.cursor.offset = self.cursor.offset.max(SEGMENT_HEADER_LEN);
+            if let Some(counts) = header.counts()
+                && self.spool.opts.max_age.is_some_and(|max_age| {
+                    bounds::segment_expired(counts.newest, clock::now(), max_age)
+                })
+                && self.pass_expired_segment(id, &file, counts)?
+            {
+                continue;
+            }
             self.ahead.reset();
             self.open = Some(Open {
                 id,
@@ -585,6 +653,43 @@ impl<'a> Reader<'a> {
             locked.commit()?;
         }
         Ok(false)
+    }
+
+    /// Passes sealed segment `id`, every record of which is older than `max_age`, without
+    /// reading it: what it holds unacknowledged is counted as dropped and expired, and it is
+    /// deleted. False for the active segment, whose records are judged one by one.
+    fn pass_expired_segment(
+        &mut self,
+        id: u64,
+        file: &File,
+        counts: SegmentCounts,
+    ) -> Result<bool, SpoolError> {
+        {
+            let mut locked = Locked::acquire(self.spool)?;
+            if id >= locked.ledger.active_id {
+                return Ok(false);
+            }
+            let unread = counts.batches.saturating_sub(self.cursor.batches);
+            locked.ledger.dropped_batches += unread;
+            locked.ledger.dropped_spans += counts.spans.saturating_sub(self.cursor.spans);
+            locked.ledger.expired_batches += unread;
+            locked.counters_dirty = true;
+            let read = if self.cursor.damaged() {
+                ReadThrough::Damaged
+            } else {
+                ReadThrough::Clean
+            };
+            locked.retire(id, file, read)?;
+            locked.commit()?;
+        }
+        self.cursor = Cursor {
+            seq: self.cursor.seq,
+            segment: id + 1,
+            offset: SEGMENT_HEADER_LEN,
+            ..Cursor::default()
+        };
+        self.save_cursor()?;
+        Ok(true)
     }
 
     /// Learns under the append lock how far the open segment may be read.

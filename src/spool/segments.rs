@@ -17,6 +17,8 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
+use super::bounds;
+use super::clock;
 use super::cursor::Cursor;
 pub(super) use super::dir::Leftovers;
 use super::dir::{SpoolDir, file_len, segment_name};
@@ -35,6 +37,23 @@ pub(super) enum ReadThrough {
     Clean,
     /// Damage was skipped in it: it is moved to the quarantine, for inspection.
     Damaged,
+}
+
+/// The oldest data segment, as [`Locked::oldest_segment`] finds it.
+enum Oldest {
+    Segment(Dropping),
+    /// Segments were found gone and the totals recounted: room may have appeared.
+    Recounted,
+    /// Nothing that may be dropped.
+    None,
+}
+
+/// A data segment about to be dropped, opened and its header read.
+struct Dropping {
+    id: u64,
+    path: PathBuf,
+    file: File,
+    counts: SegmentCounts,
 }
 
 /// A segment file met by [`walk`], open for reading.
@@ -92,8 +111,9 @@ impl Locked<'_> {
             };
             // Checked once per handle: a newer format's segment, or a damaged one, is read (or
             // left alone) but never appended to.
-            self.inner.active_ours =
-                matches!(read_segment_header(&file), SegmentHeader::Current(_));
+            let header = read_segment_header(&file);
+            self.inner.active_ours = matches!(header, SegmentHeader::Current(_));
+            self.inner.active_newest = header.counts().map_or(0, |c| c.newest);
             self.inner.active = Some((id, file));
         }
         let (_, file) = self.inner.active.as_ref().expect("opened above");
@@ -138,6 +158,7 @@ impl Locked<'_> {
         }
         self.inner.active = Some((id, file));
         self.inner.active_ours = true;
+        self.inner.active_newest = 0;
         // With nothing sealed and no active file, the new segment is the only (so oldest) one.
         if had_active.is_none() && self.ledger.sealed_bytes == 0 {
             self.ledger.oldest_id = id;
@@ -155,55 +176,114 @@ impl Locked<'_> {
         if self.drop_oldest_in_areas()? {
             return Ok(true);
         }
+        match self.oldest_segment()? {
+            Oldest::Segment(segment) => {
+                self.remove_oldest(segment, cursor)?;
+                Ok(true)
+            }
+            Oldest::Recounted => Ok(true),
+            Oldest::None => Ok(false),
+        }
+    }
+
+    /// Drops the oldest sealed segments while every record in them is older than `max_age`
+    /// (their unacknowledged records counted as dropped and expired). Cheap: one header read
+    /// per segment looked at, so appends do it when they start a segment.
+    pub(super) fn drop_expired(&mut self, cursor: &Cursor) -> Result<(), SpoolError> {
+        let Some(max_age) = self.spool.opts.max_age else {
+            return Ok(());
+        };
+        let now = clock::now();
+        while self.ledger.oldest_id < self.ledger.active_id {
+            match self.oldest_segment()? {
+                Oldest::Segment(segment)
+                    if segment.id < self.ledger.active_id
+                        && bounds::segment_expired(segment.counts.newest, now, max_age) =>
+                {
+                    self.remove_oldest(segment, cursor)?;
+                }
+                Oldest::Recounted => {}
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// The oldest data segment that may be dropped. Segments of a newer format are stepped
+    /// over (never read or deleted); one that is gone makes the spool recount itself, rather
+    /// than drop data for room that is free already.
+    fn oldest_segment(&mut self) -> Result<Oldest, SpoolError> {
         while self.ledger.oldest_id <= self.ledger.active_id {
             let id = self.ledger.oldest_id;
             let path = self.seg_path(id);
-            let file = match self.spool.dir.open_read(&path)? {
-                Some(file) => file,
-                None => {
-                    if id == self.ledger.active_id {
-                        return Ok(false);
-                    }
-                    // Deleted behind our back: take stock again rather than drop data for room
-                    // that is free already.
-                    self.recount()?;
-                    return Ok(true);
+            let Some(file) = self.spool.dir.open_read(&path)? else {
+                if id == self.ledger.active_id {
+                    return Ok(Oldest::None);
                 }
+                // Deleted behind our back (a cleaner, a user).
+                self.recount()?;
+                return Ok(Oldest::Recounted);
             };
-            // A newer format's segment is never read or deleted; as the active one, it is left
-            // for the next append to rotate past.
+            // As the active one, a newer format's segment is left for the next append to
+            // rotate past.
             let Some(counts) = read_segment_header(&file).counts() else {
                 if id == self.ledger.active_id {
-                    return Ok(false);
+                    return Ok(Oldest::None);
                 }
                 self.ledger.oldest_id += 1;
                 continue;
             };
-            let size = file_len(&file, &path)?;
-            self.begin_change()?;
-            fs::remove_file(&path).map_err(|e| SpoolError::io(&path, e))?;
-            let consumed = if cursor.segment == id {
-                self.consumed(cursor)
-            } else {
-                SegmentCounts::default()
-            };
-            self.ledger.dropped_batches += counts.batches.saturating_sub(consumed.batches);
-            self.ledger.dropped_spans += counts.spans.saturating_sub(consumed.spans);
-            self.counters_dirty = true;
-            if id == self.ledger.active_id {
-                // Nothing sealed is left: totals still above zero counted files that vanished
-                // (a cleaner, a user), and must not make room look taken forever.
-                self.ledger.forget_all_sealed();
-                self.inner.active = None;
-                self.rotate()?;
-                self.ledger.oldest_id = self.ledger.active_id;
-            } else {
-                self.ledger.forget_sealed(size, counts);
-                self.ledger.oldest_id = id + 1;
-            }
-            return Ok(true);
+            return Ok(Oldest::Segment(Dropping {
+                id,
+                path,
+                file,
+                counts,
+            }));
         }
-        Ok(false)
+        Ok(Oldest::None)
+    }
+
+    /// Deletes the oldest data segment, counting what it held unacknowledged as dropped (and
+    /// as expired when all of it was older than `max_age`).
+    fn remove_oldest(&mut self, segment: Dropping, cursor: &Cursor) -> Result<(), SpoolError> {
+        let Dropping {
+            id,
+            path,
+            file,
+            counts,
+        } = segment;
+        let size = file_len(&file, &path)?;
+        self.begin_change()?;
+        fs::remove_file(&path).map_err(|e| SpoolError::io(&path, e))?;
+        let consumed = if cursor.segment == id {
+            self.consumed(cursor)
+        } else {
+            SegmentCounts::default()
+        };
+        let unread = counts.batches.saturating_sub(consumed.batches);
+        self.ledger.dropped_batches += unread;
+        self.ledger.dropped_spans += counts.spans.saturating_sub(consumed.spans);
+        if self
+            .spool
+            .opts
+            .max_age
+            .is_some_and(|max_age| bounds::segment_expired(counts.newest, clock::now(), max_age))
+        {
+            self.ledger.expired_batches += unread;
+        }
+        self.counters_dirty = true;
+        if id == self.ledger.active_id {
+            // Nothing sealed is left: totals still above zero counted files that vanished
+            // (a cleaner, a user), and must not make room look taken forever.
+            self.ledger.forget_all_sealed();
+            self.inner.active = None;
+            self.rotate()?;
+            self.ledger.oldest_id = self.ledger.active_id;
+        } else {
+            self.ledger.forget_sealed(size, counts);
+            self.ledger.oldest_id = id + 1;
+        }
+        Ok(())
     }
 
     /// Removes sealed segment `id`, fully read through `file`: deleted, or moved to the
@@ -248,10 +328,13 @@ impl Locked<'_> {
         let before = SegmentCounts {
             batches: self.ledger.active_batches,
             spans: self.ledger.active_spans,
+            newest: self.inner.active_newest,
         };
         let after = SegmentCounts {
             batches: before.batches + 1,
             spans: before.spans + u64::from(header.span_count),
+            // Never back, should the clock step back.
+            newest: before.newest.max(bounds::unix_second(header.written_at())),
         };
         let result = sys::write_all_at_vectored(file, &[&header.encode(), payload], at)
             .and_then(|()| file.write_all_at(&encode_counts(after), COUNTS_OFFSET));
@@ -263,6 +346,7 @@ impl Locked<'_> {
         self.ledger.active_len = at + header.frame_len();
         self.ledger.active_batches = after.batches;
         self.ledger.active_spans = after.spans;
+        self.inner.active_newest = after.newest;
         self.unsynced = true;
         Ok(())
     }

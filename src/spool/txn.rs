@@ -45,6 +45,8 @@ pub(super) struct Inner {
     pub(super) active: Option<(u64, File)>,
     /// Its header is one of ours (the current format): only then may frames be appended to it.
     pub(super) active_ours: bool,
+    /// The newest append's second its header records, as this process last wrote or read it.
+    pub(super) active_newest: u32,
 }
 
 /// The append lock, held: the mutex for the threads of this process, `flock` for the others.
@@ -243,6 +245,7 @@ impl<'a> Locked<'a> {
             SegmentCounts {
                 batches: cursor.batches,
                 spans: cursor.spans,
+                newest: 0,
             }
         } else {
             SegmentCounts::default()
@@ -351,6 +354,7 @@ mod tests {
         let mut header = encode_segment_header(SegmentCounts {
             batches: 5,
             spans: 50,
+            newest: 0,
         });
         header[8..12].copy_from_slice(&(SEGMENT_VERSION + 1).to_le_bytes());
         write_segment(tmp.path(), id + 1, &header);

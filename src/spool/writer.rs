@@ -1,9 +1,8 @@
 //! Appending a batch. The steps and their order are described in the module doc of `spool`.
 
-use std::time::SystemTime;
-
 use super::Spool;
 use super::bounds;
+use super::clock;
 use super::dir::segment_name;
 use super::error::AppendError;
 use super::format::{FrameHeader, SEGMENT_HEADER_LEN};
@@ -132,7 +131,7 @@ impl Spool {
             });
         }
 
-        let header = FrameHeader::new(payload, span_count, SystemTime::now());
+        let header = FrameHeader::new(payload, span_count, clock::now());
         let before = (locked.ledger.dropped_batches, locked.ledger.dropped_spans);
 
         let target = bounds::segment_target(max_bytes);
@@ -148,7 +147,14 @@ impl Spool {
             {
                 size
             }
-            _ => locked.rotate()?,
+            _ => {
+                let size = locked.rotate()?;
+                // Once per segment: the oldest ones, if wholly expired, go now.
+                if self.opts.max_age.is_some() {
+                    locked.drop_expired(&self.read_cursor()?)?;
+                }
+                size
+            }
         };
 
         // The cursor tells what is already acknowledged: needed to count spans, or to drop.
