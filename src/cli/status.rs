@@ -80,6 +80,9 @@ struct StatusJson {
     dropped_spans: u64,
     dropped_data_points: u64,
     dropped_log_records: u64,
+    /// Of the dropped batches, those dropped for being older than `max_age`.
+    expired_batches: u64,
+    max_age_seconds: Option<f64>,
     rejected_spans: u64,
     rejected_data_points: u64,
     rejected_log_records: u64,
@@ -279,6 +282,8 @@ fn status_json(
         dropped_spans: traces.stats.dropped_spans,
         dropped_data_points: metrics.stats.dropped_spans,
         dropped_log_records: logs.stats.dropped_spans,
+        expired_batches: sum(|s| s.expired_batches),
+        max_age_seconds: config.spool.max_age.map(|d| d.as_secs_f64()),
         rejected_spans: traces.stats.rejected_spans,
         rejected_data_points: metrics.stats.rejected_spans,
         rejected_log_records: logs.stats.rejected_spans,
@@ -340,9 +345,13 @@ fn write_status(
         }
         writeln!(out)?;
         if stats.dropped_batches > 0 || stats.rejected_spans > 0 {
+            let expired = match stats.expired_batches {
+                0 => String::new(),
+                n => format!(" ({} of them expired)", count(n, "batch", "batches")),
+            };
             writeln!(
                 out,
-                "{:<10} lost {} dropped by the bound, {} rejected",
+                "{:<10} lost {} dropped by the bounds{expired}, {} rejected",
                 "",
                 batches(stats.dropped_batches, &[(*signal, stats.dropped_spans)]),
                 items(stats.rejected_spans, *signal)

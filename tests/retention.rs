@@ -1,0 +1,112 @@
+//! Retention, black box: the maximum age (`--max-age`, `TRACESPOOL_MAX_AGE`, `max_age`), driven
+//! through the built binary against a real collector (rotel).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Rotel, status_json, tracespool};
+
+fn span(spool: &std::path::Path, name: &str) {
+    let out = tracespool()
+        .arg("--spool-dir")
+        .arg(spool)
+        .args(["span", "--name", name])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn an_expired_span_is_never_delivered_and_is_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path();
+    // No endpoint: both are spooled, the first a little more than a second before the second.
+    span(spool, "old");
+    std::thread::sleep(Duration::from_millis(1300));
+    span(spool, "fresh");
+    assert_eq!(status_json(spool, &[])["spans"], 2);
+
+    let rotel = Rotel::start();
+    let out = tracespool()
+        .arg("--spool-dir")
+        .arg(spool)
+        .args(["--endpoint", &rotel.endpoint(), "--max-age", "1s", "flush"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let seen = rotel.exactly(1);
+    assert_eq!(seen[0].name, "fresh");
+
+    let status = status_json(spool, &[]);
+    assert_eq!(status["spans"], 0, "{status}");
+    assert_eq!(status["dropped_spans"], 1, "{status}");
+    assert_eq!(status["dropped_batches"], 1, "{status}");
+    assert_eq!(status["expired_batches"], 1, "{status}");
+    // Later runs without a maximum age see the loss too, and deliver nothing more.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rotel.spans().len(), 1);
+}
+
+#[test]
+fn without_a_maximum_age_old_spans_are_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    span(tmp.path(), "kept");
+    std::thread::sleep(Duration::from_millis(1100));
+    let rotel = Rotel::start();
+    let out = tracespool()
+        .arg("--spool-dir")
+        .arg(tmp.path())
+        .args(["--endpoint", &rotel.endpoint(), "flush"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(rotel.exactly(1)[0].name, "kept");
+    assert_eq!(status_json(tmp.path(), &[])["expired_batches"], 0);
+}
+
+#[test]
+fn a_bad_max_age_gets_one_warning_and_the_default_and_the_wrapped_command_still_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("tracespool.toml");
+    std::fs::write(&config, "max_age = \"forever\"\n").unwrap();
+    for (var, value, config, named) in [
+        ("TRACESPOOL_MAX_AGE", "banana", None, "TRACESPOOL_MAX_AGE"),
+        ("TRACESPOOL_MAX_AGE", "", Some(&config), "max_age"),
+    ] {
+        let out = tracespool()
+            .arg("--spool-dir")
+            .arg(tmp.path().join("spool"))
+            .env(var, value)
+            .env("TRACESPOOL_CONFIG", config.map_or("".into(), |c| c.clone()))
+            .args(["exec", "--", "sh", "-c", "exit 7"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(7), "{out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {stderr}");
+        assert!(lines[0].contains(named), "{stderr}");
+    }
+    // The default applied: no maximum age.
+    let status = status_json(&tmp.path().join("spool"), &[]);
+    assert_eq!(
+        status["max_age_seconds"],
+        serde_json::Value::Null,
+        "{status}"
+    );
+    assert_eq!(status["spans"], 2, "{status}");
+
+    // A bad flag is a usage error, and nothing runs.
+    let marker = tmp.path().join("ran");
+    let out = tracespool()
+        .arg("--spool-dir")
+        .arg(tmp.path().join("spool"))
+        .args(["--max-age", "soon", "exec", "--", "touch"])
+        .arg(&marker)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("soon"));
+    assert!(!marker.exists());
+}
