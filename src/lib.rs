@@ -13,6 +13,7 @@ pub mod exec;
 pub mod exporter;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gzip;
 pub mod hook;
 pub mod propagation;
 pub mod receiver;

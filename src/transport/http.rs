@@ -93,7 +93,7 @@ impl HttpTransport {
             Compression::None => body,
             Compression::Gzip => {
                 request = request.header(CONTENT_ENCODING, "gzip");
-                Bytes::from(gzip(&body))
+                Bytes::from(crate::gzip::compress(&body))
             }
         };
         let unreachable = |source: super::BoxError| SendError::Unreachable {
@@ -142,16 +142,6 @@ impl Upstream for HttpTransport {
     ) -> BoxFuture<'_, Result<Accepted, SendError>> {
         Box::pin(self.post(signal, body, timeout))
     }
-}
-
-fn gzip(body: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(body).expect("writing to a Vec cannot fail");
-    enc.finish().expect("writing to a Vec cannot fail")
 }
 
 /// The message of an OTLP answer body (error or partial success), protobuf or JSON.
