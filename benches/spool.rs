@@ -1,7 +1,14 @@
 //! Spool benchmarks: append throughput against the raw disk, 1 KiB append latency against the
 //! spool's size (0, 256 MiB, 512 MiB, 768 MiB and 1 GiB, each size timed interleaved with a fresh
 //! empty spool; 1 GiB / empty is the target), the cost of open + append (one hook process), read
-//! throughput of a 1 GiB spool, and the reader's peak RSS.
+//! throughput of a 1 GiB spool, the reader's peak RSS, and compression at rest (spans a 64 MiB
+//! spool holds of the benches' typical batch, compressed and not; 1 KiB appends/s of a typical
+//! batch and of incompressible bytes, each compressed and not, interleaved).
+//!
+//! `TRACESPOOL_BENCH_SPOOL_ONLY=compression` runs section 4 alone, and writes no report.
+//!
+//! The appends of sections 1 and 2 are of incompressible bytes under the default options, so
+//! they also pay for the attempt to compress that the default (gzip) makes and gives up on.
 //!
 //! `cargo bench --bench spool` prints a table and writes the same figures to
 //! `target/bench-report/spool.json`. Spools are made in `target/bench-tmp` (the filesystem that
@@ -16,7 +23,7 @@
 
 mod common;
 
-use common::{Tmp, load_snapshot, median, quick, sync_all, target_dir, write_report};
+use common::{Tmp, load_snapshot, median, quick, sync_all, target_dir, typical, write_report};
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -27,12 +34,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tracespool::spool::{Spool, SpoolOptions, SyncPolicy};
+use tracespool::spool::{Encoding, Spool, SpoolOptions, SyncPolicy};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * 1024;
 const GIB: u64 = 1024 * 1024 * 1024;
 const CHILD_ENV: &str = "TRACESPOOL_BENCH_CHILD";
+/// `compression`: run section 4 only, and write no report.
+const ONLY_ENV: &str = "TRACESPOOL_BENCH_SPOOL_ONLY";
 /// Temporary directories are named `spool-bench-<pid>-…` so that a later run can remove the
 /// leftovers of one that was interrupted (and only those: its pid is gone).
 const TMP_PREFIX: &str = "spool-bench-";
@@ -41,6 +50,9 @@ const TARGET_RAW_RATIO: f64 = 0.80;
 const TARGET_SMALL_APPENDS_PER_SEC: f64 = 100_000.0;
 const TARGET_LATENCY_RATIO: f64 = 1.2;
 const TARGET_PEAK_RSS_MIB: f64 = 32.0;
+const TARGET_HELD_RATIO: f64 = 3.0;
+/// Spans in the benches' typical batch (as the delivery bench flushes them).
+const TYPICAL_SPANS: usize = 10;
 
 /// How much work each section does.
 struct Scale {
@@ -118,14 +130,22 @@ fn main() {
     let machine = Machine::probe(&target, &tmp.base);
     machine.print(scale.quick);
 
+    // Section 4 alone (for the figures of compression at rest): no report.
+    if std::env::var(ONLY_ENV).is_ok_and(|v| v == "compression") {
+        bench_compression(&tmp, &scale);
+        tmp.finish();
+        return;
+    }
     let appends = bench_appends(&tmp, &scale);
     let latency = bench_latency_and_read(&tmp, &scale);
+    let compression = bench_compression(&tmp, &scale);
 
     let total_secs = started.elapsed().as_secs_f64();
     let report = Report {
         machine,
         appends,
         latency,
+        compression,
         total_secs,
         load_end: load_snapshot(),
     };
@@ -911,8 +931,169 @@ struct Report {
     machine: Machine,
     appends: Appends,
     latency: Latency,
+    compression: Compression,
     total_secs: f64,
     load_end: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Section 4: compression at rest.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A typical batch of about 1 KiB: spans as a hook records them.
+    Typical,
+    /// 1 KiB of incompressible bytes: gzip is tried and given up on.
+    Noise,
+}
+
+struct Compression {
+    /// The typical batch, encoded, and gzip-compressed.
+    batch_bytes: usize,
+    batch_gzip_bytes: usize,
+    /// Spans a 64 MiB spool holds of the typical batch: stored as they are, and compressed.
+    held: [u64; 2],
+    /// The 1 KiB payloads of each kind.
+    small_bytes: [usize; 2],
+    /// Appends per second of each repetition: [kind][none, gzip].
+    rates: [[Vec<f64>; 2]; 2],
+}
+
+impl Compression {
+    fn held_ratio(&self) -> f64 {
+        self.held[1] as f64 / self.held[0].max(1) as f64
+    }
+
+    fn rate(&self, kind: Kind, encoding: Encoding) -> f64 {
+        median(self.rates[kind as usize][encoding_index(encoding)].clone())
+    }
+
+    fn to_json(&self) -> Value {
+        let rates = |kind: Kind| {
+            json!({
+                "payload_bytes": self.small_bytes[kind as usize],
+                "none_appends_per_sec": self.rates[kind as usize][0],
+                "gzip_appends_per_sec": self.rates[kind as usize][1],
+                "none_median": self.rate(kind, Encoding::Identity),
+                "gzip_median": self.rate(kind, Encoding::Gzip),
+            })
+        };
+        json!({
+            "typical_batch_spans": TYPICAL_SPANS,
+            "typical_batch_bytes": self.batch_bytes,
+            "typical_batch_gzip_bytes": self.batch_gzip_bytes,
+            "spans_held_64mib_none": self.held[0],
+            "spans_held_64mib_gzip": self.held[1],
+            "held_ratio": self.held_ratio(),
+            "small_appends_never_typical": rates(Kind::Typical),
+            "small_appends_never_noise": rates(Kind::Noise),
+        })
+    }
+}
+
+fn encoding_index(encoding: Encoding) -> usize {
+    match encoding {
+        Encoding::Identity => 0,
+        Encoding::Gzip => 1,
+    }
+}
+
+fn with_compression(sync: SyncPolicy, max_bytes: u64, compression: Encoding) -> SpoolOptions {
+    SpoolOptions {
+        compression,
+        ..opts(sync, max_bytes)
+    }
+}
+
+fn bench_compression(tmp: &Tmp, scale: &Scale) -> Compression {
+    println!("\n[4/4] compression at rest");
+    let encoder = typical::encoder();
+    let batch = typical::encoded(&encoder, 0, TYPICAL_SPANS);
+    let batch_gzip_bytes = tracespool::gzip::compress(&batch).len();
+    let bound = if scale.quick { 4 * MIB } else { 64 * MIB } as u64;
+
+    // Spans held: distinct typical batches appended until the bound starts dropping.
+    let mut held = [0u64; 2];
+    for encoding in [Encoding::Identity, Encoding::Gzip] {
+        let dir = tmp.dir();
+        let spool = Spool::open(
+            dir.path().join("spool"),
+            with_compression(SyncPolicy::Never, bound, encoding),
+        )
+        .expect("open spool");
+        for i in 0.. {
+            let payload = typical::encoded(&encoder, i, TYPICAL_SPANS);
+            let outcome = spool
+                .append(&payload, TYPICAL_SPANS as u32)
+                .expect("append");
+            if outcome.dropped_batches > 0 {
+                break;
+            }
+        }
+        held[encoding_index(encoding)] = spool.stats().expect("stats").spans;
+    }
+    println!(
+        "  typical batch: {TYPICAL_SPANS} spans, {} bytes ({} gzip-compressed)",
+        batch.len(),
+        batch_gzip_bytes
+    );
+    println!(
+        "  spans held by {} MiB: none {}, gzip {} -> {:.2}x",
+        bound / MIB as u64,
+        held[0],
+        held[1],
+        held[1] as f64 / held[0].max(1) as f64
+    );
+
+    // 1 KiB appends: a typical batch of about that size, and noise; none and gzip interleaved.
+    let spans_in_1k = (1..TYPICAL_SPANS)
+        .find(|&n| typical::encoded(&encoder, 0, n + 1).len() > KIB)
+        .unwrap_or(1);
+    let small = [typical::encoded(&encoder, 0, spans_in_1k), payload(KIB, 7)];
+    let n: u64 = if scale.quick { 2_000 } else { 100_000 };
+    let mut rates: [[Vec<f64>; 2]; 2] = Default::default();
+    for rep in 0..scale.reps {
+        for kind in [Kind::Typical, Kind::Noise] {
+            // The order rotates between repetitions.
+            let order = if rep % 2 == 0 {
+                [Encoding::Identity, Encoding::Gzip]
+            } else {
+                [Encoding::Gzip, Encoding::Identity]
+            };
+            for encoding in order {
+                let dir = tmp.dir();
+                let spool = Spool::open(
+                    dir.path().join("spool"),
+                    with_compression(SyncPolicy::Never, 8 * GIB, encoding),
+                )
+                .expect("open spool");
+                let payload = &small[kind as usize];
+                let t = Instant::now();
+                for _ in 0..n {
+                    spool.append(payload, 2).expect("append");
+                }
+                let rate = n as f64 / t.elapsed().as_secs_f64();
+                rates[kind as usize][encoding_index(encoding)].push(rate);
+                sync_all();
+            }
+        }
+    }
+    let c = Compression {
+        batch_bytes: batch.len(),
+        batch_gzip_bytes,
+        held,
+        small_bytes: [small[0].len(), small[1].len()],
+        rates,
+    };
+    for (kind, name) in [(Kind::Typical, "typical"), (Kind::Noise, "noise")] {
+        println!(
+            "  1 KiB appends/s (Never), {name} ({} bytes): none {}, gzip {}",
+            c.small_bytes[kind as usize],
+            thousands(c.rate(kind, Encoding::Identity)),
+            thousands(c.rate(kind, Encoding::Gzip)),
+        );
+    }
+    c
 }
 
 fn verdict(met: bool) -> &'static str {
@@ -920,7 +1101,7 @@ fn verdict(met: bool) -> &'static str {
 }
 
 impl Report {
-    fn targets(&self) -> [(&'static str, String, String, bool); 4] {
+    fn targets(&self) -> [(&'static str, String, String, bool); 6] {
         let a = &self.appends;
         let l = &self.latency;
         [
@@ -947,6 +1128,19 @@ impl Report {
                 format!("{:.1} MiB", l.read.peak_rss_mib()),
                 format!("<= {TARGET_PEAK_RSS_MIB:.0} MiB"),
                 l.read.peak_rss_mib() <= TARGET_PEAK_RSS_MIB,
+            ),
+            (
+                "spans held by 64 MiB, gzip / none",
+                format!("{:.2}", self.compression.held_ratio()),
+                format!(">= {TARGET_HELD_RATIO:.1}"),
+                self.compression.held_ratio() >= TARGET_HELD_RATIO,
+            ),
+            (
+                "1 KiB typical appends/s (Never, gzip)",
+                thousands(self.compression.rate(Kind::Typical, Encoding::Gzip)),
+                format!(">= {}", thousands(TARGET_SMALL_APPENDS_PER_SEC)),
+                self.compression.rate(Kind::Typical, Encoding::Gzip)
+                    >= TARGET_SMALL_APPENDS_PER_SEC,
             ),
         ]
     }
@@ -1184,6 +1378,7 @@ impl Report {
             .collect();
         json!({
             "machine": self.machine.to_json(),
+            "compression": self.compression.to_json(),
             "append_throughput": a.cases.iter().map(AppendCase::to_json).collect::<Vec<_>>(),
             "raw_disk": {
                 "block_bytes": a.raw.block,

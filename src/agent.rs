@@ -29,7 +29,7 @@ use crate::delivery::{Delivery, DeliverySettings, Mode, Stop, delivery_in};
 use crate::encode::EncodedBatch;
 use crate::receiver::{self, ReceiverSettings, Sink, StoreError};
 use crate::signal::{PerSignal, Signal};
-use crate::spool::{AppendOutcome, Store};
+use crate::spool::{AppendOutcome, Batch, Store};
 use crate::transport;
 
 /// How many waiting requests one commit takes at most.
@@ -119,7 +119,7 @@ async fn commit(
 ) {
     let store = store.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let items: Vec<(&[u8], u32)> = batches.iter().map(|b| (&b.bytes[..], b.items)).collect();
+        let items: Vec<Batch<'_>> = batches.iter().map(Batch::from).collect();
         store.append_all(signal, &items).map(|results| {
             results
                 .into_iter()

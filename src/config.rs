@@ -16,7 +16,7 @@ use http::header::{HeaderName, HeaderValue};
 
 use crate::delivery::DeliverySettings;
 use crate::signal::{PerSignal, Signal};
-use crate::spool::{SpoolOptions, SyncPolicy};
+use crate::spool::{Encoding, SpoolOptions, SyncPolicy};
 use crate::transport::{Compression, Protocol, TlsFiles};
 use crate::units::{parse_duration, parse_size};
 
@@ -32,6 +32,10 @@ pub struct Flags {
     /// Span bound of the spool [env: TRACESPOOL_MAX_SPANS] [default: unlimited]
     #[arg(long, global = true, value_name = "N")]
     pub max_spans: Option<u64>,
+    /// How batches are kept on disk: gzip (when that saves a tenth) or none
+    /// [env: TRACESPOOL_SPOOL_COMPRESSION] [default: gzip]
+    #[arg(long, global = true, value_name = "ALG", value_parser = parse_spool_compression)]
+    pub spool_compression: Option<Encoding>,
     /// Drop spooled data older than this, e.g. 18h; it is never delivered
     /// [env: TRACESPOOL_MAX_AGE] [default: none, kept until delivered or pushed out]
     #[arg(long, global = true, value_name = "DUR", value_parser = parse_duration)]
@@ -195,6 +199,14 @@ pub fn parse_compression(s: &str) -> Result<Compression, String> {
     }
 }
 
+/// The spool's compression at rest: the same words as the upstream compression.
+pub fn parse_spool_compression(s: &str) -> Result<Encoding, String> {
+    parse_compression(s).map(|c| match c {
+        Compression::Gzip => Encoding::Gzip,
+        Compression::None => Encoding::Identity,
+    })
+}
+
 fn header(key: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
     let name = HeaderName::from_bytes(key.trim().as_bytes())
         .map_err(|_| format!("{key:?} is not a header name"))?;
@@ -287,7 +299,7 @@ struct Sources<'a> {
 }
 
 /// Keys the config file may hold.
-const FILE_KEYS: [&str; 17] = [
+const FILE_KEYS: [&str; 18] = [
     "endpoint",
     "protocol",
     "metrics_endpoint",
@@ -296,6 +308,7 @@ const FILE_KEYS: [&str; 17] = [
     "max_bytes",
     "max_spans",
     "max_age",
+    "spool_compression",
     "budget",
     "timeout_ms",
     "ca_file",
@@ -557,6 +570,11 @@ impl Config {
             .max_age
             .or_else(|| src.env(&["TRACESPOOL_MAX_AGE"], duration))
             .or_else(|| src.file_str("max_age", duration));
+        let compression = flags
+            .spool_compression
+            .or_else(|| src.env(&["TRACESPOOL_SPOOL_COMPRESSION"], parse_spool_compression))
+            .or_else(|| src.file_str("spool_compression", parse_spool_compression))
+            .unwrap_or(SpoolOptions::default().compression);
         let spool_dir = flags
             .spool_dir
             .clone()
@@ -606,6 +624,7 @@ impl Config {
                 max_bytes,
                 max_spans,
                 max_age,
+                compression,
                 sync: SyncPolicy::Always,
             },
             delivery,

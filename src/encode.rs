@@ -19,8 +19,12 @@ use crate::signal::Signal;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedBatch {
     pub signal: Signal,
-    /// Shared, not copied, from the receiver to the spool and the request body.
+    /// The encoded export request. Shared, not copied, from the receiver to the spool and the
+    /// request body.
     pub bytes: Bytes,
+    /// The same request gzip-compressed, when it was received so: stored and sent as it is
+    /// rather than compressed again.
+    pub gzip: Option<Bytes>,
     pub items: u32,
 }
 
@@ -29,6 +33,7 @@ impl EncodedBatch {
         EncodedBatch {
             signal,
             bytes,
+            gzip: None,
             items,
         }
     }

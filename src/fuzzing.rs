@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::encode::{Format, decode};
 use crate::receiver::http::decode_body;
 use crate::signal::Signal;
-use crate::spool::{Spool, SpoolOptions, SyncPolicy};
+use crate::spool::{Encoding, Spool, SpoolOptions, SyncPolicy};
 
 /// A directory of the spool's own file names filled with arbitrary contents: opening, counting,
 /// verifying, reading, acknowledging and appending must all work or fail cleanly, and nothing
@@ -43,6 +43,7 @@ pub fn spool_dir(data: &[u8]) {
         max_bytes: 1 << 20,
         max_spans: None,
         max_age: None,
+        compression: Encoding::Gzip,
         sync: SyncPolicy::Never,
     };
     if let Ok(spool) = Spool::open(&dir, opts) {

@@ -661,15 +661,16 @@ fn captured_spans_beyond_what_is_held_in_memory_go_to_the_spool_and_none_is_lost
     let spool = tmp.path().join("spool");
     let script = tmp.path().join("big.py");
     std::fs::write(&script, PYTHON_BIG_CHILD).unwrap();
-    // 5 requests of 400 spans, about 4 MB apiece: 20 MB, more than the 16 MiB exec holds.
+    // 5 requests of 400 spans, about 4 MB apiece: 20 MB, more than the 16 MiB exec holds
+    // (stored as they are, so that the size on disk shows they all went there).
     let out = run(ts(&spool)
-        .args(["exec", "--name", "big", "--"])
+        .args(["--spool-compression", "none", "exec", "--name", "big", "--"])
         .arg(python())
         .arg(&script)
         .args(["5", "400"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(out.stderr.is_empty(), "{}", stderr(&out));
-    let status = common::status_verify_json(&spool, &[]);
+    let status = common::status_verify_json(&spool, &["--spool-compression", "none"]);
     assert_eq!(
         status["spans"],
         5 * 400 + 1,
@@ -1216,8 +1217,10 @@ fn status_verify_finds_a_flipped_byte_in_a_sealed_segment() {
     let spool = tmp.path().join("spool");
     let pad = "x".repeat(1500);
     for i in 0..8 {
+        // Stored as they are: the marker is looked for in the segment's bytes.
         let out = run(ts(&spool)
-            .args(["--max-bytes", "64KiB", "exec", "--name"])
+            .args(["--max-bytes", "64KiB", "--spool-compression", "none"])
+            .args(["exec", "--name"])
             .arg(format!("MARKER-{i}"))
             .args(["--attr", &format!("pad={pad}"), "--", "true"]));
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

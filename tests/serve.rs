@@ -1385,8 +1385,9 @@ fn a_batch_larger_than_the_spool_bound_gets_503_or_unavailable_and_is_never_deli
     let rotel = Rotel::start();
     let tmp = tempfile::tempdir().unwrap();
     let spool = tmp.path().join("spool");
+    // Stored as they are: the padding of these batches would compress well below the bound.
     let mut serve = ServeCmd::new(&spool, Some(&rotel.endpoint()))
-        .global(&["--max-bytes", "64KiB"])
+        .global(&["--max-bytes", "64KiB", "--spool-compression", "none"])
         .start(&tmp.path().join("serve.log"));
 
     let huge = request(&["unspoolable-span".to_owned()], 100 * 1024).encode_to_vec();
@@ -1441,8 +1442,10 @@ fn a_full_disk_gets_503_or_unavailable_and_serving_resumes_when_there_is_room() 
     let rotel = Rotel::start();
     let tmp = tempfile::tempdir().unwrap();
     let spool = disk.path().join("spool");
-    let mut serve =
-        ServeCmd::new(&spool, Some(&rotel.endpoint())).start(&tmp.path().join("serve.log"));
+    // Stored as they are: the padding below must need new blocks on the full disk.
+    let mut serve = ServeCmd::new(&spool, Some(&rotel.endpoint()))
+        .global(&["--spool-compression", "none"])
+        .start(&tmp.path().join("serve.log"));
     let resp = post_protobuf(serve.http, &[], &protobuf(&["before-full-span"]));
     assert_eq!(resp.status, 200, "{resp:?}");
     serve.wait_for_names(

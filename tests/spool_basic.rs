@@ -4,13 +4,16 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
-use tracespool::spool::{AppendError, Spool, SpoolError, SpoolOptions, SyncPolicy};
+use tracespool::spool::{
+    AppendError, Batch, Encoding, Spool, SpoolError, SpoolOptions, SyncPolicy,
+};
 
 fn opts(max_bytes: u64) -> SpoolOptions {
     SpoolOptions {
         max_bytes,
         max_spans: None,
         max_age: None,
+        compression: Encoding::Identity,
         sync: SyncPolicy::Never,
     }
 }
@@ -461,9 +464,9 @@ fn a_group_commit_stores_each_batch_in_order_and_refuses_only_the_unfit_ones() {
     let big = vec![9u8; 70_000];
     let results = spool
         .append_all(&[
-            (b"one".as_slice(), 1),
-            (big.as_slice(), 1),
-            (b"three".as_slice(), 3),
+            Batch::new(b"one", 1),
+            Batch::new(&big, 1),
+            Batch::new(b"three", 3),
         ])
         .unwrap();
     assert_eq!(results.len(), 3);
@@ -475,7 +478,7 @@ fn a_group_commit_stores_each_batch_in_order_and_refuses_only_the_unfit_ones() {
     assert_eq!(drain(&spool), vec![b"one".to_vec(), b"three".to_vec()]);
     // A group larger than the bound drops its own oldest members, as single appends would.
     let many: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i; 1500]).collect();
-    let group: Vec<(&[u8], u32)> = many.iter().map(|p| (p.as_slice(), 1)).collect();
+    let group: Vec<Batch<'_>> = many.iter().map(|p| Batch::new(p, 1)).collect();
     let results = spool.append_all(&group).unwrap();
     let dropped: u64 = results
         .iter()

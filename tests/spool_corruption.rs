@@ -4,7 +4,7 @@ use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use tracespool::spool::{Spool, SpoolOptions, SyncPolicy};
+use tracespool::spool::{Encoding, Spool, SpoolOptions, SyncPolicy};
 
 const PAYLOAD: usize = 1000;
 const FRAME: u64 = 32 + PAYLOAD as u64;
@@ -16,6 +16,7 @@ fn opts() -> SpoolOptions {
         max_bytes: 1 << 20,
         max_spans: None,
         max_age: None,
+        compression: Encoding::Identity,
         sync: SyncPolicy::Never,
     }
 }
@@ -228,7 +229,7 @@ fn a_segment_of_a_newer_format_is_left_alone() {
     let spool = filled(dir, 100);
     let first = segments(dir)[0].clone();
     let before = fs::read(&first).unwrap();
-    write_at(&first, 8, &2u32.to_le_bytes());
+    write_at(&first, 8, &3u32.to_le_bytes());
     let per_segment = ((before.len() as u64 - SEGMENT_HEADER) / FRAME) as u32;
 
     let report = spool.verify().unwrap();

@@ -22,7 +22,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use tracespool::spool::{AppendError, Record, Spool, SpoolError, SpoolOptions, SyncPolicy};
+use tracespool::spool::{
+    AppendError, Encoding, Record, Spool, SpoolError, SpoolOptions, SyncPolicy,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Payloads: (writer, seq) -> bytes, checked byte for byte on the way out.
@@ -150,6 +152,7 @@ fn opts(max_bytes: u64, sync: SyncPolicy) -> SpoolOptions {
         max_bytes,
         max_spans: None,
         max_age: None,
+        compression: Encoding::Identity,
         sync,
     }
 }

@@ -43,7 +43,7 @@ use common::{
     Incoming, Rotel, SeenSpan, Tmpfs, XorShift, collect_events, emit, fill_disk, read_request,
     status_json, status_verify_json, tracespool,
 };
-use tracespool::spool::{Spool, SpoolOptions, Stats, SyncPolicy, VerifyReport};
+use tracespool::spool::{Encoding, Spool, SpoolOptions, Stats, SyncPolicy, VerifyReport};
 
 // ---------------------------------------------------------------------------------------------
 // Scale.
@@ -367,6 +367,7 @@ fn r1_opts(sync: SyncPolicy) -> SpoolOptions {
         max_bytes: R1_MAX_BYTES,
         max_spans: None,
         max_age: None,
+        compression: Encoding::Identity,
         sync,
     }
 }

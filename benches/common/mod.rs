@@ -315,3 +315,5 @@ pub fn write_report(name: &str, report: &serde_json::Value) -> PathBuf {
     fs::write(&path, text + "\n").expect("write the report");
     path
 }
+
+pub mod typical;

@@ -5,14 +5,12 @@ use std::future::Future;
 use std::task::Poll;
 use std::time::{Instant, SystemTime};
 
-use bytes::Bytes;
-
 use super::{Budget, Delivery, Mode, Progress, Report, Stop, Target};
 use crate::circuit::{self, Backend, Outcome, State};
 use crate::delivery::ExportError;
 use crate::encode::EncodedBatch;
-use crate::spool::{Reader, SpoolError};
-use crate::transport::{SendError, Upstream, chain};
+use crate::spool::{Encoding, Reader, Record, SpoolError};
+use crate::transport::{Body, SendError, Upstream, chain};
 
 /// One delivery in progress.
 pub(super) struct Run<'a> {
@@ -86,7 +84,11 @@ impl<'a> Run<'a> {
             Err(e) => tracing::warn!("could not read the spool: {e}"),
         }
         let sent = self
-            .send(upstream.as_ref(), batch.bytes.clone(), batch.items)
+            .send(
+                upstream.as_ref(),
+                Body::both(batch.bytes.clone(), batch.gzip.clone()),
+                batch.items,
+            )
             .await;
         budget.answered |= self.answered;
         match sent {
@@ -152,7 +154,7 @@ impl<'a> Run<'a> {
     }
 
     /// Sends one batch within what is left of the budget, and learns from the answer.
-    async fn send(&mut self, upstream: &dyn Upstream, bytes: Bytes, spans: u32) -> Sent {
+    async fn send(&mut self, upstream: &dyn Upstream, body: Body, spans: u32) -> Sent {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Sent::Keep(Stop::Budget);
@@ -164,7 +166,7 @@ impl<'a> Run<'a> {
         } else {
             nominal.min(left)
         };
-        match upstream.send(self.delivery.signal, bytes, timeout).await {
+        match upstream.send(self.delivery.signal, body, timeout).await {
             // It answered earlier in this run, and our budget (not its own timeout) ran out:
             // no verdict on a backend that is merely behind a backlog.
             Err(e) if e.is_timeout() && timeout < nominal && self.answered => {
@@ -188,6 +190,13 @@ impl<'a> Run<'a> {
                 }
                 self.record(Outcome::Answered { note: None });
                 Sent::Accepted
+            }
+            // Ours to judge: the backend was not asked, and its state stays as it was.
+            Err(e @ SendError::Undecodable { .. }) => {
+                tracing::warn!("{e}; keeping the batch in the dead-letter area");
+                self.report.dead_lettered += 1;
+                self.report.rejected_spans += u64::from(spans);
+                Sent::BadData
             }
             Err(e @ SendError::BadData { .. }) => {
                 self.answered = true;
@@ -225,7 +234,7 @@ impl<'a> Run<'a> {
             // record from the disk while the backend works on this one. A record already in
             // memory is not worth the extra turn of the scheduler (which polls for I/O events).
             let sent = {
-                let send = self.send(upstream, record.payload.clone(), record.span_count);
+                let send = self.send(upstream, stored_body(&record), record.span_count);
                 tokio::pin!(send);
                 let first = std::future::poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await;
                 match first {
@@ -297,4 +306,12 @@ fn jitter() -> f64 {
         .map_or(0, |d| d.subsec_nanos());
     let x = crc32c::crc32c(&[nanos.to_le_bytes(), std::process::id().to_le_bytes()].concat());
     f64::from(x) / f64::from(u32::MAX) * 2.0 - 1.0
+}
+
+/// A stored record as a request body, in the form it is stored in.
+fn stored_body(record: &Record) -> Body {
+    match record.encoding {
+        Encoding::Identity => Body::plain(record.payload.clone()),
+        Encoding::Gzip => Body::gzip(record.payload.clone()),
+    }
 }

@@ -12,7 +12,7 @@ use super::*;
 use crate::circuit::Backend;
 use crate::signal::Signal;
 use crate::spool::{Spool, SpoolOptions};
-use crate::transport::{Accepted, Code, SendError, TlsError, Upstream};
+use crate::transport::{Accepted, Body, Code, SendError, TlsError, Upstream};
 
 /// What the mock answers one request with.
 #[derive(Clone)]
@@ -68,9 +68,12 @@ impl Upstream for Mock {
     fn send(
         &self,
         signal: Signal,
-        body: Bytes,
+        body: Body,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Accepted, SendError>> {
+        let body = body
+            .into_plain()
+            .expect("the engine sends what decompresses");
         self.sent.lock().unwrap().push((signal, body));
         let answer = self
             .script

@@ -179,8 +179,9 @@ pub enum BodyError {
 
 /// Decodes a request body of `signal`: gunzipped within `limit` when `gzip`, then protobuf or
 /// OTLP/JSON. A protobuf body is checked and its items counted ([`count_items_in`]), and kept
-/// as the very bytes received (inflated; not copied); a JSON body is decoded and encoded as
-/// protobuf. Pure.
+/// as the very bytes received (inflated; not copied), with the gzip body beside it, so that it
+/// is stored and sent compressed without being compressed again; a JSON body is decoded and
+/// encoded as protobuf. Pure.
 pub fn decode_body(
     signal: Signal,
     format: Format,
@@ -188,24 +189,32 @@ pub fn decode_body(
     body: Bytes,
     limit: usize,
 ) -> Result<EncodedBatch, BodyError> {
-    let raw = if gzip {
-        crate::gzip::decompress(&body, limit)
+    let (raw, compressed) = if gzip {
+        let raw = crate::gzip::decompress(&body, limit)
             .map_err(|e| BodyError::BadGzip(e.to_string()))?
-            .ok_or(BodyError::TooLarge)?
-            .into()
+            .ok_or(BodyError::TooLarge)?;
+        (Bytes::from(raw), Some(body))
     } else {
-        body
+        (body, None)
     };
     let malformed = |reason: String| BodyError::Malformed { signal, reason };
-    let (items, bytes) = match format {
+    let (items, bytes, compressed) = match format {
         Format::Protobuf => {
             let items = count_items_in(signal, &raw).map_err(|e| malformed(e.to_string()))?;
-            (items, raw)
+            (items, raw, compressed)
         }
-        Format::Json => json_to_protobuf(signal, &raw).map_err(|e| malformed(e.to_string()))?,
+        // The gzip form is of the JSON, not of the protobuf stored.
+        Format::Json => {
+            let (items, bytes) =
+                json_to_protobuf(signal, &raw).map_err(|e| malformed(e.to_string()))?;
+            (items, bytes, None)
+        }
     };
     let items = u32::try_from(items).unwrap_or(u32::MAX);
-    Ok(EncodedBatch::new(signal, bytes, items))
+    Ok(EncodedBatch {
+        gzip: compressed,
+        ..EncodedBatch::new(signal, bytes, items)
+    })
 }
 
 pub(super) async fn handle<S: Sink>(

@@ -16,6 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::bounds;
 use super::dir::{Area, segment_name};
 use super::error::SpoolError;
+use super::format::Encoding;
 use super::txn::Locked;
 
 impl Locked<'_> {
@@ -79,7 +80,12 @@ impl Locked<'_> {
     /// Keeps a rejected batch in the dead-letter area for inspection (if it fits the area's share
     /// and the bound with room made in the areas only: the oldest go first) and counts its spans
     /// as rejected. Never read back for delivery, and never kept at the cost of data.
-    pub(super) fn dead_letter(&mut self, payload: &[u8], spans: u64) -> Result<(), SpoolError> {
+    pub(super) fn dead_letter(
+        &mut self,
+        payload: &[u8],
+        encoding: Encoding,
+        spans: u64,
+    ) -> Result<(), SpoolError> {
         self.ledger.rejected_spans += spans;
         self.counters_dirty = true;
         let len = payload.len() as u64;
@@ -109,19 +115,24 @@ impl Locked<'_> {
             }
         }
         // The copy is for inspection only: failing to keep it must not hold up delivery.
-        if let Err(e) = self.keep_dead_letter(payload) {
+        if let Err(e) = self.keep_dead_letter(payload, encoding) {
             tracing::warn!("the rejected batch is not kept in the dead-letter area: {e}");
         }
         Ok(())
     }
 
-    fn keep_dead_letter(&mut self, payload: &[u8]) -> Result<(), SpoolError> {
+    /// `deadletter/TIME-PID.pb`, or `.pb.gz` for a payload stored compressed (kept as it is).
+    fn keep_dead_letter(&mut self, payload: &[u8], encoding: Encoding) -> Result<(), SpoolError> {
         let durable = self.spool.opts.sync.is_always();
         let dir = self.spool.dir.ensure_area(Area::DeadLetter, durable)?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let path = dir.join(format!("{nanos:020}-{}.pb", std::process::id()));
+        let suffix = match encoding {
+            Encoding::Identity => "pb",
+            Encoding::Gzip => "pb.gz",
+        };
+        let path = dir.join(format!("{nanos:020}-{}.{suffix}", std::process::id()));
         self.begin_change()?;
         self.spool.dir.write_new(&path, payload, durable)?;
         self.ledger.deadletter_bytes += payload.len() as u64;

@@ -90,9 +90,10 @@ use std::time::{Duration, SystemTime};
 
 pub use bounds::overhead;
 pub use error::{AppendError, SpoolError};
+pub use format::Encoding;
 pub use reader::{DEFERRED_ACKS, Reader, Record, VerifyReport};
 pub use store::Store;
-pub use writer::AppendOutcome;
+pub use writer::{AppendOutcome, Batch};
 
 use cursor::Cursor;
 use dir::SpoolDir;
@@ -132,6 +133,9 @@ pub struct SpoolOptions {
     /// How long after its append a record may still be delivered, if bounded: an older one is
     /// dropped (and counted) by the next read or append that meets it.
     pub max_age: Option<Duration>,
+    /// [`Encoding::Gzip`]: batches are stored gzip-compressed when that saves at least a
+    /// tenth; [`Encoding::Identity`]: as given.
+    pub compression: Encoding,
     pub sync: SyncPolicy,
 }
 
@@ -141,6 +145,7 @@ impl Default for SpoolOptions {
             max_bytes: 64 * 1024 * 1024,
             max_spans: None,
             max_age: None,
+            compression: Encoding::Gzip,
             sync: SyncPolicy::Always,
         }
     }
@@ -307,7 +312,7 @@ impl Spool {
     /// delivered) and counts its spans as rejected.
     pub fn dead_letter(&self, payload: &[u8], spans: u32) -> Result<(), SpoolError> {
         let mut locked = Locked::acquire(self)?;
-        locked.dead_letter(payload, spans.into())?;
+        locked.dead_letter(payload, Encoding::Identity, spans.into())?;
         locked.commit()
     }
 

@@ -26,7 +26,7 @@ use proptest::prelude::*;
 
 use super::clock;
 use super::dir::segment_name;
-use super::format::FRAME_HEADER_LEN;
+use super::format::{Encoding, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use super::txn::Locked;
 use super::{AppendError, Spool, SpoolOptions, SyncPolicy, overhead};
 
@@ -35,32 +35,28 @@ enum Action {
     Append {
         len: usize,
         spans: u32,
+        /// Bytes that gzip cannot shrink: stored as they are even by a compressing spool.
+        noise: bool,
     },
     /// Read and acknowledge up to `n` records, then read one more without acknowledging it.
-    Drain {
-        n: usize,
-        peek: bool,
-    },
-    Reopen,
+    Drain { n: usize, peek: bool },
+    /// Reopen the spool, compressing at rest from now on or not: one spool then holds both
+    /// kinds of record.
+    Reopen { compress: bool },
     /// Flip a byte of the `nth` (modulo) unread, undamaged record: in its header or its payload.
-    Damage {
-        nth: usize,
-        in_header: bool,
-    },
+    Damage { nth: usize, in_header: bool },
     /// Move the spool's clock forward.
-    Age {
-        secs: u64,
-    },
+    Age { secs: u64 },
 }
 
 const MAX_AGE: Duration = Duration::from_secs(70);
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
-        6 => (0usize..600, 0u32..5).prop_map(|(len, spans)| Action::Append { len, spans }),
-        1 => (2000usize..9000, 0u32..5).prop_map(|(len, spans)| Action::Append { len, spans }),
+        6 => (0usize..600, 0u32..5, any::<bool>()).prop_map(|(len, spans, noise)| Action::Append { len, spans, noise }),
+        1 => (2000usize..9000, 0u32..5, any::<bool>()).prop_map(|(len, spans, noise)| Action::Append { len, spans, noise }),
         3 => (0usize..12, any::<bool>()).prop_map(|(n, peek)| Action::Drain { n, peek }),
-        1 => Just(Action::Reopen),
+        1 => any::<bool>().prop_map(|compress| Action::Reopen { compress }),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(nth, in_header)| Action::Damage { nth, in_header }),
         1 => prop_oneof![Just(20u64), Just(40), Just(100)].prop_map(|secs| Action::Age { secs }),
     ]
@@ -71,18 +67,39 @@ fn config() -> impl Strategy<Value = SpoolOptions> {
         prop_oneof![Just(8u64 << 10), Just(32 << 10), Just(256 << 10)],
         prop_oneof![Just(None), (10u64..200).prop_map(Some)],
         prop_oneof![Just(None), Just(Some(MAX_AGE))],
+        any::<bool>(),
     )
-        .prop_map(|(max_bytes, max_spans, max_age)| SpoolOptions {
+        .prop_map(|(max_bytes, max_spans, max_age, compress)| SpoolOptions {
             max_bytes,
             max_spans,
             max_age,
+            compression: compression(compress),
             sync: SyncPolicy::Never,
         })
 }
 
-fn payload(id: u64, len: usize) -> Vec<u8> {
+fn compression(compress: bool) -> Encoding {
+    if compress {
+        Encoding::Gzip
+    } else {
+        Encoding::Identity
+    }
+}
+
+/// The payload of record `id`: a repeating pattern (which compresses well) or noise.
+fn payload(id: u64, len: usize, noise: bool) -> Vec<u8> {
+    let mut x = id.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut p: Vec<u8> = (0..len.max(8))
-        .map(|i| (id as usize * 31 + i) as u8)
+        .map(|i| {
+            if noise {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            } else {
+                (id as usize * 31 + i % 64) as u8
+            }
+        })
         .collect();
     p[..8].copy_from_slice(&id.to_le_bytes());
     p
@@ -115,6 +132,9 @@ enum Damage {
 struct Entry {
     id: u64,
     len: usize,
+    noise: bool,
+    /// Its payload's length as stored (compressed or not).
+    stored: u64,
     spans: u32,
     segment: u64,
     /// Offset of its frame in the segment.
@@ -168,7 +188,7 @@ impl Model {
                 prev.damage == Damage::Header
                     && e.damage == Damage::Header
                     && prev.segment == e.segment
-                    && prev.at + FRAME_HEADER_LEN + prev.len as u64 == e.at
+                    && prev.at + FRAME_HEADER_LEN + prev.stored == e.at
             });
             if !merged {
                 self.corrupt += 1;
@@ -188,6 +208,7 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
     clock::reset();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("spool");
+    let mut opts = opts;
     let mut spool = Spool::open(&dir, opts).unwrap();
     let mut model = Model {
         max_age: opts.max_age.map(|d| d.as_secs()),
@@ -197,11 +218,12 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
 
     for action in actions {
         match action {
-            Action::Append { len, spans } => {
+            Action::Append { len, spans, noise } => {
                 let id = next_id;
                 next_id += 1;
-                let p = payload(id, len);
-                let active_before = Locked::acquire(&spool).unwrap().ledger.active_id;
+                let p = payload(id, len, noise);
+                let before = Locked::acquire(&spool).unwrap().ledger.clone();
+                let active_before = before.active_id;
                 match spool.append(&p, spans) {
                     Ok(outcome) => {
                         // Whole segments went, oldest first: every record in them is gone, and
@@ -237,13 +259,20 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
                         model.dropped_batches += outcome.dropped_batches;
                         model.dropped_spans += outcome.dropped_spans;
                         let l = Locked::acquire(&spool).unwrap().ledger.clone();
-                        let frame = FRAME_HEADER_LEN + p.len() as u64;
+                        // First in a new segment, or where the last append ended.
+                        let at = if l.active_id == active_before {
+                            before.active_len
+                        } else {
+                            SEGMENT_HEADER_LEN
+                        };
                         model.queue.push_back(Entry {
                             id,
                             len: p.len(),
+                            noise,
+                            stored: l.active_len - at - FRAME_HEADER_LEN,
                             spans,
                             segment: l.active_id,
-                            at: l.active_len - frame,
+                            at,
                             damage: Damage::None,
                             written: model.now,
                         });
@@ -275,7 +304,7 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
                         break;
                     };
                     let e = model.queue.pop_front().expect("read more than stored");
-                    prop_assert_eq!(&record.payload, &payload(e.id, e.len));
+                    prop_assert_eq!(record.plain().unwrap(), payload(e.id, e.len, e.noise));
                     prop_assert_eq!(record.span_count, e.spans);
                     reader.ack(&record).unwrap();
                 }
@@ -283,8 +312,8 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
                     let record = reader.next().unwrap();
                     model.pass();
                     prop_assert_eq!(
-                        record.map(|r| r.payload.to_vec()),
-                        model.queue.front().map(|e| payload(e.id, e.len))
+                        record.map(|r| r.plain().unwrap().to_vec()),
+                        model.queue.front().map(|e| payload(e.id, e.len, e.noise))
                     );
                 }
                 drop(reader);
@@ -292,8 +321,9 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
                 // counted.
                 model.skipped.retain(|e| live(&dir, e.segment));
             }
-            Action::Reopen => {
+            Action::Reopen { compress } => {
                 drop(spool);
+                opts.compression = compression(compress);
                 spool = Spool::open(&dir, opts).unwrap();
             }
             Action::Age { secs } => {
@@ -311,7 +341,7 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
                     let (pos, damage) = if in_header {
                         (e.at + 8, Damage::Header)
                     } else {
-                        (e.at + FRAME_HEADER_LEN + e.len as u64 / 2, Damage::Payload)
+                        (e.at + FRAME_HEADER_LEN + e.stored / 2, Damage::Payload)
                     };
                     let file = fs::OpenOptions::new()
                         .read(true)
@@ -363,7 +393,7 @@ fn run(opts: SpoolOptions, actions: Vec<Action>) -> Result<(), TestCaseError> {
             .queue
             .pop_front()
             .expect("more records than the model");
-        prop_assert_eq!(&record.payload, &payload(e.id, e.len));
+        prop_assert_eq!(record.plain().unwrap(), payload(e.id, e.len, e.noise));
         reader.ack(&record).unwrap();
     }
     prop_assert!(model.queue.is_empty());

@@ -26,8 +26,8 @@ use super::cursor::{Cursor, DAMAGED};
 use super::dir::{FLUSH_LEASE, file_len, segment_name};
 use super::error::SpoolError;
 use super::format::{
-    FRAME_HEADER_LEN, FRAME_MAGIC, FrameHeader, SEGMENT_HEADER_LEN, SegmentCounts, SegmentHeader,
-    is_frame_prefix,
+    Encoding, FRAME_HEADER_LEN, FRAME_MAGIC, FrameHeader, SEGMENT_HEADER_LEN, SegmentCounts,
+    SegmentHeader, is_frame_prefix,
 };
 use super::segments::{self, Leftovers, ReadThrough, SegmentFile};
 use super::txn::Locked;
@@ -38,6 +38,8 @@ use super::{Spool, dir};
 pub struct Record {
     /// Shared with the reader's chunk: cloning it copies nothing.
     pub payload: Bytes,
+    /// How the payload is stored: gzip-compressed, or as it was given.
+    pub encoding: Encoding,
     pub span_count: u32,
     pub written_at: SystemTime,
     segment: u64,
@@ -46,9 +48,29 @@ pub struct Record {
 }
 
 impl Record {
+    /// The payload as it was given to the append: decompressed if stored compressed.
+    ///
+    /// # Errors
+    ///
+    /// A compressed payload that does not decompress (`InvalidData`). Its checksum held, so
+    /// only a bug could write one.
+    pub fn plain(&self) -> std::io::Result<Bytes> {
+        match self.encoding {
+            Encoding::Identity => Ok(self.payload.clone()),
+            Encoding::Gzip => match crate::gzip::decompress(&self.payload, u32::MAX as usize)? {
+                Some(plain) => Ok(Bytes::from(plain)),
+                None => Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "larger than 4 GiB decompressed",
+                )),
+            },
+        }
+    }
+
     fn new(segment: u64, start: u64, header: &FrameHeader, payload: Bytes) -> Record {
         Record {
             payload,
+            encoding: header.encoding,
             span_count: header.span_count,
             written_at: header.written_at(),
             segment,
@@ -581,7 +603,7 @@ impl<'a> Reader<'a> {
         // The copy first: a record is never gone from both places.
         {
             let mut locked = Locked::acquire(self.spool)?;
-            locked.dead_letter(&record.payload, record.span_count.into())?;
+            locked.dead_letter(&record.payload, record.encoding, record.span_count.into())?;
             locked.commit()?;
         }
         self.ack(record)
@@ -831,7 +853,7 @@ mod tests {
     }
 
     fn frame(payload: &[u8]) -> Vec<u8> {
-        let header = FrameHeader::new(payload, 3, SystemTime::now());
+        let header = FrameHeader::new(payload, 3, SystemTime::now(), Encoding::Identity);
         [&header.encode()[..], payload].concat()
     }
 

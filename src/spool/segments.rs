@@ -372,15 +372,16 @@ pub(super) fn read_segment_header(file: &File) -> SegmentHeader {
     if file.read_exact_at(&mut b, 0).is_err() {
         return SegmentHeader::Damaged;
     }
-    match decode_segment_header(&b) {
-        SegmentHeader::Current(counts) => {
+    let header = decode_segment_header(&b);
+    match header {
+        SegmentHeader::Current(counts) | SegmentHeader::Previous(counts) => {
             let frames = file.metadata().map_or(0, |m| {
                 m.len().saturating_sub(SEGMENT_HEADER_LEN) / FRAME_HEADER_LEN
             });
             if counts.batches <= frames
                 && counts.spans <= counts.batches.saturating_mul(u64::from(u32::MAX))
             {
-                SegmentHeader::Current(counts)
+                header
             } else {
                 SegmentHeader::Damaged
             }

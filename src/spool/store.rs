@@ -23,8 +23,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use super::{AppendError, AppendOutcome, Spool, SpoolError, SpoolOptions, Stats};
+use super::{AppendError, AppendOutcome, Batch, Spool, SpoolError, SpoolOptions, Stats};
+use crate::encode::EncodedBatch;
 use crate::signal::{PerSignal, Signal};
+
+impl<'a> From<&'a EncodedBatch> for Batch<'a> {
+    fn from(batch: &'a EncodedBatch) -> Batch<'a> {
+        Batch {
+            plain: &batch.bytes,
+            gzip: batch.gzip.as_deref(),
+            items: batch.items,
+        }
+    }
+}
 
 /// One spool per signal (module doc).
 #[derive(Debug)]
@@ -118,7 +129,7 @@ impl Store {
         payload: &[u8],
         items: u32,
     ) -> Result<AppendOutcome, AppendError> {
-        let mut results = self.append_all(signal, &[(payload, items)])?;
+        let mut results = self.append_all(signal, &[Batch::new(payload, items)])?;
         results.pop().expect("one batch, one result")
     }
 
@@ -130,7 +141,7 @@ impl Store {
     pub fn append_all(
         &self,
         signal: Signal,
-        batches: &[(&[u8], u32)],
+        batches: &[Batch<'_>],
     ) -> Result<Vec<Result<AppendOutcome, AppendError>>, AppendError> {
         let lane = self.lane(signal)?;
         let others: Vec<&Arc<Spool>> = Signal::ALL
@@ -141,9 +152,10 @@ impl Store {
         if others.is_empty() || self.opts.max_bytes == 0 {
             return lane.append_all(batches);
         }
+        // At most: stored compressed, a batch takes less.
         let incoming: u64 = batches
             .iter()
-            .map(|(p, _)| p.len() as u64 + super::FRAME_HEADER_LEN)
+            .map(|b| b.plain.len() as u64 + super::FRAME_HEADER_LEN)
             .sum();
         let others_bytes = self.make_room(lane, &others, incoming)?;
         lane.append_all_within(batches, self.opts.max_bytes.saturating_sub(others_bytes))
@@ -216,11 +228,13 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::SyncPolicy;
+    use crate::spool::{Encoding, SyncPolicy};
 
     fn store(dir: &Path, max_bytes: u64) -> Store {
+        // Sizes as given: the bound's arithmetic is what is tested.
         let opts = SpoolOptions {
             max_bytes,
+            compression: Encoding::Identity,
             sync: SyncPolicy::Never,
             ..SpoolOptions::default()
         };

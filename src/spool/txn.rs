@@ -134,7 +134,9 @@ impl<'a> Locked<'a> {
                 SegmentHeader::Future(version) => {
                     tracing::warn!(path = %segment.path.display(), version, "segment written by a newer tracespool; leaving it alone");
                 }
-                SegmentHeader::Current(counts) => data.push((segment.id, size, Some(counts))),
+                SegmentHeader::Current(counts) | SegmentHeader::Previous(counts) => {
+                    data.push((segment.id, size, Some(counts)));
+                }
                 // Read as the current format (its frames check themselves), never appended to.
                 SegmentHeader::Damaged => data.push((segment.id, size, None)),
             }

@@ -1,12 +1,40 @@
 //! Appending a batch. The steps and their order are described in the module doc of `spool`.
 
+use std::borrow::Cow;
+
 use super::Spool;
 use super::bounds;
 use super::clock;
 use super::dir::segment_name;
 use super::error::AppendError;
-use super::format::{FrameHeader, SEGMENT_HEADER_LEN};
+use super::format::{Encoding, FrameHeader, SEGMENT_HEADER_LEN};
 use super::txn::Locked;
+use crate::gzip;
+
+/// Payloads shorter than this are stored as they are: gzip's own framing (18 bytes) leaves too
+/// little to gain.
+const MIN_COMPRESSED: usize = 128;
+
+/// A batch to append: its encoded export request and the number of items in it.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// The payload, plain.
+    pub plain: &'a [u8],
+    /// The same payload gzip-compressed, when the caller has it already (a body received
+    /// gzip-encoded): a spool that compresses stores it instead of compressing again.
+    pub gzip: Option<&'a [u8]>,
+    pub items: u32,
+}
+
+impl<'a> Batch<'a> {
+    pub fn new(plain: &'a [u8], items: u32) -> Batch<'a> {
+        Batch {
+            plain,
+            gzip: None,
+            items,
+        }
+    }
+}
 
 /// What an append cost others: batches and spans dropped to make room (already counted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,7 +86,7 @@ impl Spool {
     /// may still be delivered (at least once); nothing else held before is lost (less any
     /// drops made to make room).
     pub fn append(&self, payload: &[u8], span_count: u32) -> Result<AppendOutcome, AppendError> {
-        let mut results = self.append_all(&[(payload, span_count)])?;
+        let mut results = self.append_all(&[Batch::new(payload, span_count)])?;
         results.pop().expect("one batch, one result")
     }
 
@@ -72,7 +100,7 @@ impl Spool {
     /// group may be taken as stored (those written may still be delivered: at least once).
     pub fn append_all(
         &self,
-        batches: &[(&[u8], u32)],
+        batches: &[Batch<'_>],
     ) -> Result<Vec<Result<AppendOutcome, AppendError>>, AppendError> {
         self.append_all_within(batches, self.opts.max_bytes)
     }
@@ -82,14 +110,20 @@ impl Spool {
     /// per signal, under one `max_bytes`).
     pub(crate) fn append_all_within(
         &self,
-        batches: &[(&[u8], u32)],
+        batches: &[Batch<'_>],
         limit: u64,
     ) -> Result<Vec<Result<AppendOutcome, AppendError>>, AppendError> {
         let limit = limit.min(self.opts.max_bytes);
+        // Compressed before the lock is taken: other appenders do not wait for it.
+        let stored: Vec<(Cow<'_, [u8]>, Encoding)> =
+            batches.iter().map(|b| self.stored_form(b)).collect();
         let mut locked = Locked::acquire(self)?;
-        let results = batches
+        let results = stored
             .iter()
-            .map(|(payload, spans)| self.append_locked(&mut locked, payload, *spans, limit))
+            .zip(batches)
+            .map(|((payload, encoding), batch)| {
+                self.append_locked(&mut locked, payload, *encoding, batch.items, limit)
+            })
             .collect();
         let synced = locked.sync_written();
         locked.commit()?;
@@ -99,10 +133,30 @@ impl Spool {
         Ok(results)
     }
 
+    /// The bytes a batch is stored as: gzip-compressed when the spool compresses and that
+    /// saves at least a tenth (the batch's own gzip form when it came with one), else as given.
+    fn stored_form<'b>(&self, batch: &Batch<'b>) -> (Cow<'b, [u8]>, Encoding) {
+        let plain = batch.plain;
+        if self.opts.compression != Encoding::Gzip || plain.len() < MIN_COMPRESSED {
+            return (Cow::Borrowed(plain), Encoding::Identity);
+        }
+        let gz = match batch.gzip {
+            Some(gz) => Cow::Borrowed(gz),
+            None => Cow::Owned(gzip::compress(plain)),
+        };
+        // At least a tenth smaller, or not worth decompressing later.
+        if gz.len().saturating_mul(10) <= plain.len().saturating_mul(9) {
+            (gz, Encoding::Gzip)
+        } else {
+            (Cow::Borrowed(plain), Encoding::Identity)
+        }
+    }
+
     fn append_locked(
         &self,
         locked: &mut Locked<'_>,
         payload: &[u8],
+        encoding: Encoding,
         span_count: u32,
         limit: u64,
     ) -> Result<AppendOutcome, AppendError> {
@@ -131,7 +185,7 @@ impl Spool {
             });
         }
 
-        let header = FrameHeader::new(payload, span_count, clock::now());
+        let header = FrameHeader::new(payload, span_count, clock::now(), encoding);
         let before = (locked.ledger.dropped_batches, locked.ledger.dropped_spans);
 
         let target = bounds::segment_target(max_bytes);

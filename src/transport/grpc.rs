@@ -4,7 +4,8 @@
 //!
 //! The endpoint is a base URL: `http://host:port` is HTTP/2 without TLS, `https://…` HTTP/2 over
 //! TLS; its path is ignored. Headers go as metadata; `compression = gzip` sends
-//! `grpc-encoding: gzip`. The stored bytes are sent as they are (no decoding).
+//! `grpc-encoding: gzip`. The stored bytes are sent as they are (no decoding), decompressed
+//! first when stored compressed: tonic frames and compresses each message itself.
 //!
 //! | answer | result |
 //! |---|---|
@@ -28,7 +29,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
 
 use super::{
-    Accepted, Code, Compression, SendError, TlsError, TransportSettings, Upstream, printable,
+    Accepted, Body, Code, Compression, SendError, TlsError, TransportSettings, Upstream, printable,
     shown, tls,
 };
 use crate::signal::Signal;
@@ -78,9 +79,11 @@ impl GrpcTransport {
     async fn call(
         &self,
         signal: Signal,
-        body: Bytes,
+        body: Body,
         timeout: Duration,
     ) -> Result<Accepted, SendError> {
+        // tonic frames and compresses the message itself: it takes the plain form.
+        let body = body.into_plain()?;
         let endpoint = shown(&base_uri(&self.settings.endpoint));
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
         if self.settings.compression == Compression::Gzip {
@@ -116,7 +119,7 @@ impl Upstream for GrpcTransport {
     fn send(
         &self,
         signal: Signal,
-        body: Bytes,
+        body: Body,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Accepted, SendError>> {
         Box::pin(self.call(signal, body, timeout))

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioExecutor;
 use prost::Message;
 
 use super::{
-    Accepted, Code, Compression, Protocol, SendError, TlsError, TransportSettings, Upstream,
+    Accepted, Body, Code, Compression, Protocol, SendError, TlsError, TransportSettings, Upstream,
     printable, shown, tls,
 };
 use crate::encode::{Format, RpcStatus};
@@ -57,7 +57,7 @@ impl HttpTransport {
     async fn post(
         &self,
         signal: Signal,
-        body: Bytes,
+        body: Body,
         timeout: Duration,
     ) -> Result<Accepted, SendError> {
         match tokio::time::timeout(timeout, self.send_inner(signal, body)).await {
@@ -69,13 +69,16 @@ impl HttpTransport {
         }
     }
 
-    async fn send_inner(&self, signal: Signal, body: Bytes) -> Result<Accepted, SendError> {
+    async fn send_inner(&self, signal: Signal, body: Body) -> Result<Accepted, SendError> {
         let (body, format) = match self.settings.protocol {
-            Protocol::HttpJson => match crate::encode::protobuf_to_json(signal, &body) {
-                Ok(json) => (Bytes::from(json), Format::Json),
-                // Not decodable as its signal: only the backend can say it is bad data.
-                Err(_) => (body, Format::Protobuf),
-            },
+            Protocol::HttpJson => {
+                let plain = body.into_plain()?;
+                match crate::encode::protobuf_to_json(signal, &plain) {
+                    Ok(json) => (Body::plain(Bytes::from(json)), Format::Json),
+                    // Not decodable as its signal: only the backend can say it is bad data.
+                    Err(_) => (Body::plain(plain), Format::Protobuf),
+                }
+            }
             _ => (body, Format::Protobuf),
         };
         let mut request = Request::builder()
@@ -90,10 +93,10 @@ impl HttpTransport {
             request = request.header(name, value);
         }
         let body = match self.settings.compression {
-            Compression::None => body,
+            Compression::None => body.into_plain()?,
             Compression::Gzip => {
                 request = request.header(CONTENT_ENCODING, "gzip");
-                Bytes::from(crate::gzip::compress(&body))
+                body.into_gzip()
             }
         };
         let unreachable = |source: super::BoxError| SendError::Unreachable {
@@ -137,7 +140,7 @@ impl Upstream for HttpTransport {
     fn send(
         &self,
         signal: Signal,
-        body: Bytes,
+        body: Body,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Accepted, SendError>> {
         Box::pin(self.post(signal, body, timeout))

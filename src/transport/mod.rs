@@ -90,6 +90,69 @@ impl std::fmt::Display for Code {
     }
 }
 
+/// An export request on its way: plain, gzip-compressed, or both (a body received gzip-encoded
+/// comes with its decoded form). Each transport takes the form it sends, and makes it only when
+/// it is missing: a batch stored compressed goes out with `Content-Encoding: gzip` as it is.
+#[derive(Debug, Clone)]
+pub struct Body {
+    plain: Option<Bytes>,
+    gzip: Option<Bytes>,
+}
+
+impl Body {
+    pub fn plain(bytes: Bytes) -> Body {
+        Body {
+            plain: Some(bytes),
+            gzip: None,
+        }
+    }
+
+    pub fn gzip(bytes: Bytes) -> Body {
+        Body {
+            plain: None,
+            gzip: Some(bytes),
+        }
+    }
+
+    /// Both forms of one request.
+    pub fn both(plain: Bytes, gzip: Option<Bytes>) -> Body {
+        Body {
+            plain: Some(plain),
+            gzip,
+        }
+    }
+
+    /// The plain form, decompressed if need be.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Undecodable`] when the compressed form does not decompress.
+    pub fn into_plain(self) -> Result<Bytes, SendError> {
+        match (self.plain, self.gzip) {
+            (Some(plain), _) => Ok(plain),
+            (None, Some(gz)) => match crate::gzip::decompress(&gz, u32::MAX as usize) {
+                Ok(Some(plain)) => Ok(Bytes::from(plain)),
+                Ok(None) => Err(SendError::Undecodable {
+                    source: Arc::new(std::io::Error::other("larger than 4 GiB decompressed")),
+                }),
+                Err(e) => Err(SendError::Undecodable {
+                    source: Arc::new(e),
+                }),
+            },
+            (None, None) => Ok(Bytes::new()),
+        }
+    }
+
+    /// The gzip form, compressed if need be.
+    pub fn into_gzip(self) -> Bytes {
+        match (self.gzip, self.plain) {
+            (Some(gz), _) => gz,
+            (None, Some(plain)) => Bytes::from(crate::gzip::compress(&plain)),
+            (None, None) => Bytes::from(crate::gzip::compress(&[])),
+        }
+    }
+}
+
 /// Where and how to send.
 #[derive(Debug, Clone)]
 pub struct TransportSettings {
@@ -116,7 +179,7 @@ pub trait Upstream: Send + Sync + std::fmt::Debug {
     fn send(
         &self,
         signal: Signal,
-        body: Bytes,
+        body: Body,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Accepted, SendError>>;
 }
@@ -173,6 +236,12 @@ pub enum SendError {
     /// The backend says the data is bad: do not retry it.
     #[error("{status}: the backend rejected the data as invalid: {message}")]
     BadData { status: Code, message: String },
+    /// A stored batch that does not decompress: nothing was sent, and it never will be.
+    #[error("the stored batch does not decompress: {source}")]
+    Undecodable {
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     /// The answer proves nothing about the data; the endpoint or credentials look wrong.
     #[error(
         "{status} from {endpoint}: the endpoint or credentials look wrong{}",
@@ -197,7 +266,10 @@ fn detail(message: &str) -> String {
 impl SendError {
     /// The data must be kept for a later attempt.
     pub fn keeps_data(&self) -> bool {
-        !matches!(self, SendError::BadData { .. })
+        !matches!(
+            self,
+            SendError::BadData { .. } | SendError::Undecodable { .. }
+        )
     }
 
     /// How long the server asked us to wait.
@@ -207,6 +279,7 @@ impl SendError {
             | SendError::Misconfigured { retry_after, .. } => *retry_after,
             SendError::Unreachable { .. }
             | SendError::BadData { .. }
+            | SendError::Undecodable { .. }
             | SendError::TimedOut { .. } => None,
         }
     }
