@@ -2014,3 +2014,65 @@ fn a_port_already_taken_is_a_clear_error_not_a_hang() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_gzip_body_is_stored_as_received_and_sent_as_it_is_when_upstream_takes_gzip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let mut serve = ServeCmd::new(&spool, None).start(&tmp.path().join("serve.log"));
+    let plain = protobuf(&["gzip-as-received-span"; 20]);
+    let gz = {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        enc.write_all(&plain).unwrap();
+        enc.finish().unwrap()
+    };
+    assert!(gz.len() * 10 <= plain.len() * 9, "worth keeping compressed");
+    let resp = post_protobuf(serve.http, &[("content-encoding", "gzip")], &gz);
+    assert_eq!(resp.status, 200, "{resp:?}");
+    serve.stop();
+
+    // On disk: the very bytes the client sent (its own compression level, not ours).
+    let stored = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .any(|p| std::fs::read(p).unwrap().windows(gz.len()).any(|w| w == gz));
+    assert!(stored, "the received gzip body is in a segment as it came");
+
+    // An upstream without compression gets the request decompressed.
+    let plain_upstream = FaultServer::start(Answer::status(503));
+    let out = tracespool()
+        .arg("--spool-dir")
+        .arg(&spool)
+        .args(["--endpoint", &plain_upstream.endpoint(), "flush"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let seen = plain_upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, plain);
+    assert_eq!(seen[0].headers.get("content-encoding"), None);
+
+    // One that takes gzip gets the stored bytes as they are.
+    let gzip_upstream = FaultServer::start(Answer::status(200));
+    let out = tracespool()
+        .arg("--spool-dir")
+        .arg(&spool)
+        .args([
+            "--endpoint",
+            &gzip_upstream.endpoint(),
+            "--compression",
+            "gzip",
+        ])
+        .arg("flush")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let seen = gzip_upstream.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].headers.get("content-encoding").map(String::as_str),
+        Some("gzip")
+    );
+    assert!(seen[0].body == gz, "sent as stored, not compressed again");
+}

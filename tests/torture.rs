@@ -4,7 +4,8 @@
 //! - R1: `kill -9` at random moments of appends (a library child) and of deliveries (the
 //!   `tracespool flush` binary): nothing corrupt is ever delivered, an append that returned is
 //!   never lost, at most the in-flight batch is lost per kill, every reopen is clean, and a batch
-//!   is delivered twice only inside the duplicate window.
+//!   is delivered twice only inside the duplicate window. Compression at rest is on, and half
+//!   the batches compress: the spool holds both kinds of frame.
 //! - R2: many processes × many `exec` runs with the backend down, on one spool, then one `flush`:
 //!   every span once.
 //! - R3: `exec` runs (and a `flush` every 0.25 s) while the backend is stopped and started every
@@ -243,9 +244,16 @@ fn payload(seq: u32) -> Vec<u8> {
     b[0..4].copy_from_slice(&MAGIC);
     b[4..8].copy_from_slice(&seq.to_le_bytes());
     let key = mix(seq);
+    // Half of them repeat one word and compress well, the others do not: with compression at
+    // rest on, the spool holds both kinds of frame.
+    let compressible = key & 1 == 0;
     for (i, chunk) in b[HEADER..].chunks_mut(8).enumerate() {
-        let word = (key ^ (i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D)).to_le_bytes();
-        chunk.copy_from_slice(&word[..chunk.len()]);
+        let word = if compressible {
+            key
+        } else {
+            key ^ (i as u64).wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
     }
     b
 }
@@ -367,7 +375,7 @@ fn r1_opts(sync: SyncPolicy) -> SpoolOptions {
         max_bytes: R1_MAX_BYTES,
         max_spans: None,
         max_age: None,
-        compression: Encoding::Identity,
+        compression: Encoding::Gzip,
         sync,
     }
 }

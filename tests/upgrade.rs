@@ -133,3 +133,85 @@ fn a_spool_written_by_the_first_format_opens_and_delivers_every_span_once() {
     let status = status_json(&dir, &[]);
     assert_eq!(status["batches"].as_u64(), Some(0), "{status}");
 }
+
+/// The segment files of `dir`, oldest first, with their format version.
+fn segment_versions(dir: &Path) -> Vec<u32> {
+    let mut segments: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    segments
+        .iter()
+        .map(|p| {
+            let b = fs::read(p).unwrap();
+            u32::from_le_bytes(b[8..12].try_into().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn old_segments_plain_records_and_compressed_records_in_one_spool_are_all_delivered_once() {
+    let (_tmp, dir) = fixture_spool();
+    // Appended by this version: one stored as it is, one compressed (the default).
+    for (name, compression) in [("plain-span", "none"), ("compressed-span", "gzip")] {
+        let out = tracespool()
+            .arg("--spool-dir")
+            .arg(&dir)
+            .args(["--spool-compression", compression, "span", "--name", name])
+            .args([
+                "--attr",
+                &format!("{PADDING_KEY}={}", "p".repeat(PADDING_LEN)),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    // The first format's segments are left as they were; the new records went to a segment of
+    // the current format, one of them with the gzip flag.
+    let versions = segment_versions(&dir);
+    assert_eq!(versions.first(), Some(&1), "{versions:?}");
+    assert_eq!(versions.last(), Some(&2), "{versions:?}");
+    let newest = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .max()
+        .unwrap();
+    let bytes = fs::read(newest).unwrap();
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    // Frames follow the 32-byte segment header; a frame header is 32 bytes, its payload length
+    // at 4 and its flags at 24.
+    let second = 32 + 32 + u32_at(32 + 4) as usize;
+    assert_eq!(
+        [u32_at(32 + 24), u32_at(second + 24)],
+        [0, 1],
+        "plain, then gzip"
+    );
+
+    let rotel = Rotel::start();
+    let out = tracespool()
+        .arg("--spool-dir")
+        .arg(&dir)
+        .args(["--endpoint", &rotel.endpoint(), "--budget", "10s", "flush"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let seen = rotel.exactly(UNDELIVERED.len() + 2);
+    let mut names: Vec<&str> = seen.iter().map(|s| s.name.as_str()).collect();
+    names.sort_unstable();
+    let mut expected: Vec<&str> = UNDELIVERED.to_vec();
+    expected.extend(["compressed-span", "plain-span"]);
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+    for span in &seen {
+        assert_eq!(
+            span.attributes.get(PADDING_KEY).map(String::as_str),
+            Some("p".repeat(PADDING_LEN).as_str()),
+            "{}",
+            span.name
+        );
+    }
+    assert_eq!(status_json(&dir, &[])["batches"].as_u64(), Some(0));
+}
