@@ -25,6 +25,8 @@ pub(super) struct Run<'a> {
     pub(super) progress: Option<&'a Progress<'a>>,
     /// The backend answered earlier in this run (this delivery or one before it).
     answered: bool,
+    /// Draws the jitter of a failure's backoff.
+    rng: fastrand::Rng,
 }
 
 /// What the answer to one send asks the caller to do with the batch.
@@ -54,6 +56,8 @@ impl<'a> Run<'a> {
             report: Report::default(),
             progress: None,
             answered,
+            // Seeded from the OS: processes told the same delay draw different ones.
+            rng: fastrand::Rng::new(),
         }
     }
 
@@ -118,13 +122,7 @@ impl<'a> Run<'a> {
     }
 
     fn record(&mut self, outcome: Outcome) {
-        // Only a failure's delay is jittered.
-        let jitter = if matches!(outcome, Outcome::Failed { .. }) {
-            jitter()
-        } else {
-            0.0
-        };
-        self.state = circuit::next(&self.state, &outcome, SystemTime::now(), jitter);
+        self.state = circuit::next(&self.state, &outcome, SystemTime::now(), &mut self.rng);
     }
 
     /// The transport, unless something stops delivery before any connection: no endpoint, TLS
@@ -288,13 +286,4 @@ impl<'a> Run<'a> {
         }
         Ok(self.report)
     }
-}
-
-/// A number in [-1, 1] that differs between processes and calls: enough to spread retries.
-fn jitter() -> f64 {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let x = crc32c::crc32c(&[nanos.to_le_bytes(), std::process::id().to_le_bytes()].concat());
-    f64::from(x) / f64::from(u32::MAX) * 2.0 - 1.0
 }
