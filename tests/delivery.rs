@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use prost::Message;
-use tracespool::delivery::{Delivery, DeliverySettings, Report, Stop};
+use tracespool::delivery::{Delivery, DeliverySettings, DrainMode, Report, Stop};
 use tracespool::encode::EncodedBatch;
 use tracespool::exporter::SpoolExporter;
 use tracespool::signal::Signal;
@@ -52,11 +52,13 @@ fn batch(names: &[&str]) -> EncodedBatch {
     )
 }
 
+/// Settings of a run that sends the backlog itself, before its own data (drain mode `inline`).
 fn settings(endpoint: &str, budget: Duration) -> DeliverySettings {
     DeliverySettings {
         endpoint: Some(endpoint.parse().unwrap()),
         budget,
         timeout: Some(budget),
+        drain: DrainMode::Inline,
         ..DeliverySettings::default()
     }
 }

@@ -103,11 +103,16 @@ struct Setup {
 }
 
 fn setup(mock: Arc<Mock>, budget: Duration) -> Setup {
+    setup_draining(mock, budget, DrainMode::default())
+}
+
+fn setup_draining(mock: Arc<Mock>, budget: Duration, drain: DrainMode) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path().join("spool"), SpoolOptions::default()).unwrap();
     let settings = DeliverySettings {
         endpoint: Some("http://mock/v1/traces".parse().unwrap()),
         budget,
+        drain,
         ..DeliverySettings::default()
     };
     let upstream = mock.clone();
@@ -438,4 +443,141 @@ fn a_failing_signal_holds_up_no_other_in_one_run() {
         .collect();
     assert_eq!(sent, [1, 0, 1], "traces, metrics, logs");
     assert_eq!(slow.sent().len(), 1);
+}
+
+/// Spools `names` as older runs left them.
+fn backlog(s: &Setup, names: &[&str]) {
+    for name in names {
+        s.delivery.spool().append(name.as_bytes(), 1).unwrap();
+    }
+}
+
+#[test]
+fn a_background_or_off_export_sends_its_own_batch_and_leaves_the_backlog() {
+    for drain in [DrainMode::Background, DrainMode::Off] {
+        let s = setup_draining(Mock::answering([]), Duration::from_secs(2), drain);
+        backlog(&s, &["old1", "old2"]);
+        let report = runtime().block_on(s.delivery.export(batch("new"))).unwrap();
+        assert_eq!((report.sent_batches, report.spooled), (1, false));
+        assert!(report.stopped.is_none(), "{:?}", report.stopped);
+        assert_eq!(s.mock.sent(), [Bytes::from("new")], "{drain:?}");
+        assert_eq!(s.delivery.spool().stats().unwrap().batches, 2);
+    }
+}
+
+#[test]
+fn an_inline_export_sends_the_backlog_oldest_first_then_its_own_batch() {
+    let s = setup_draining(
+        Mock::answering([]),
+        Duration::from_secs(2),
+        DrainMode::Inline,
+    );
+    backlog(&s, &["old1", "old2"]);
+    let report = runtime().block_on(s.delivery.export(batch("new"))).unwrap();
+    assert_eq!(report.sent_batches, 3);
+    assert_eq!(
+        s.mock.sent(),
+        [Bytes::from("old1"), Bytes::from("old2"), Bytes::from("new")]
+    );
+    assert_eq!(s.delivery.spool().stats().unwrap().batches, 0);
+}
+
+#[test]
+fn a_background_export_that_finds_the_backoff_expired_probes_only_with_the_lease() {
+    let s = setup(Mock::answering([unavailable(None)]), Duration::from_secs(2));
+    let rt = runtime();
+    rt.block_on(s.delivery.export(batch("a"))).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let other = Spool::open(s.delivery.spool().path(), SpoolOptions::default()).unwrap();
+    let lease = other.reader().unwrap();
+    let report = rt.block_on(s.delivery.export(batch("b"))).unwrap();
+    assert!(report.spooled && matches!(report.stopped, Some(Stop::LeaseHeld)));
+    drop(lease);
+    let report = rt.block_on(s.delivery.export(batch("c"))).unwrap();
+    assert_eq!(report.sent_batches, 1);
+    assert_eq!(report.before.backend, Backend::Down, "it was the probe");
+    assert_eq!(s.mock.sent(), [Bytes::from("a"), Bytes::from("c")]);
+}
+
+#[test]
+fn an_explicit_flush_waits_for_a_lease_another_process_holds_then_delivers_the_rest() {
+    let s = setup(Mock::answering([]), Duration::from_secs(2));
+    backlog(&s, &["old1", "old2"]);
+    let other = Spool::open(s.delivery.spool().path(), SpoolOptions::default()).unwrap();
+    let releaser = std::thread::spawn(move || {
+        let lease = other.reader().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(lease);
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let rt = runtime();
+    let report = rt.block_on(s.delivery.flush(Mode::Explicit, None)).unwrap();
+    releaser.join().unwrap();
+    assert_eq!((report.sent_batches, report.remaining), (2, false));
+
+    // Held past the budget: it says so, having waited the budget and no longer.
+    let s = setup(Mock::answering([]), Duration::from_millis(300));
+    backlog(&s, &["old"]);
+    let other = Spool::open(s.delivery.spool().path(), SpoolOptions::default()).unwrap();
+    let lease = other.reader().unwrap();
+    let start = Instant::now();
+    let report = rt.block_on(s.delivery.flush(Mode::Explicit, None)).unwrap();
+    let took = start.elapsed();
+    assert!(matches!(report.stopped, Some(Stop::LeaseHeld)));
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(1),
+        "{took:?}"
+    );
+    drop(lease);
+}
+
+#[test]
+fn a_drain_holds_the_lease_through_its_start_delay_and_obeys_the_backoff() {
+    let s = setup(Mock::answering([]), Duration::from_secs(2));
+    backlog(&s, &["old1", "old2"]);
+    let rt = runtime();
+    let other = Spool::open(s.delivery.spool().path(), SpoolOptions::default()).unwrap();
+    let report = rt.block_on(async {
+        let drain = s.delivery.drain(Duration::from_millis(300));
+        let probe = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(matches!(
+                other.reader(),
+                Err(crate::spool::SpoolError::FlushLeaseHeld { .. })
+            ));
+            assert!(s.mock.sent().is_empty(), "nothing sent during the delay");
+        };
+        futures_util::future::join(drain, probe).await.0
+    });
+    assert_eq!(report.unwrap().sent_batches, 2);
+
+    let s = setup(Mock::answering([unavailable(None)]), Duration::from_secs(2));
+    rt.block_on(s.delivery.export(batch("a"))).unwrap();
+    let report = rt.block_on(s.delivery.drain(Duration::ZERO)).unwrap();
+    assert!(matches!(report.stopped, Some(Stop::BackingOff { .. })));
+    assert_eq!(s.mock.sent().len(), 1);
+}
+
+#[test]
+fn a_drain_that_learns_of_a_backoff_during_its_start_delay_sends_nothing() {
+    let s = setup(Mock::answering([unavailable(None)]), Duration::from_secs(2));
+    backlog(&s, &["old"]);
+    let report = runtime().block_on(async {
+        let drain = s.delivery.drain(Duration::from_millis(300));
+        let hook = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            s.delivery.export(batch("new")).await.unwrap()
+        };
+        futures_util::future::join(drain, hook).await.0
+    });
+    let report = report.unwrap();
+    assert!(
+        matches!(report.stopped, Some(Stop::BackingOff { .. })),
+        "{report:?}"
+    );
+    assert_eq!(
+        s.mock.sent(),
+        [Bytes::from("new")],
+        "only the hook's failed try"
+    );
 }
