@@ -40,7 +40,7 @@ pub(super) fn start(flags: &Flags, start_delay: Duration) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    // Safety: setsid is async-signal-safe and touches no memory of the parent.
     unsafe {
         command.pre_exec(|| {
             if libc::setsid() == -1 {

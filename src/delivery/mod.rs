@@ -335,8 +335,8 @@ impl Delivery {
         }
     }
 
-    /// Delivers `batch` within the budget, flushing the spool first; spools what is not
-    /// delivered (steps in the module doc).
+    /// Delivers `batch` within the budget (in drain mode `inline` after flushing the spool);
+    /// spools what is not delivered (steps in the module doc).
     ///
     /// # Errors
     ///
