@@ -581,3 +581,92 @@ fn a_drain_that_learns_of_a_backoff_during_its_start_delay_sends_nothing() {
         "only the hook's failed try"
     );
 }
+
+#[test]
+fn after_an_answered_run_a_drain_is_wanted_and_it_sends_every_signals_backlog() {
+    let mock = Mock::answering([]);
+    let (_dir, all) = deliveries(
+        mock.clone(),
+        ["http://a:4317", "http://a:4317", "http://a:4317"],
+    );
+    for signal in [Signal::Metrics, Signal::Logs] {
+        all.store().append(signal, b"old", 1).unwrap();
+    }
+    let rt = runtime();
+    let mut rng = fastrand::Rng::with_seed(1);
+    let reports = rt.block_on(all.export_run(
+        vec![signal_batch(Signal::Traces)],
+        Duration::from_secs(2),
+        1 << 20,
+    ));
+    assert_eq!(mock.sent().len(), 1, "the run's own batch only");
+    // The backend was not backing off: no start delay.
+    assert_eq!(all.drain_after(&reports, &mut rng), Some(Duration::ZERO));
+
+    // Someone flushing the logs: no drain.
+    let lease = all.store().lane(Signal::Logs).unwrap().reader().unwrap();
+    assert_eq!(all.drain_after(&reports, &mut rng), None);
+    drop(lease);
+
+    let drained = rt.block_on(all.drain(Duration::ZERO));
+    let sent: Vec<(Signal, u64)> = drained
+        .iter()
+        .map(|(s, r)| (*s, r.as_ref().unwrap().sent_batches))
+        .collect();
+    assert_eq!(
+        sent,
+        [(Signal::Traces, 0), (Signal::Metrics, 1), (Signal::Logs, 1)]
+    );
+    // Nothing left: no drain.
+    assert_eq!(all.drain_after(&reports, &mut rng), None);
+}
+
+#[test]
+fn a_run_kept_back_by_a_failure_wants_no_drain_and_in_inline_mode_neither() {
+    let mock = Mock::answering([unavailable(None)]);
+    let (_dir, all) = deliveries(mock, ["http://a:4317", "http://a:4317", "http://a:4317"]);
+    all.store().append(Signal::Logs, b"old", 1).unwrap();
+    let rt = runtime();
+    let mut rng = fastrand::Rng::with_seed(1);
+    let reports = rt.block_on(all.export_run(
+        vec![signal_batch(Signal::Traces)],
+        Duration::from_secs(2),
+        1 << 20,
+    ));
+    assert_eq!(all.drain_after(&reports, &mut rng), None);
+
+    // Inline: the run sent the backlog itself (a backlog it could not send waits for the next).
+    let mock = Mock::answering([]);
+    let (_dir, fresh) = deliveries(
+        mock.clone(),
+        ["http://a:4317", "http://a:4317", "http://a:4317"],
+    );
+    let mut settings = fresh.settings().clone();
+    for signal in Signal::ALL {
+        settings.get_mut(signal).drain = DrainMode::Inline;
+    }
+    let connect: Connect = Arc::new(move |_| Ok(mock.clone() as Arc<dyn Upstream>));
+    let inline = Deliveries::with_connect(fresh.store().clone(), settings, connect);
+    inline.store().append(Signal::Logs, b"old", 1).unwrap();
+    let reports = rt.block_on(inline.export_run(
+        vec![signal_batch(Signal::Metrics)],
+        Duration::from_secs(2),
+        1 << 20,
+    ));
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.as_ref().unwrap().stopped.is_none())
+    );
+    assert_eq!(
+        inline
+            .store()
+            .stats()
+            .unwrap()
+            .iter()
+            .map(|(_, s)| s.batches)
+            .sum::<u64>(),
+        1
+    );
+    assert_eq!(inline.drain_after(&reports, &mut rng), None);
+}
