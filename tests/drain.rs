@@ -381,3 +381,55 @@ fn the_library_exporter_sends_its_own_span_first_and_its_thread_then_drains_the_
     provider.shutdown().unwrap();
     assert_drained(&dir, &rotel.endpoint());
 }
+
+#[test]
+fn a_drain_started_by_the_first_hook_after_a_backoff_waits_a_random_start_delay_of_at_most_5_s() {
+    let server = FaultServer::start(Answer::with(503, &[("retry-after", "1")], b""));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = spool_dir(&tmp);
+    spool_backlog(&dir, &numbered("old", 10));
+    let out = run(&dir, &server.endpoint(), &["span", "--name", "refused"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let retry_at = status_json(&dir, &["--endpoint", &server.endpoint()])["retry_at"]
+        .as_f64()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    std::thread::sleep(Duration::from_secs_f64((retry_at - now).max(0.0) + 0.1));
+    server.set(Answer::status(200));
+
+    let out = run(&dir, &server.endpoint(), &["span", "--name", "back"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let drainers = tracespool_processes(&dir);
+    assert_eq!(drainers.len(), 1, "{drainers:?}");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", drainers[0])).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let delay = args
+        .iter()
+        .position(|a| a == "--as-drainer")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|d| d.strip_suffix("ms"))
+        .and_then(|d| d.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{args:?}"));
+    // Zero only if the draw fell below a microsecond.
+    assert!(delay > 0.0 && delay <= 5000.0, "{delay} ms");
+    eprintln!("the first drain after the backoff waits {delay} ms");
+
+    assert!(no_tracespool_left(&dir, 15 * SECOND));
+    let seen = counts(server.requests().iter().flat_map(|r| span_names(&r.body)));
+    // The refused span was spooled and goes with the backlog; each exactly once after the 503.
+    assert_eq!(seen.len(), 12, "{seen:?}");
+    assert_eq!(seen["refused"], 2, "refused once, then delivered");
+    assert!(
+        seen.iter()
+            .filter(|(name, _)| *name != "refused")
+            .all(|(_, n)| *n == 1),
+        "{seen:?}"
+    );
+    assert_drained(&dir, &server.endpoint());
+}

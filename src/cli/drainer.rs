@@ -35,7 +35,7 @@ pub(super) fn start(flags: &Flags, start_delay: Duration) {
         .args(flags.delivery_args())
         .arg("flush")
         .arg(DRAINER_FLAG)
-        .arg(format!("{}ms", start_delay.as_millis()))
+        .arg(format!("{:.3}ms", start_delay.as_secs_f64() * 1000.0))
         .envs(flags.header_vars())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
