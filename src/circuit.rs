@@ -1,11 +1,16 @@
 //! The shared backoff: "the backend is down until T", for every process on a spool.
 //!
-//! Pure: [`next`] computes the state after an attempt without a clock or randomness of its own;
-//! the spool stores the encoded state beside the ledger, in two alternating slots rewritten in
-//! place (see `spool::slots`).
+//! Pure: [`next`] computes the state after an attempt without a clock or randomness of its own
+//! (the caller passes the time and the random source: a seeded one in tests and simulations, an
+//! OS-seeded one in production); the spool stores the encoded state beside the ledger, in two
+//! alternating slots rewritten in place (see `spool::slots`).
 //!
-//! - After a retryable or misconfigured answer the delay is the server's `Retry-After` when it
-//!   gave one, else 1 s doubling per consecutive failure up to 5 min, ±20 % jitter.
+//! - After a retryable or misconfigured answer the delay is drawn at random, so that processes
+//!   told the same thing at the same moment do not come back at the same instant:
+//!   - the server's `Retry-After` (or gRPC `RetryInfo`) R: from `[R, 1.25·R + 1 s]`, never
+//!     earlier than the server asked;
+//!   - otherwise d = 1 s doubling per consecutive failure, capped at 5 min, then drawn from
+//!     `[d/2, d]` (the cap comes first, so failures past it still spread).
 //! - Until `retry_at` no process connects: spans go to the spool. `flush` ignores it.
 //! - Any success clears it, and so does a change of the delivery settings' fingerprint (endpoint,
 //!   CA, client certificate and key).
@@ -19,8 +24,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const BASE_DELAY: Duration = Duration::from_secs(1);
 const MAX_DELAY: Duration = Duration::from_secs(300);
-const JITTER: f64 = 0.2;
+/// A server-given delay R is stretched up to `RETRY_AFTER_SPREAD·R + RETRY_AFTER_SLACK`.
+const RETRY_AFTER_SPREAD: f64 = 1.25;
+const RETRY_AFTER_SLACK: Duration = Duration::from_secs(1);
 const MAX_ERROR_LEN: usize = 300;
+/// Beyond any real `retry_at` (about 35 000 years), and still a valid time.
+const FAR_FUTURE: Duration = Duration::from_secs(1 << 40);
 
 /// What is known of the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -95,7 +104,7 @@ impl State {
     pub fn retry_at_time(&self) -> Option<SystemTime> {
         self.retry_at
             .filter(|t| t.is_finite() && *t >= 0.0)
-            .map(|t| UNIX_EPOCH + Duration::from_secs_f64(t))
+            .map(|t| UNIX_EPOCH + seconds(t).min(FAR_FUTURE))
     }
 
     /// The state as JSON of at most `max` bytes: `last_error` is cut further if escaping made
@@ -142,14 +151,35 @@ fn clip(error: String) -> String {
     format!("{}…", &error[..end])
 }
 
-/// The delay after the `failures`-th consecutive failure, before jitter.
+/// The delay after the `failures`-th consecutive failure, before jitter: 1 s doubling, capped.
 fn backoff(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
     (BASE_DELAY * 2u32.pow(exp)).min(MAX_DELAY)
 }
 
-/// The state after `outcome` at `now`. `jitter` is a number in `[-1, 1]` (scaled to ±20 %).
-pub fn next(state: &State, outcome: &Outcome, now: SystemTime, jitter: f64) -> State {
+/// A duration of `secs` seconds, saturating instead of panicking on huge or odd values.
+fn seconds(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+/// The wait after a server asked for `retry_after` (`Retry-After`, gRPC `RetryInfo`): drawn
+/// from `[R, 1.25·R + 1 s]`, never shorter than asked.
+pub fn retry_after_delay(retry_after: Duration, rng: &mut fastrand::Rng) -> Duration {
+    let r = retry_after.as_secs_f64();
+    let hi = r * RETRY_AFTER_SPREAD + RETRY_AFTER_SLACK.as_secs_f64();
+    seconds(r + (hi - r) * rng.f64()).max(retry_after)
+}
+
+/// The wait after the `failures`-th consecutive failure without a server-given delay: d is 1 s
+/// doubling per failure, capped at 5 min, and the wait is drawn from `[d/2, d]` (after the cap,
+/// so that a fleet long past it still spreads).
+pub fn exponential_delay(failures: u32, rng: &mut fastrand::Rng) -> Duration {
+    let d = backoff(failures).as_secs_f64();
+    seconds(d / 2.0 + d / 2.0 * rng.f64())
+}
+
+/// The state after `outcome` at `now`; a failure's delay is drawn from `rng`.
+pub fn next(state: &State, outcome: &Outcome, now: SystemTime, rng: &mut fastrand::Rng) -> State {
     match outcome {
         Outcome::Answered { note } => State {
             fingerprint: state.fingerprint.clone(),
@@ -160,9 +190,10 @@ pub fn next(state: &State, outcome: &Outcome, now: SystemTime, jitter: f64) -> S
         },
         Outcome::Failed { error, retry_after } => {
             let failures = state.failures.saturating_add(1);
-            let delay = retry_after.unwrap_or_else(|| {
-                backoff(failures).mul_f64(1.0 + JITTER * jitter.clamp(-1.0, 1.0))
-            });
+            let delay = match retry_after {
+                Some(r) => retry_after_delay(*r, rng),
+                None => exponential_delay(failures, rng),
+            };
             State {
                 fingerprint: state.fingerprint.clone(),
                 backend: Backend::Down,
@@ -189,6 +220,10 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(secs)
     }
 
+    fn rng() -> fastrand::Rng {
+        fastrand::Rng::with_seed(12)
+    }
+
     fn failed() -> Outcome {
         Outcome::Failed {
             error: "connection refused".into(),
@@ -196,33 +231,84 @@ mod tests {
         }
     }
 
-    #[test]
-    fn failures_double_the_delay_from_one_second_to_five_minutes() {
-        let mut s = State::default();
-        let mut delays = Vec::new();
-        for _ in 0..12 {
-            s = next(&s, &failed(), at(1000), 0.0);
-            delays.push(s.retry_at.unwrap() - 1000.0);
-        }
-        assert_eq!(&delays[..5], &[1.0, 2.0, 4.0, 8.0, 16.0]);
-        assert_eq!(delays[11], 300.0);
-        assert_eq!((s.backend, s.failures), (Backend::Down, 12));
-        assert!(s.is_open(at(1299)) && !s.is_open(at(1300)));
+    /// `n` draws of `draw`, in seconds, sorted.
+    fn draws(n: usize, mut draw: impl FnMut(&mut fastrand::Rng) -> Duration) -> Vec<f64> {
+        let mut rng = rng();
+        let mut v: Vec<f64> = (0..n).map(|_| draw(&mut rng).as_secs_f64()).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    }
+
+    /// The first and third quartiles of sorted `v`.
+    fn quartiles(v: &[f64]) -> (f64, f64) {
+        (v[v.len() / 4], v[v.len() * 3 / 4])
     }
 
     #[test]
-    fn jitter_stays_within_twenty_percent() {
-        let s = State {
-            failures: 3,
-            ..State::default()
+    fn failures_double_the_delay_from_one_second_to_five_minutes_each_drawn_from_its_lower_half() {
+        let mut s = State::default();
+        let mut rng = rng();
+        for failures in 1..=12u32 {
+            s = next(&s, &failed(), at(1000), &mut rng);
+            let d = f64::from(2u32.pow(failures - 1)).min(300.0);
+            let delay = s.retry_at.unwrap() - 1000.0;
+            assert!(
+                d / 2.0 <= delay && delay <= d,
+                "failure {failures}: {delay} not in [{}, {d}]",
+                d / 2.0
+            );
+        }
+        assert_eq!((s.backend, s.failures), (Backend::Down, 12));
+        assert!(s.is_open(at(1149)) && !s.is_open(at(1300)));
+    }
+
+    #[test]
+    fn the_exponential_delay_spreads_over_its_whole_range_even_past_the_cap() {
+        for (failures, d) in [(1, 1.0), (4, 8.0), (9, 256.0), (10, 300.0), (40, 300.0)] {
+            let v = draws(4000, |rng| exponential_delay(failures, rng));
+            let (q1, q3) = quartiles(&v);
+            assert!(v[0] >= d / 2.0 && v[v.len() - 1] <= d, "{failures}: {v:?}");
+            // Uniform over [d/2, d]: the quartiles lie near 5/8·d and 7/8·d.
+            assert!(
+                (q1 - 0.625 * d).abs() < 0.05 * d && (q3 - 0.875 * d).abs() < 0.05 * d,
+                "{failures}: quartiles {q1} {q3}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_retry_after_is_never_shortened_and_spreads_up_to_a_quarter_more_plus_a_second() {
+        for r in [0.0, 1.0, 30.0, 3600.0] {
+            let v = draws(4000, |rng| {
+                retry_after_delay(Duration::from_secs_f64(r), rng)
+            });
+            let hi = 1.25 * r + 1.0;
+            assert!(v[0] >= r && v[v.len() - 1] <= hi + 1e-9, "{r}: {v:?}");
+            let (q1, q3) = quartiles(&v);
+            let spread = hi - r;
+            assert!(
+                (q1 - (r + spread / 4.0)).abs() < 0.05 * spread
+                    && (q3 - (r + spread * 0.75)).abs() < 0.05 * spread,
+                "{r}: quartiles {q1} {q3}"
+            );
+        }
+        // 30 s for everyone: the fleet comes back over more than 3 s, none before 30 s.
+        let v = draws(20, |rng| retry_after_delay(Duration::from_secs(30), rng));
+        assert!(v[0] >= 30.0 && v[19] - v[0] > 3.0, "{v:?}");
+    }
+
+    #[test]
+    fn huge_delays_saturate_instead_of_overflowing() {
+        let mut rng = rng();
+        assert!(retry_after_delay(Duration::MAX, &mut rng) >= Duration::MAX / 2);
+        assert!(exponential_delay(u32::MAX, &mut rng) <= MAX_DELAY);
+        let out = Outcome::Failed {
+            error: "HTTP 503".into(),
+            retry_after: Some(Duration::MAX),
         };
-        let lo = next(&s, &failed(), at(0), -1.0).retry_at.unwrap();
-        let hi = next(&s, &failed(), at(0), 1.0).retry_at.unwrap();
-        assert!(
-            (lo - 6.4).abs() < 1e-9 && (hi - 9.6).abs() < 1e-9,
-            "{lo} {hi}"
-        );
-        assert_eq!(next(&s, &failed(), at(0), 7.0).retry_at, Some(hi));
+        let s = next(&State::default(), &out, at(10), &mut rng);
+        assert!(s.is_open(at(u64::from(u32::MAX))));
+        assert!(s.retry_at_time().unwrap() > at(1 << 39));
     }
 
     #[test]
@@ -231,16 +317,16 @@ mod tests {
             error: "HTTP 503".into(),
             retry_after: Some(Duration::from_secs(30)),
         };
-        assert_eq!(
-            next(&State::default(), &out, at(10), 1.0).retry_at,
-            Some(40.0)
-        );
+        let retry_at = next(&State::default(), &out, at(10), &mut rng())
+            .retry_at
+            .unwrap();
+        assert!((40.0..=48.5).contains(&retry_at), "{retry_at}");
     }
 
     #[test]
     fn an_answer_clears_the_backoff() {
-        let down = next(&State::default(), &failed(), at(0), 0.0);
-        let up = next(&down, &Outcome::Answered { note: None }, at(1), 0.0);
+        let down = next(&State::default(), &failed(), at(0), &mut rng());
+        let up = next(&down, &Outcome::Answered { note: None }, at(1), &mut rng());
         assert_eq!(
             (up.backend, up.failures, up.retry_at, up.last_error),
             (Backend::Up, 0, None, None)
@@ -251,7 +337,7 @@ mod tests {
     fn new_settings_void_the_state() {
         let s = State {
             fingerprint: "a".into(),
-            ..next(&State::default(), &failed(), at(0), 0.0)
+            ..next(&State::default(), &failed(), at(0), &mut rng())
         };
         assert_eq!(s.clone().for_settings("a"), s);
         let fresh = s.for_settings("b");
@@ -273,7 +359,7 @@ mod tests {
                 retry_after: None,
             },
             at(1_795_263_208),
-            0.3,
+            &mut rng(),
         );
         assert!(s.encode(512).len() <= 512, "{}", s.encode(512).len());
         assert_eq!(State::decode(&s.encode(512)), s);
@@ -292,7 +378,7 @@ mod tests {
                     note: Some(format!("HTTP 400: {message}")),
                 },
                 at(1_795_263_208),
-                0.0,
+                &mut rng(),
             );
             let last = s.last_error.as_deref().unwrap();
             let bytes = s.encode(512);

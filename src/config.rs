@@ -8,13 +8,15 @@
 //! applies) and one for an unreadable or unparsable file (ignored whole).
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use http::Uri;
 use http::header::{HeaderName, HeaderValue};
 
-use crate::delivery::DeliverySettings;
+use crate::delivery::drain::{DEFAULT_DRAIN_BUDGET, parse_drain_mode};
+use crate::delivery::{DeliverySettings, DrainMode};
 use crate::signal::{PerSignal, Signal};
 use crate::spool::{Encoding, SpoolOptions, SyncPolicy};
 use crate::transport::{Compression, Protocol, TlsFiles};
@@ -59,6 +61,15 @@ pub struct Flags {
     /// Wall time spent on the network after the real work, e.g. 2s [env: TRACESPOOL_BUDGET]
     #[arg(long, global = true, value_name = "DUR", value_parser = parse_duration)]
     pub budget: Option<Duration>,
+    /// What a hook does with the backlog: background (a detached `tracespool flush` sends it
+    /// after the hook's own data), inline (the hook sends it first, within its budget) or off
+    /// [env: TRACESPOOL_DRAIN] [default: background]
+    #[arg(long, global = true, value_name = "MODE", value_parser = parse_drain_mode)]
+    pub drain: Option<DrainMode>,
+    /// Wall time a background drain may spend, e.g. 60s [env: TRACESPOOL_DRAIN_BUDGET]
+    /// [default: 60s]
+    #[arg(long, global = true, value_name = "DUR", value_parser = parse_duration)]
+    pub drain_budget: Option<Duration>,
     /// Per-request timeout in milliseconds; 0 = none [env: OTEL_EXPORTER_OTLP_TRACES_TIMEOUT,
     /// OTEL_EXPORTER_OTLP_TIMEOUT] [default: the budget]
     #[arg(long, global = true, value_name = "MS")]
@@ -87,6 +98,117 @@ pub struct Flags {
     /// TOML config file, the lowest source but defaults [env: TRACESPOOL_CONFIG]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+impl Flags {
+    /// The flags a `tracespool flush` started on the user's behalf needs to find the same spool
+    /// and endpoints, as a command line that parses back to the same values. Headers are not
+    /// among them (a command line is visible to every user): see
+    /// [`header_vars`](Flags::header_vars).
+    pub fn delivery_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut push = |flag: &str, value: OsString| {
+            args.push(flag.into());
+            args.push(value);
+        };
+        let millis = |d: &Duration| OsString::from(format!("{}ms", d.as_millis().max(1)));
+        if let Some(v) = &self.spool_dir {
+            push("--spool-dir", v.into());
+        }
+        if let Some(v) = self.max_bytes {
+            push("--max-bytes", v.to_string().into());
+        }
+        if let Some(v) = self.max_spans {
+            push("--max-spans", v.to_string().into());
+        }
+        if let Some(v) = &self.max_age {
+            push("--max-age", millis(v));
+        }
+        if let Some(v) = self.spool_compression {
+            push(
+                "--spool-compression",
+                match v {
+                    Encoding::Gzip => "gzip",
+                    Encoding::Identity => "none",
+                }
+                .into(),
+            );
+        }
+        for (flag, uri) in [
+            ("--endpoint", &self.endpoint),
+            ("--metrics-endpoint", &self.metrics_endpoint),
+            ("--logs-endpoint", &self.logs_endpoint),
+        ] {
+            if let Some(uri) = uri {
+                push(flag, uri.to_string().into());
+            }
+        }
+        if let Some(v) = self.protocol {
+            push("--protocol", v.as_str().into());
+        }
+        if let Some(v) = &self.budget {
+            push("--budget", millis(v));
+        }
+        if let Some(v) = self.drain {
+            push("--drain", v.as_str().into());
+        }
+        if let Some(v) = &self.drain_budget {
+            push("--drain-budget", millis(v));
+        }
+        if let Some(v) = self.timeout {
+            push("--timeout", v.to_string().into());
+        }
+        for (flag, path) in [
+            ("--ca-file", &self.ca_file),
+            ("--client-cert", &self.client_cert),
+            ("--client-key", &self.client_key),
+            ("--config", &self.config),
+        ] {
+            if let Some(path) = path {
+                push(flag, path.into());
+            }
+        }
+        if let Some(v) = self.compression {
+            push(
+                "--compression",
+                match v {
+                    Compression::Gzip => "gzip",
+                    Compression::None => "none",
+                }
+                .into(),
+            );
+        }
+        args
+    }
+
+    /// `--header` values as environment variables that give every signal the same headers
+    /// (each signal's own `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_HEADERS`, which win over
+    /// every other source but the flag), for a process started on the user's behalf; none
+    /// without `--header`.
+    pub fn header_vars(&self) -> Vec<(String, String)> {
+        if self.headers.is_empty() {
+            return Vec::new();
+        }
+        const RESERVED: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+            .add(b'%')
+            .add(b',')
+            .add(b'=')
+            .add(b' ');
+        let encode = |b: &[u8]| percent_encoding::percent_encode(b, RESERVED).to_string();
+        let list = self
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k.as_str().as_bytes()), encode(v.as_bytes())))
+            .collect::<Vec<_>>()
+            .join(",");
+        Signal::ALL
+            .into_iter()
+            .map(|signal| {
+                let upper = signal.as_str().to_ascii_uppercase();
+                (format!("OTEL_EXPORTER_OTLP_{upper}_HEADERS"), list.clone())
+            })
+            .collect()
+    }
 }
 
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
@@ -299,7 +421,7 @@ struct Sources<'a> {
 }
 
 /// Keys the config file may hold.
-const FILE_KEYS: [&str; 18] = [
+const FILE_KEYS: [&str; 20] = [
     "endpoint",
     "protocol",
     "metrics_endpoint",
@@ -310,6 +432,8 @@ const FILE_KEYS: [&str; 18] = [
     "max_age",
     "spool_compression",
     "budget",
+    "drain",
+    "drain_budget",
     "timeout_ms",
     "ca_file",
     "client_cert",
@@ -443,7 +567,13 @@ impl Sources<'_> {
     /// the signal (`OTEL_EXPORTER_OTLP_TRACES_*`, `…_METRICS_*`, `…_LOGS_*`), which wins over it;
     /// the flags and the file's keys apply to every signal but the endpoint, which is each
     /// signal's own (an endpoint left unset is derived from the traces one by the caller).
-    fn delivery(&mut self, flags: &Flags, signal: Signal, budget: Duration) -> DeliverySettings {
+    fn delivery(
+        &mut self,
+        flags: &Flags,
+        signal: Signal,
+        budget: Duration,
+        drain: (DrainMode, Duration),
+    ) -> DeliverySettings {
         let upper = signal.as_str().to_ascii_uppercase();
         let names = |what: &str| {
             [
@@ -506,6 +636,8 @@ impl Sources<'_> {
                 Some(0) => None,
                 Some(ms) => Some(Duration::from_millis(ms)),
             },
+            drain: drain.0,
+            drain_budget: drain.1,
         }
     }
 }
@@ -587,7 +719,18 @@ impl Config {
             .or_else(|| src.env(&["TRACESPOOL_BUDGET"], duration))
             .or_else(|| src.file_str("budget", duration))
             .unwrap_or(DEFAULT_BUDGET);
-        let mut delivery = PerSignal::from_fn(|signal| src.delivery(flags, signal, budget));
+        let drain = flags
+            .drain
+            .or_else(|| src.env(&["TRACESPOOL_DRAIN"], parse_drain_mode))
+            .or_else(|| src.file_str("drain", parse_drain_mode))
+            .unwrap_or_default();
+        let drain_budget = flags
+            .drain_budget
+            .or_else(|| src.env(&["TRACESPOOL_DRAIN_BUDGET"], duration))
+            .or_else(|| src.file_str("drain_budget", duration))
+            .unwrap_or(DEFAULT_DRAIN_BUDGET);
+        let mut delivery =
+            PerSignal::from_fn(|signal| src.delivery(flags, signal, budget, (drain, drain_budget)));
         // A gRPC endpoint names no path: over gRPC the traces endpoint serves as it is.
         for signal in [Signal::Metrics, Signal::Logs] {
             if delivery[signal].endpoint.is_none() {
@@ -909,6 +1052,137 @@ mod tests {
         assert!(
             c.resource
                 .contains(&("deployment.environment".into(), "prod".into()))
+        );
+    }
+
+    #[test]
+    fn the_drain_mode_and_budget_follow_flag_environment_file_and_default() {
+        let (c, w) = resolve(&[]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            (c.delivery.traces.drain, c.delivery.logs.drain_budget),
+            (DrainMode::Background, Duration::from_secs(60))
+        );
+        let f = file("drain = \"off\"\ndrain_budget = \"10s\"");
+        let vars = env(&[("TRACESPOOL_DRAIN", "inline")]);
+        let (c, w) = Config::resolve(&Flags::default(), &vars, Some(&f));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            (c.delivery.metrics.drain, c.delivery.traces.drain_budget),
+            (DrainMode::Inline, Duration::from_secs(10))
+        );
+        let flags = Flags {
+            drain: Some(DrainMode::Off),
+            drain_budget: Some(Duration::from_secs(5)),
+            ..Flags::default()
+        };
+        let vars = env(&[
+            ("TRACESPOOL_DRAIN", "inline"),
+            ("TRACESPOOL_DRAIN_BUDGET", "1m"),
+        ]);
+        let (c, _) = Config::resolve(&flags, &vars, Some(&f));
+        assert_eq!(
+            (c.delivery.traces.drain, c.delivery.traces.drain_budget),
+            (DrainMode::Off, Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn a_bad_drain_mode_or_budget_warns_once_and_the_next_source_applies() {
+        let (c, w) = resolve(&[
+            ("TRACESPOOL_DRAIN", "later"),
+            ("TRACESPOOL_DRAIN_BUDGET", "forever"),
+        ]);
+        assert_eq!(
+            (c.delivery.traces.drain, c.delivery.traces.drain_budget),
+            (DrainMode::Background, Duration::from_secs(60))
+        );
+        let said: Vec<String> = w.iter().map(ToString::to_string).collect();
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(said[0].contains("TRACESPOOL_DRAIN=\"later\""), "{said:?}");
+        assert!(
+            said[1].contains("TRACESPOOL_DRAIN_BUDGET=\"forever\""),
+            "{said:?}"
+        );
+
+        let f = file("drain = \"inline\"\ndrain_budget = \"5s\"");
+        let vars = env(&[("TRACESPOOL_DRAIN", "sometimes")]);
+        let (c, w) = Config::resolve(&Flags::default(), &vars, Some(&f));
+        assert_eq!(
+            c.delivery.traces.drain,
+            DrainMode::Inline,
+            "the file applies"
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+
+        let f = file("drain = 3\ndrain_budget = \"soon\"");
+        let (c, w) = Config::resolve(&Flags::default(), &env(&[]), Some(&f));
+        assert_eq!(
+            (c.delivery.traces.drain, c.delivery.traces.drain_budget),
+            (DrainMode::Background, Duration::from_secs(60))
+        );
+        let said: Vec<String> = w.iter().map(ToString::to_string).collect();
+        assert!(
+            said.len() == 2 && said[0].contains("key drain=") && said[1].contains("drain_budget"),
+            "{said:?}"
+        );
+    }
+
+    #[test]
+    fn the_delivery_flags_parse_back_to_the_same_settings_with_headers_in_the_environment() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            flags: Flags,
+        }
+        use clap::Parser as _;
+        let typed = [
+            "x",
+            "--spool-dir=/tmp/s p",
+            "--max-bytes=1MiB",
+            "--max-spans=5000",
+            "--max-age=18h",
+            "--spool-compression=none",
+            "--endpoint=http://h:4318/v1/traces",
+            "--logs-endpoint=http://l:4318/v1/logs",
+            "--protocol=grpc",
+            "--budget=1.5s",
+            "--drain=inline",
+            "--drain-budget=2m",
+            "--timeout=700",
+            "--ca-file=/ca.pem",
+            "--compression=gzip",
+            "--header=authorization=Bearer a,b=c%",
+        ];
+        let flags = Cli::parse_from(typed).flags;
+        let again =
+            Cli::parse_from(std::iter::once(OsString::from("x")).chain(flags.delivery_args()))
+                .flags;
+        let vars: HashMap<String, String> = flags.header_vars().into_iter().collect();
+        assert_eq!(vars.len(), 3);
+        let (theirs, w) = Config::resolve(&again, &vars, None);
+        assert!(w.is_empty(), "{w:?}");
+        let (ours, _) = Config::resolve(&flags, &HashMap::new(), None);
+        assert!(
+            !flags
+                .delivery_args()
+                .iter()
+                .any(|a| a.to_string_lossy().contains("Bearer")),
+            "no header on the command line"
+        );
+        assert_eq!(theirs.spool_dir, ours.spool_dir);
+        assert_eq!(theirs.spool, ours.spool);
+        assert_eq!(
+            (ours.spool.max_age, ours.spool.compression),
+            (Some(Duration::from_secs(18 * 3600)), Encoding::Identity)
+        );
+        for signal in Signal::ALL {
+            let (a, b) = (&theirs.delivery[signal], &ours.delivery[signal]);
+            assert_eq!(format!("{a:?}"), format!("{b:?}"), "{signal:?}");
+        }
+        assert_eq!(
+            theirs.delivery.metrics.headers[0].1.to_str().unwrap(),
+            "Bearer a,b=c%"
         );
     }
 

@@ -3,13 +3,13 @@
 
 use std::sync::{Mutex, mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
-use crate::delivery::{Delivery, DeliverySettings, ExportError, Mode, Report};
+use crate::delivery::{Delivery, DeliverySettings, DrainMode, ExportError, Mode, Report, Stop};
 use crate::encode::{EncodedBatch, Encoder};
 use crate::spool::Spool;
 
@@ -22,11 +22,19 @@ enum Job {
 }
 
 /// An OpenTelemetry `SpanExporter` that never loses a span to a missing backend: it sends
-/// within the budget and spools what it could not send, flushing the spool on later exports.
+/// within the budget and spools what it could not send, and sends the spool later.
 ///
 /// Deliveries run on a thread of the exporter's own, with a tokio runtime of its own, so the
 /// exporter works under `with_simple_exporter` and `with_batch_exporter`, in programs with or
 /// without a runtime of their own.
+///
+/// The backlog, by the settings' drain mode: `background` (the default): an export sends its
+/// own batch and returns; then, while no export is waiting, the thread sends the backlog in
+/// rounds of one budget each (an export arriving meanwhile waits at most the end of the round),
+/// until the spool is empty, a round stops for anything but the budget (a failure, the backoff,
+/// another process flushing) or `drain_budget` is spent. No process is started. `inline`: an
+/// export sends the backlog first, within its budget. `off`: only `force_flush` and `shutdown`
+/// send it.
 #[derive(Debug)]
 pub struct SpoolExporter {
     encoder: Encoder,
@@ -43,6 +51,8 @@ impl SpoolExporter {
     /// When the thread or its runtime cannot be started.
     pub fn new(spool: Spool, settings: DeliverySettings) -> std::io::Result<SpoolExporter> {
         let budget = settings.budget;
+        let drain = settings.drain;
+        let drain_budget = settings.drain_budget;
         let delivery = Delivery::new(spool, settings);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -51,10 +61,37 @@ impl SpoolExporter {
         let thread = std::thread::Builder::new()
             .name("tracespool-delivery".into())
             .spawn(move || {
-                for job in rx {
+                // Until when the backlog gets rounds between exports, if it does.
+                let mut draining: Option<Instant> = None;
+                loop {
+                    let job = match draining {
+                        Some(until) => match rx.try_recv() {
+                            Ok(job) => job,
+                            Err(mpsc::TryRecvError::Empty) => {
+                                let round = runtime.block_on(delivery.flush(Mode::Hurried, None));
+                                let more = round.is_ok_and(|r| {
+                                    r.remaining && matches!(r.stopped, Some(Stop::Budget))
+                                });
+                                draining = draining.filter(|_| more && Instant::now() < until);
+                                continue;
+                            }
+                            Err(mpsc::TryRecvError::Disconnected) => break,
+                        },
+                        None => match rx.recv() {
+                            Ok(job) => job,
+                            Err(_) => break,
+                        },
+                    };
                     match job {
                         Job::Export(batch, reply) => {
-                            let _ = reply.send(runtime.block_on(delivery.export(batch)));
+                            let result = runtime.block_on(delivery.export(batch));
+                            let backlog = result
+                                .as_ref()
+                                .is_ok_and(|r| r.stopped.is_none() && r.remaining);
+                            if drain == DrainMode::Background && backlog && draining.is_none() {
+                                draining = Some(Instant::now() + drain_budget);
+                            }
+                            let _ = reply.send(result);
                         }
                         Job::Flush(reply) => {
                             let _ =

@@ -72,7 +72,9 @@ pub fn spool_dir(data: &[u8]) {
             for _ in 0..10_000 {
                 match reader.next() {
                     Ok(Some(record)) => {
-                        found |= record.plain().is_ok_and(|p| p[..] == b"after the damage"[..]);
+                        found |= record
+                            .plain()
+                            .is_ok_and(|p| p[..] == b"after the damage"[..]);
                         if reader.ack(&record).is_err() {
                             break;
                         }

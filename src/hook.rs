@@ -10,6 +10,9 @@
 //!   at once) and delivered with the command's span, in as few requests as fit.
 //! - The command starts before the spool is opened; the spool is opened while it runs.
 //! - One budget bounds the whole delivery of the run, however many requests it takes.
+//! - In drain mode `background` the run delivers only its own data, and tells the caller when
+//!   a detached drainer should send the backlog (the caller starts it: a library does not start
+//!   processes); `inline` sends the backlog first; `off` leaves it to `flush` and `serve`.
 
 use std::ffi::{OsStr, OsString};
 use std::panic::AssertUnwindSafe;
@@ -102,9 +105,18 @@ pub fn file_name(program: &OsStr) -> String {
         .into_owned()
 }
 
+/// How a hook's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ran {
+    /// The command's exit code (128+N for a signal, 127 not found, 126 not executable).
+    pub code: u8,
+    /// A detached drainer should send the backlog, waiting this long before its first request.
+    pub drain: Option<Duration>,
+}
+
 /// Runs `program` with `args` in a span placed by `placement`, captures its own telemetry,
 /// delivers the run's data within the budget (else spools it), and returns the command's exit
-/// code. Every problem goes to `say`, once.
+/// code and whether a drainer should start. Every problem goes to `say`, once.
 pub async fn run(
     config: &Config,
     placement: &Placement,
@@ -112,7 +124,7 @@ pub async fn run(
     args: &[OsString],
     span: &CommandSpan,
     say: &(dyn Fn(Problem) + Sync),
-) -> u8 {
+) -> Ran {
     let captured = Arc::new(Captured::default());
     let capture = if span.capture {
         Capture::start(captured.clone())
@@ -153,6 +165,7 @@ pub async fn run(
     if let Some(problem) = spawn_problem(program, outcome) {
         say(problem);
     }
+    let mut drain = None;
     if let Some(delivery) = delivery {
         let service = file_name(program);
         let delivered = deliver(
@@ -165,11 +178,12 @@ pub async fn run(
             say,
         );
         // Whatever happens to tracing, even a bug of ours, the command's code comes back.
-        if AssertUnwindSafe(delivered).catch_unwind().await.is_err() {
-            say(Problem::Bug);
+        match AssertUnwindSafe(delivered).catch_unwind().await {
+            Ok(start) => drain = start,
+            Err(_) => say(Problem::Bug),
         }
     }
-    code
+    Ran { code, drain }
 }
 
 /// What the command's own OpenTelemetry SDK sends: held until it exits, then delivered with
@@ -298,8 +312,9 @@ fn command_span(
 }
 
 /// Encodes the span under the configured resource and delivers it, with `captured` batches in
-/// the same request, within the budget and after whatever the spool holds; spools what is not
-/// delivered.
+/// the same request, within the budget (in drain mode `inline` after whatever the spool holds);
+/// spools what is not delivered. Returns the start delay of a detached drainer when one should
+/// send the backlog now.
 pub async fn deliver(
     deliveries: &Deliveries,
     config: &Config,
@@ -308,7 +323,7 @@ pub async fn deliver(
     default_service: &str,
     captured: Vec<EncodedBatch>,
     say: &(dyn Fn(Problem) + Sync),
-) {
+) -> Option<Duration> {
     let service = record::service_name(
         config.service_name.as_deref(),
         &config.resource,
@@ -322,7 +337,9 @@ pub async fn deliver(
     let chunk_limit = (config.spool.max_bytes / 4).clamp(64 * 1024, 4 * 1024 * 1024) as usize;
     // One budget for the run, however many requests it takes.
     let budget = config.delivery.traces.budget;
-    for result in deliveries.export_run(batches, budget, chunk_limit).await {
+    let reports = deliveries.export_run(batches, budget, chunk_limit).await;
+    let drain = deliveries.drain_after(&reports, &mut fastrand::Rng::new());
+    for result in reports {
         match result {
             Ok(report) => {
                 tracing::info!(
@@ -335,4 +352,5 @@ pub async fn deliver(
             Err(e) => say(e.into()),
         }
     }
+    drain
 }

@@ -14,7 +14,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use prost::Message;
-use tracespool::delivery::{Delivery, DeliverySettings, Report, Stop};
+use tracespool::delivery::{Delivery, DeliverySettings, DrainMode, Report, Stop};
 use tracespool::encode::EncodedBatch;
 use tracespool::exporter::SpoolExporter;
 use tracespool::signal::Signal;
@@ -52,11 +52,13 @@ fn batch(names: &[&str]) -> EncodedBatch {
     )
 }
 
+/// Settings of a run that sends the backlog itself, before its own data (drain mode `inline`).
 fn settings(endpoint: &str, budget: Duration) -> DeliverySettings {
     DeliverySettings {
         endpoint: Some(endpoint.parse().unwrap()),
         budget,
         timeout: Some(budget),
+        drain: DrainMode::Inline,
         ..DeliverySettings::default()
     }
 }
@@ -258,8 +260,9 @@ fn a_503_with_retry_after_keeps_the_data_and_no_one_connects_until_it_passes() {
         .unwrap()
         .as_secs_f64();
     let retry_at = status["retry_at"].as_f64().unwrap();
+    // Retry-After: 2 is drawn from [2 s, 3.5 s].
     assert!(
-        retry_at > now + 1.0 && retry_at < now + 2.5,
+        retry_at > now + 1.0 && retry_at < now + 3.6,
         "{retry_at} vs {now}"
     );
     assert!(status["last_error"].as_str().unwrap().contains("503"));
@@ -275,7 +278,12 @@ fn a_503_with_retry_after_keeps_the_data_and_no_one_connects_until_it_passes() {
     assert_eq!(server.connections(), before);
 
     // After it: the next run probes, and delivers everything once the server is back.
-    std::thread::sleep(Duration::from_millis(2100));
+    let left = retry_at
+        - SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+    std::thread::sleep(Duration::from_secs_f64(left.max(0.0) + 0.1));
     server.set(Answer::status(200));
     let r = export(dir, &server.endpoint(), &["z"]);
     assert_eq!((r.sent_batches, r.remaining), (5, false), "{r:?}");

@@ -3,6 +3,7 @@
 //! `main` calls [`parse`] then [`run`]; each command lives in its own file and returns an exit
 //! code or a [`CliError`], printed once here as `tracespool: …`.
 
+mod drainer;
 mod serve;
 mod status;
 mod trace;
@@ -21,7 +22,8 @@ use crate::config::{Config, ConfigFile, Flags};
     version,
     about = "OpenTelemetry tracing for intermittent runtimes: hooks, cron jobs, CI steps",
     after_help = "Spans are sent to the OTLP/HTTP endpoint when it answers within the budget, \
-                  and kept in the spool otherwise; later runs deliver the spool first."
+                  and kept in the spool otherwise; once the endpoint answers again, a background \
+                  `tracespool flush` started by a later run delivers the spool (see --drain)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -49,7 +51,12 @@ pub enum Command {
         verify: bool,
     },
     /// Deliver the spool now, ignoring the shared backoff (exit 1 if anything remains)
-    Flush,
+    Flush {
+        /// A background drain a hook started, waiting DELAY before its first request: obeys
+        /// the backoff, uses drain_budget, prints nothing
+        #[arg(long = "as-drainer", hide = true, value_name = "DELAY", value_parser = crate::units::parse_duration)]
+        as_drainer: Option<std::time::Duration>,
+    },
     /// Run the agent: OTLP receivers on loopback that spool, and a forwarder that delivers
     Serve(serve::ServeArgs),
 }
@@ -156,15 +163,18 @@ pub fn run(cli: Cli) -> ExitCode {
     let config = resolve(&cli.flags);
     let result = match cli.command {
         // `exec` never fails on our account: its exit code is the child's.
-        Command::Exec(args) => return trace::exec(&config, args),
+        Command::Exec(args) => return trace::exec(&config, &cli.flags, args),
+        Command::Flush {
+            as_drainer: Some(delay),
+        } => return drainer::run(&config, delay),
         Command::Span(_) if config.disabled => return ExitCode::SUCCESS,
         _ if config.disabled => {
             say!("tracing is disabled (OTEL_SDK_DISABLED=true)");
             return ExitCode::SUCCESS;
         }
-        Command::Span(args) => trace::span(&config, args),
+        Command::Span(args) => trace::span(&config, &cli.flags, args),
         Command::Status { json, verify } => status::status(&config, json, verify),
-        Command::Flush => status::flush(&config),
+        Command::Flush { as_drainer: None } => status::flush(&config),
         Command::Serve(args) => serve::serve(&config, &cli.flags, args),
     };
     match result {

@@ -11,8 +11,8 @@ use std::time::SystemTime;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanKind, Status};
 
-use super::{CliError, current_thread, say};
-use crate::config::{Config, parse_key_value};
+use super::{CliError, current_thread, drainer, say};
+use crate::config::{Config, Flags, parse_key_value};
 use crate::exec;
 use crate::hook::{self, CommandSpan, Problem};
 use crate::propagation::{self, Incoming, Parent};
@@ -162,7 +162,7 @@ fn tell(problem: Problem) {
     say!("{problem}");
 }
 
-pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
+pub(super) fn exec(config: &Config, flags: &Flags, args: ExecArgs) -> ExitCode {
     let (program, rest) = args.command.split_first().expect("clap requires CMD");
     if config.disabled {
         return run_untraced(program, rest);
@@ -188,10 +188,13 @@ pub(super) fn exec(config: &Config, args: ExecArgs) -> ExitCode {
         record_args: args.record_args,
         capture: !args.no_capture,
     };
-    let code = runtime.block_on(hook::run(config, &placement, program, rest, &span, &tell));
+    let ran = runtime.block_on(hook::run(config, &placement, program, rest, &span, &tell));
     // Nothing of ours is worth waiting for at exit (a resolver thread, say).
     runtime.shutdown_background();
-    ExitCode::from(code)
+    if let Some(delay) = ran.drain {
+        drainer::start(flags, delay);
+    }
+    ExitCode::from(ran.code)
 }
 
 /// `TRACEPARENT=…` on stdout. A reader gone (a closed pipe) does not stop the span from being
@@ -201,7 +204,7 @@ fn print_traceparent(traceparent: &str) {
     let _ = writeln!(std::io::stdout().lock(), "TRACEPARENT={traceparent}");
 }
 
-pub(super) fn span(config: &Config, args: SpanArgs) -> Result<ExitCode, CliError> {
+pub(super) fn span(config: &Config, flags: &Flags, args: SpanArgs) -> Result<ExitCode, CliError> {
     let parent = parent();
     if parent.is_some_and(|p| !p.sampled) {
         // Not recorded; the caller's context goes on unchanged.
@@ -238,7 +241,7 @@ pub(super) fn span(config: &Config, args: SpanArgs) -> Result<ExitCode, CliError
     };
     let deliveries = hook::open_deliveries(config)?;
     let runtime = current_thread()?;
-    runtime.block_on(hook::deliver(
+    let drain = runtime.block_on(hook::deliver(
         &deliveries,
         config,
         &placement,
@@ -248,5 +251,8 @@ pub(super) fn span(config: &Config, args: SpanArgs) -> Result<ExitCode, CliError
         &tell,
     ));
     runtime.shutdown_background();
+    if let Some(delay) = drain {
+        drainer::start(flags, delay);
+    }
     Ok(ExitCode::SUCCESS)
 }

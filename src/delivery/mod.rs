@@ -8,16 +8,21 @@
 //! 1. no endpoint, or TLS not ready (an https endpoint whose CA, certificate or key file is
 //!    missing) → spool; nothing is sent, never in clear;
 //! 2. the shared backoff is open (`retry_at` in the future) → spool, no connection attempt;
-//! 3. take the flush lease: flush the spool oldest first, one batch at a time, stopping at the
-//!    first failure or when the budget is spent; then, if the spool is empty, let the lease go
-//!    and send the new batch (also when the spool cannot be read: the new batch then goes
-//!    ahead of older spooled ones);
-//! 4. lease held by another process: send the new batch directly while the backend is up or
-//!    unknown; when the backoff has just expired only the lease holder probes, so spool it;
+//! 3. drain mode `inline` only: take the flush lease: flush the spool oldest first, one batch
+//!    at a time, stopping at the first failure or when the budget is spent; then, if the spool
+//!    is empty, let the lease go and send the new batch (also when the spool cannot be read:
+//!    the new batch then goes ahead of older spooled ones);
+//! 4. drain modes `background` and `off`, or the lease held by another process: send the new
+//!    batch directly while the backend is up or unknown; when the backoff has just expired only
+//!    the lease holder probes (the run takes the lease for its probe, and spools the batch when
+//!    another process holds it);
 //! 5. whatever was not delivered is spooled. Bad data goes to the dead-letter area.
+//!
+//! What starts a detached drainer after a `background` run is decided in [`drain`].
 //!
 //! A batch is acknowledged in the spool only after a 2xx. The budget bounds the whole of it.
 
+pub mod drain;
 mod report;
 mod run;
 mod signals;
@@ -30,6 +35,7 @@ use std::time::{Duration, Instant};
 use http::Uri;
 use http::header::{HeaderName, HeaderValue};
 
+pub use drain::DrainMode;
 pub use report::{DeliveryStatus, ExportError, Progress, Report, Stop};
 use run::Run;
 pub use signals::{Deliveries, delivery_in};
@@ -56,6 +62,11 @@ pub struct DeliverySettings {
     pub budget: Duration,
     /// Per request; `None` means the budget alone bounds it.
     pub timeout: Option<Duration>,
+    /// What a short-lived export does with the backlog.
+    pub drain: DrainMode,
+    /// Wall time a detached drainer (or an exporter's worker, after its exports) may spend on
+    /// the backlog.
+    pub drain_budget: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -68,6 +79,8 @@ impl Default for DeliverySettings {
             tls: TlsFiles::default(),
             budget: Duration::from_secs(2),
             timeout: None,
+            drain: DrainMode::default(),
+            drain_budget: drain::DEFAULT_DRAIN_BUDGET,
         }
     }
 }
@@ -119,7 +132,8 @@ pub enum Mode {
     /// A short-lived process (a hook's export, an exporter's flush): obeys the shared backoff;
     /// the end of its budget cuts a request short.
     Hurried,
-    /// `tracespool flush`, an explicit request: the shared backoff does not stop it.
+    /// `tracespool flush`, an explicit request: the shared backoff does not stop it, and a flush
+    /// lease held by another process is waited for within the budget.
     Explicit,
     /// `serve`'s forwarding: obeys the backoff; the budget only stops *starting* sends, and a
     /// request under way keeps its whole timeout, so a slow backend is not abandoned
@@ -130,6 +144,10 @@ pub enum Mode {
 impl Mode {
     fn obeys_backoff(self) -> bool {
         self != Mode::Explicit
+    }
+
+    fn waits_for_the_lease(self) -> bool {
+        self == Mode::Explicit
     }
 }
 
@@ -317,8 +335,8 @@ impl Delivery {
         }
     }
 
-    /// Delivers `batch` within the budget, flushing the spool first; spools what is not
-    /// delivered (steps in the module doc).
+    /// Delivers `batch` within the budget (in drain mode `inline` after flushing the spool);
+    /// spools what is not delivered (steps in the module doc).
     ///
     /// # Errors
     ///
@@ -368,7 +386,21 @@ impl Delivery {
         let deadline = Instant::now() + self.settings.budget;
         let mut run = Run::new(self, mode, deadline, false);
         run.progress = progress;
-        run.flush().await
+        run.flush(Duration::ZERO).await
+    }
+
+    /// A detached drainer's flush: obeys the shared backoff, within the drain budget, and waits
+    /// `start_delay` (within that budget) between taking the flush lease and its first request.
+    /// Holding the lease while it waits, it keeps other drainers from starting.
+    ///
+    /// # Errors
+    ///
+    /// As [`flush`](Delivery::flush).
+    pub async fn drain(&self, start_delay: Duration) -> Result<Report, ExportError> {
+        let deadline = Instant::now() + self.settings.drain_budget;
+        Run::new(self, Mode::Hurried, deadline, false)
+            .flush(start_delay)
+            .await
     }
 
     /// One round of the agent's forwarding: a [`Mode::Patient`] flush.

@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use crate::circuit::Backend;
+use crate::circuit::{Backend, State};
 use crate::encode::EncodedBatch;
 use crate::spool::{AppendError, AppendOutcome, SpoolError};
 use crate::transport::{SendError, TlsError, chain};
@@ -43,6 +43,8 @@ pub struct Report {
     pub stopped: Option<Stop>,
     pub backend: Backend,
     pub last_error: Option<String>,
+    /// The backend's state as the delivery found it (what a drainer's start delay depends on).
+    pub before: State,
 }
 
 /// Why delivery did not (entirely) happen.

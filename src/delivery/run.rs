@@ -3,9 +3,9 @@
 
 use std::future::Future;
 use std::task::Poll;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::{Budget, Delivery, Mode, Progress, Report, Stop, Target};
+use super::{Budget, Delivery, DrainMode, Mode, Progress, Report, Stop, Target};
 use crate::circuit::{self, Backend, Outcome, State};
 use crate::delivery::ExportError;
 use crate::encode::EncodedBatch;
@@ -23,7 +23,12 @@ pub(super) struct Run<'a> {
     pub(super) progress: Option<&'a Progress<'a>>,
     /// The backend answered earlier in this run (this delivery or one before it).
     answered: bool,
+    /// Draws the jitter of a failure's backoff.
+    rng: fastrand::Rng,
 }
+
+/// How often a flush waiting for another process's flush lease tries again.
+const LEASE_POLL: Duration = Duration::from_millis(50);
 
 /// What the answer to one send asks the caller to do with the batch.
 enum Sent {
@@ -52,10 +57,13 @@ impl<'a> Run<'a> {
             report: Report::default(),
             progress: None,
             answered,
+            // Seeded from the OS: processes told the same delay draw different ones.
+            rng: fastrand::Rng::new(),
         }
     }
 
-    /// A short-lived run's export: the spool first, then `batch` (steps in the module doc).
+    /// A short-lived run's export: in drain mode `inline` the spool first, then `batch`; else
+    /// `batch` alone (steps in the module doc).
     pub(super) async fn export(
         mut self,
         batch: EncodedBatch,
@@ -66,6 +74,23 @@ impl<'a> Run<'a> {
             Err(stop) => return self.spool_and_finish(batch, stop),
         };
         let probing = self.state.backend == Backend::Down;
+        if self.delivery.settings.drain != DrainMode::Inline {
+            // Only the lease holder probes a backend whose backoff has just expired: the lease
+            // is held for the probe.
+            let spool = &self.delivery.spool;
+            let _lease = match probing.then(|| spool.reader()) {
+                None => None,
+                Some(Ok(reader)) => Some(reader),
+                Some(Err(SpoolError::FlushLeaseHeld { .. })) => {
+                    return self.spool_and_finish(batch, Stop::LeaseHeld);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("could not read the spool: {e}");
+                    None
+                }
+            };
+            return self.send_own(upstream.as_ref(), batch, budget).await;
+        }
         match self.delivery.spool.reader() {
             Ok(mut reader) => match self.drain(&mut reader, upstream.as_ref()).await {
                 Ok(true) => {}
@@ -83,13 +108,18 @@ impl<'a> Run<'a> {
             Err(SpoolError::FlushLeaseHeld { .. }) => {}
             Err(e) => tracing::warn!("could not read the spool: {e}"),
         }
-        let sent = self
-            .send(
-                upstream.as_ref(),
-                Body::both(batch.bytes.clone(), batch.gzip.clone()),
-                batch.items,
-            )
-            .await;
+        self.send_own(upstream.as_ref(), batch, budget).await
+    }
+
+    /// Sends the run's own `batch`; spools it when it is not delivered.
+    async fn send_own(
+        mut self,
+        upstream: &dyn Upstream,
+        batch: EncodedBatch,
+        budget: &mut Budget,
+    ) -> Result<Report, ExportError> {
+        let body = Body::both(batch.bytes.clone(), batch.gzip.clone());
+        let sent = self.send(upstream, body, batch.items).await;
         budget.answered |= self.answered;
         match sent {
             Sent::Accepted => self.finish(),
@@ -103,30 +133,52 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Delivers the spool oldest first, stopping at the first failure.
-    pub(super) async fn flush(mut self) -> Result<Report, ExportError> {
+    /// Delivers the spool oldest first, stopping at the first failure. The first request waits
+    /// `start_delay` (within the budget) after the flush lease is taken. An explicit flush
+    /// waits for a lease another process holds, within its budget.
+    pub(super) async fn flush(mut self, start_delay: Duration) -> Result<Report, ExportError> {
         let upstream = match self.preflight() {
             Ok(upstream) => upstream,
             Err(stop) => return self.finish_stopped(stop),
         };
-        let mut reader = match self.delivery.spool.reader() {
-            Ok(reader) => reader,
-            Err(SpoolError::FlushLeaseHeld { .. }) => return self.finish_stopped(Stop::LeaseHeld),
-            Err(e) => return Err(e.into()),
+        let spool = &self.delivery.spool;
+        let mut reader = loop {
+            match spool.reader() {
+                Ok(reader) => break reader,
+                Err(SpoolError::FlushLeaseHeld { .. })
+                    if self.mode.waits_for_the_lease() && Instant::now() < self.deadline =>
+                {
+                    let left = self.deadline.saturating_duration_since(Instant::now());
+                    tokio::time::sleep(LEASE_POLL.min(left)).await;
+                }
+                Err(SpoolError::FlushLeaseHeld { .. }) => {
+                    return self.finish_stopped(Stop::LeaseHeld);
+                }
+                Err(e) => return Err(e.into()),
+            }
         };
+        let mut upstream = upstream;
+        if !start_delay.is_zero() {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            tokio::time::sleep(start_delay.min(left)).await;
+            // Another process may have learnt of a failure meanwhile.
+            self.state = self.delivery.load_state();
+            self.before = self.state.clone();
+            upstream = match self.preflight() {
+                Ok(upstream) => upstream,
+                Err(stop) => {
+                    drop(reader);
+                    return self.finish_stopped(stop);
+                }
+            };
+        }
         self.drain(&mut reader, upstream.as_ref()).await?;
         drop(reader);
         self.finish()
     }
 
     fn record(&mut self, outcome: Outcome) {
-        // Only a failure's delay is jittered.
-        let jitter = if matches!(outcome, Outcome::Failed { .. }) {
-            jitter()
-        } else {
-            0.0
-        };
-        self.state = circuit::next(&self.state, &outcome, SystemTime::now(), jitter);
+        self.state = circuit::next(&self.state, &outcome, SystemTime::now(), &mut self.rng);
     }
 
     /// The transport, unless something stops delivery before any connection: no endpoint, TLS
@@ -288,6 +340,7 @@ impl<'a> Run<'a> {
         self.delivery.store_state(&self.before, &self.state);
         self.report.backend = self.state.backend;
         self.report.last_error = self.state.last_error.clone();
+        self.report.before = self.before.clone();
         // Stopped: something remains by definition. Ran to the end: count what others added
         // meanwhile (`flush` exits on it). A hook's spooling run skips the count.
         if self.report.stopped.is_none()
@@ -297,15 +350,6 @@ impl<'a> Run<'a> {
         }
         Ok(self.report)
     }
-}
-
-/// A number in [-1, 1] that differs between processes and calls: enough to spread retries.
-fn jitter() -> f64 {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let x = crc32c::crc32c(&[nanos.to_le_bytes(), std::process::id().to_le_bytes()].concat());
-    f64::from(x) / f64::from(u32::MAX) * 2.0 - 1.0
 }
 
 /// A stored record as a request body, in the form it is stored in.

@@ -3,11 +3,13 @@
 //! backed-off endpoint never holds up another's.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
 
+use super::drain::{self, AfterRun, DrainMode};
 use super::{Budget, Delivery, DeliverySettings, ExportError, Mode, Progress, Report};
+use crate::circuit::Backend;
 use crate::encode::{self, EncodedBatch};
 use crate::receiver::{Sink, StoreError};
 use crate::signal::{PerSignal, Signal};
@@ -128,6 +130,65 @@ impl Deliveries {
             );
         }
         reports
+    }
+
+    /// After a short-lived run delivered its own data (`reports`, from
+    /// [`export_run`](Deliveries::export_run)): the start delay of a detached drainer when one
+    /// should start (see [`drain::should_start_drain`] and [`drain::start_delay`]), else `None`.
+    /// Looks at the spool only when the mode and the answers allow a drainer.
+    pub fn drain_after(
+        &self,
+        reports: &[Result<Report, ExportError>],
+        rng: &mut fastrand::Rng,
+    ) -> Option<Duration> {
+        let mode = self.settings.traces.drain;
+        let answered = !reports.is_empty()
+            && reports
+                .iter()
+                .all(|r| r.as_ref().is_ok_and(|r| r.stopped.is_none()));
+        let mut after = AfterRun {
+            answered,
+            backlog_batches: 0,
+            lease_held: false,
+        };
+        if mode == DrainMode::Background && answered {
+            let lanes = Signal::ALL
+                .into_iter()
+                .filter_map(|signal| self.store.existing(signal).ok().flatten());
+            for lane in lanes {
+                after.backlog_batches += lane.stats().map_or(0, |s| s.batches);
+                after.lease_held |= matches!(lane.reader(), Err(SpoolError::FlushLeaseHeld { .. }));
+            }
+        }
+        if !drain::should_start_drain(mode, &after) {
+            return None;
+        }
+        // The state the run found: a backoff on any of its endpoints counts.
+        let found = reports.iter().flatten().map(|r| &r.before);
+        let before = found
+            .clone()
+            .find(|state| state.backend == Backend::Down)
+            .or_else(|| found.clone().next())?;
+        Some(drain::start_delay(before, SystemTime::now(), rng))
+    }
+
+    /// A detached drainer's work: every signal's spool that exists, side by side, each under
+    /// its flush lease, obeying the shared backoff, within the drain budget, the first request
+    /// after `start_delay` (see [`Delivery::drain`]).
+    pub async fn drain(&self, start_delay: Duration) -> Vec<(Signal, Result<Report, ExportError>)> {
+        let mut runs = Vec::new();
+        for signal in Signal::ALL {
+            match self.existing(signal) {
+                Ok(Some(delivery)) => runs.push(futures_util::future::Either::Left(async move {
+                    (signal, delivery.drain(start_delay).await)
+                })),
+                Ok(None) => {}
+                Err(e) => runs.push(futures_util::future::Either::Right(async move {
+                    (signal, Err(e.into()))
+                })),
+            }
+        }
+        join_all(runs).await
     }
 
     /// Flushes every signal's spool that exists, side by side (see [`Delivery::flush`]). The

@@ -106,11 +106,16 @@ struct Setup {
 }
 
 fn setup(mock: Arc<Mock>, budget: Duration) -> Setup {
+    setup_draining(mock, budget, DrainMode::default())
+}
+
+fn setup_draining(mock: Arc<Mock>, budget: Duration, drain: DrainMode) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path().join("spool"), SpoolOptions::default()).unwrap();
     let settings = DeliverySettings {
         endpoint: Some("http://mock/v1/traces".parse().unwrap()),
         budget,
+        drain,
         ..DeliverySettings::default()
     };
     let upstream = mock.clone();
@@ -160,7 +165,8 @@ fn a_retryable_failure_spools_the_batch_and_opens_the_backoff_for_later_runs() {
         .unwrap()
         .as_secs_f64();
     assert!(
-        (now + 29.0..=now + 31.0).contains(&retry_at),
+        // Retry-After: 30 is drawn from [30 s, 38.5 s].
+        (now + 29.0..=now + 39.5).contains(&retry_at),
         "{retry_at} vs {now}"
     );
 
@@ -440,4 +446,230 @@ fn a_failing_signal_holds_up_no_other_in_one_run() {
         .collect();
     assert_eq!(sent, [1, 0, 1], "traces, metrics, logs");
     assert_eq!(slow.sent().len(), 1);
+}
+
+/// Spools `names` as older runs left them.
+fn backlog(s: &Setup, names: &[&str]) {
+    for name in names {
+        s.delivery.spool().append(name.as_bytes(), 1).unwrap();
+    }
+}
+
+#[test]
+fn a_background_or_off_export_sends_its_own_batch_and_leaves_the_backlog() {
+    for drain in [DrainMode::Background, DrainMode::Off] {
+        let s = setup_draining(Mock::answering([]), Duration::from_secs(2), drain);
+        backlog(&s, &["old1", "old2"]);
+        let report = runtime().block_on(s.delivery.export(batch("new"))).unwrap();
+        assert_eq!((report.sent_batches, report.spooled), (1, false));
+        assert!(report.stopped.is_none(), "{:?}", report.stopped);
+        assert_eq!(s.mock.sent(), [Bytes::from("new")], "{drain:?}");
+        assert_eq!(s.delivery.spool().stats().unwrap().batches, 2);
+    }
+}
+
+#[test]
+fn an_inline_export_sends_the_backlog_oldest_first_then_its_own_batch() {
+    let s = setup_draining(
+        Mock::answering([]),
+        Duration::from_secs(2),
+        DrainMode::Inline,
+    );
+    backlog(&s, &["old1", "old2"]);
+    let report = runtime().block_on(s.delivery.export(batch("new"))).unwrap();
+    assert_eq!(report.sent_batches, 3);
+    assert_eq!(
+        s.mock.sent(),
+        [Bytes::from("old1"), Bytes::from("old2"), Bytes::from("new")]
+    );
+    assert_eq!(s.delivery.spool().stats().unwrap().batches, 0);
+}
+
+#[test]
+fn a_background_export_that_finds_the_backoff_expired_probes_only_with_the_lease() {
+    let s = setup(Mock::answering([unavailable(None)]), Duration::from_secs(2));
+    let rt = runtime();
+    rt.block_on(s.delivery.export(batch("a"))).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let other = Spool::open(s.delivery.spool().path(), SpoolOptions::default()).unwrap();
+    let lease = other.reader().unwrap();
+    let report = rt.block_on(s.delivery.export(batch("b"))).unwrap();
+    assert!(report.spooled && matches!(report.stopped, Some(Stop::LeaseHeld)));
+    drop(lease);
+    let report = rt.block_on(s.delivery.export(batch("c"))).unwrap();
+    assert_eq!(report.sent_batches, 1);
+    assert_eq!(report.before.backend, Backend::Down, "it was the probe");
+    assert_eq!(s.mock.sent(), [Bytes::from("a"), Bytes::from("c")]);
+}
+
+#[test]
+fn an_explicit_flush_waits_for_a_lease_another_process_holds_then_delivers_the_rest() {
+    let s = setup(Mock::answering([]), Duration::from_secs(2));
+    backlog(&s, &["old1", "old2"]);
+    let other = Spool::open(s.delivery.spool().path(), SpoolOptions::default()).unwrap();
+    let releaser = std::thread::spawn(move || {
+        let lease = other.reader().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(lease);
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let rt = runtime();
+    let report = rt.block_on(s.delivery.flush(Mode::Explicit, None)).unwrap();
+    releaser.join().unwrap();
+    assert_eq!((report.sent_batches, report.remaining), (2, false));
+
+    // Held past the budget: it says so, having waited the budget and no longer.
+    let s = setup(Mock::answering([]), Duration::from_millis(300));
+    backlog(&s, &["old"]);
+    let other = Spool::open(s.delivery.spool().path(), SpoolOptions::default()).unwrap();
+    let lease = other.reader().unwrap();
+    let start = Instant::now();
+    let report = rt.block_on(s.delivery.flush(Mode::Explicit, None)).unwrap();
+    let took = start.elapsed();
+    assert!(matches!(report.stopped, Some(Stop::LeaseHeld)));
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(1),
+        "{took:?}"
+    );
+    drop(lease);
+}
+
+#[test]
+fn a_drain_holds_the_lease_through_its_start_delay_and_obeys_the_backoff() {
+    let s = setup(Mock::answering([]), Duration::from_secs(2));
+    backlog(&s, &["old1", "old2"]);
+    let rt = runtime();
+    let other = Spool::open(s.delivery.spool().path(), SpoolOptions::default()).unwrap();
+    let report = rt.block_on(async {
+        let drain = s.delivery.drain(Duration::from_millis(300));
+        let probe = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(matches!(
+                other.reader(),
+                Err(crate::spool::SpoolError::FlushLeaseHeld { .. })
+            ));
+            assert!(s.mock.sent().is_empty(), "nothing sent during the delay");
+        };
+        futures_util::future::join(drain, probe).await.0
+    });
+    assert_eq!(report.unwrap().sent_batches, 2);
+
+    let s = setup(Mock::answering([unavailable(None)]), Duration::from_secs(2));
+    rt.block_on(s.delivery.export(batch("a"))).unwrap();
+    let report = rt.block_on(s.delivery.drain(Duration::ZERO)).unwrap();
+    assert!(matches!(report.stopped, Some(Stop::BackingOff { .. })));
+    assert_eq!(s.mock.sent().len(), 1);
+}
+
+#[test]
+fn a_drain_that_learns_of_a_backoff_during_its_start_delay_sends_nothing() {
+    let s = setup(Mock::answering([unavailable(None)]), Duration::from_secs(2));
+    backlog(&s, &["old"]);
+    let report = runtime().block_on(async {
+        let drain = s.delivery.drain(Duration::from_millis(300));
+        let hook = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            s.delivery.export(batch("new")).await.unwrap()
+        };
+        futures_util::future::join(drain, hook).await.0
+    });
+    let report = report.unwrap();
+    assert!(
+        matches!(report.stopped, Some(Stop::BackingOff { .. })),
+        "{report:?}"
+    );
+    assert_eq!(
+        s.mock.sent(),
+        [Bytes::from("new")],
+        "only the hook's failed try"
+    );
+}
+
+#[test]
+fn after_an_answered_run_a_drain_is_wanted_and_it_sends_every_signals_backlog() {
+    let mock = Mock::answering([]);
+    let (_dir, all) = deliveries(
+        mock.clone(),
+        ["http://a:4317", "http://a:4317", "http://a:4317"],
+    );
+    for signal in [Signal::Metrics, Signal::Logs] {
+        all.store().append(signal, b"old", 1).unwrap();
+    }
+    let rt = runtime();
+    let mut rng = fastrand::Rng::with_seed(1);
+    let reports = rt.block_on(all.export_run(
+        vec![signal_batch(Signal::Traces)],
+        Duration::from_secs(2),
+        1 << 20,
+    ));
+    assert_eq!(mock.sent().len(), 1, "the run's own batch only");
+    // The backend was not backing off: no start delay.
+    assert_eq!(all.drain_after(&reports, &mut rng), Some(Duration::ZERO));
+
+    // Someone flushing the logs: no drain.
+    let lease = all.store().lane(Signal::Logs).unwrap().reader().unwrap();
+    assert_eq!(all.drain_after(&reports, &mut rng), None);
+    drop(lease);
+
+    let drained = rt.block_on(all.drain(Duration::ZERO));
+    let sent: Vec<(Signal, u64)> = drained
+        .iter()
+        .map(|(s, r)| (*s, r.as_ref().unwrap().sent_batches))
+        .collect();
+    assert_eq!(
+        sent,
+        [(Signal::Traces, 0), (Signal::Metrics, 1), (Signal::Logs, 1)]
+    );
+    // Nothing left: no drain.
+    assert_eq!(all.drain_after(&reports, &mut rng), None);
+}
+
+#[test]
+fn a_run_kept_back_by_a_failure_wants_no_drain_and_in_inline_mode_neither() {
+    let mock = Mock::answering([unavailable(None)]);
+    let (_dir, all) = deliveries(mock, ["http://a:4317", "http://a:4317", "http://a:4317"]);
+    all.store().append(Signal::Logs, b"old", 1).unwrap();
+    let rt = runtime();
+    let mut rng = fastrand::Rng::with_seed(1);
+    let reports = rt.block_on(all.export_run(
+        vec![signal_batch(Signal::Traces)],
+        Duration::from_secs(2),
+        1 << 20,
+    ));
+    assert_eq!(all.drain_after(&reports, &mut rng), None);
+
+    // Inline: the run sent the backlog itself (a backlog it could not send waits for the next).
+    let mock = Mock::answering([]);
+    let (_dir, fresh) = deliveries(
+        mock.clone(),
+        ["http://a:4317", "http://a:4317", "http://a:4317"],
+    );
+    let mut settings = fresh.settings().clone();
+    for signal in Signal::ALL {
+        settings.get_mut(signal).drain = DrainMode::Inline;
+    }
+    let connect: Connect = Arc::new(move |_| Ok(mock.clone() as Arc<dyn Upstream>));
+    let inline = Deliveries::with_connect(fresh.store().clone(), settings, connect);
+    inline.store().append(Signal::Logs, b"old", 1).unwrap();
+    let reports = rt.block_on(inline.export_run(
+        vec![signal_batch(Signal::Metrics)],
+        Duration::from_secs(2),
+        1 << 20,
+    ));
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.as_ref().unwrap().stopped.is_none())
+    );
+    assert_eq!(
+        inline
+            .store()
+            .stats()
+            .unwrap()
+            .iter()
+            .map(|(_, s)| s.batches)
+            .sum::<u64>(),
+        1
+    );
+    assert_eq!(inline.drain_after(&reports, &mut rng), None);
 }

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod backlog;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
