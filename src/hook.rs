@@ -200,8 +200,10 @@ impl Sink for Captured {
     async fn store(&self, batch: EncodedBatch) -> Result<(), StoreError> {
         {
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-            if held.1 + batch.bytes.len() <= CAPTURE_MEMORY {
-                held.1 += batch.bytes.len();
+            // Both forms of a batch received compressed are held.
+            let size = batch.bytes.len() + batch.gzip.as_ref().map_or(0, |gz| gz.len());
+            if held.1 + size <= CAPTURE_MEMORY {
+                held.1 += size;
                 held.0.push(batch);
                 return Ok(());
             }

@@ -1304,3 +1304,56 @@ fn the_service_name_is_the_commands_unless_the_environment_or_a_flag_says_otherw
         "a global flag after the subcommand"
     );
 }
+
+/// Posts one span as protobuf, gzip-compressed by Python's own gzip module, to the capture
+/// endpoint, and keeps the exact body it sent in the file named by its argument.
+const PYTHON_GZIP_CHILD: &str = r#"
+import gzip, os, sys, urllib.request
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+request = ExportTraceServiceRequest()
+scope = request.resource_spans.add().scope_spans.add()
+for i in range(20):
+    span = scope.spans.add()
+    span.trace_id = bytes.fromhex("%032x" % 7)
+    span.span_id = bytes.fromhex("%016x" % (i + 1))
+    span.name = "gzip-child-span"
+    span.start_time_unix_nano, span.end_time_unix_nano = 1, 2
+body = gzip.compress(request.SerializeToString(), compresslevel=9, mtime=1234567890)
+open(sys.argv[1], "wb").write(body)
+post = urllib.request.Request(os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"], data=body,
+    headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
+with urllib.request.urlopen(post) as answer:
+    assert answer.status == 200, answer.status
+"#;
+
+#[test]
+fn a_childs_gzip_body_is_spooled_as_the_child_sent_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    let script = tmp.path().join("gzip_child.py");
+    let sent = tmp.path().join("sent.gz");
+    std::fs::write(&script, PYTHON_GZIP_CHILD).unwrap();
+    let out = run(ts(&spool)
+        .args(["exec", "--name", "gzip-parent", "--"])
+        .arg(python())
+        .arg(&script)
+        .arg(&sent));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let body = std::fs::read(&sent).unwrap();
+    let stored = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .any(|p| {
+            std::fs::read(p)
+                .unwrap()
+                .windows(body.len())
+                .any(|w| w == body)
+        });
+    assert!(
+        stored,
+        "the child's gzip body is in the spool as it sent it"
+    );
+    let status = common::status_json(&spool, &[]);
+    assert_eq!(status["spans"], 21, "{status}");
+}

@@ -9,7 +9,7 @@ use super::{Budget, Delivery, DrainMode, Mode, Progress, Report, Stop, Target};
 use crate::circuit::{self, Backend, Outcome, State};
 use crate::delivery::ExportError;
 use crate::encode::EncodedBatch;
-use crate::spool::{Encoding, Reader, Record, SpoolError};
+use crate::spool::{Batch, Encoding, Reader, Record, SpoolError};
 use crate::transport::{Body, SendError, Upstream, chain};
 
 /// One delivery in progress.
@@ -316,7 +316,7 @@ impl<'a> Run<'a> {
     }
 
     fn spool_and_finish(mut self, batch: EncodedBatch, stop: Stop) -> Result<Report, ExportError> {
-        match self.delivery.spool.append(&batch.bytes, batch.items) {
+        match self.delivery.spool.append_batch(Batch::from(&batch)) {
             Ok(outcome) => {
                 outcome.warn_if_dropped();
                 self.report.spooled = outcome.stored;

@@ -13,7 +13,7 @@ use crate::circuit::Backend;
 use crate::encode::{self, EncodedBatch};
 use crate::receiver::{Sink, StoreError};
 use crate::signal::{PerSignal, Signal};
-use crate::spool::{AppendOutcome, SpoolError, Store};
+use crate::spool::{AppendOutcome, Batch, SpoolError, Store};
 use crate::transport::{self, Connect};
 
 /// The deliveries of the three signals.
@@ -266,8 +266,15 @@ fn chunks(batches: Vec<EncodedBatch>, limit: usize) -> Vec<Vec<EncodedBatch>> {
     let mut chunks: Vec<Vec<EncodedBatch>> = Vec::new();
     let mut size = 0;
     for batch in batches {
+        // A batch received compressed goes alone: sent and stored as it came, not merged into
+        // a request that would be compressed again.
+        let merges = |chunk: &Vec<EncodedBatch>| {
+            batch.gzip.is_none()
+                && chunk.iter().all(|b| b.gzip.is_none())
+                && size + batch.bytes.len() <= limit
+        };
         match chunks.last_mut() {
-            Some(chunk) if size + batch.bytes.len() <= limit => {
+            Some(chunk) if merges(chunk) => {
                 size += batch.bytes.len();
                 chunk.push(batch);
             }
@@ -285,7 +292,7 @@ fn chunks(batches: Vec<EncodedBatch>, limit: usize) -> Vec<Vec<EncodedBatch>> {
 impl Sink for Deliveries {
     async fn store(&self, batch: EncodedBatch) -> Result<(), StoreError> {
         self.store
-            .append(batch.signal, &batch.bytes, batch.items)
+            .append_batch(batch.signal, Batch::from(&batch))
             .and_then(AppendOutcome::accepted)
             .map_err(StoreError::failed)
     }
@@ -310,5 +317,12 @@ mod tests {
         let got = chunks(vec![sized(4), sized(5), sized(2), sized(20), sized(1)], 10);
         assert_eq!(sizes(got), [vec![4, 5], vec![2], vec![20], vec![1]]);
         assert!(chunks(Vec::new(), 10).is_empty());
+        // One received compressed goes alone, as it came.
+        let gz = EncodedBatch {
+            gzip: Some(vec![1; 3].into()),
+            ..sized(3)
+        };
+        let got = chunks(vec![sized(1), gz, sized(2), sized(3)], 10);
+        assert_eq!(sizes(got), [vec![1], vec![3], vec![2, 3]]);
     }
 }

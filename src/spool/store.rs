@@ -129,7 +129,20 @@ impl Store {
         payload: &[u8],
         items: u32,
     ) -> Result<AppendOutcome, AppendError> {
-        let mut results = self.append_all(signal, &[Batch::new(payload, items)])?;
+        self.append_batch(signal, Batch::new(payload, items))
+    }
+
+    /// Appends one batch of `signal`, stored compressed as it came when it came so.
+    ///
+    /// # Errors
+    ///
+    /// As [`Spool::append`].
+    pub fn append_batch(
+        &self,
+        signal: Signal,
+        batch: Batch<'_>,
+    ) -> Result<AppendOutcome, AppendError> {
+        let mut results = self.append_all(signal, &[batch])?;
         results.pop().expect("one batch, one result")
     }
 

@@ -86,7 +86,17 @@ impl Spool {
     /// may still be delivered (at least once); nothing else held before is lost (less any
     /// drops made to make room).
     pub fn append(&self, payload: &[u8], span_count: u32) -> Result<AppendOutcome, AppendError> {
-        let mut results = self.append_all(&[Batch::new(payload, span_count)])?;
+        self.append_batch(Batch::new(payload, span_count))
+    }
+
+    /// [`append`](Spool::append) of a batch that may come with its gzip form (stored as it is
+    /// when the spool compresses).
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](Spool::append).
+    pub fn append_batch(&self, batch: Batch<'_>) -> Result<AppendOutcome, AppendError> {
+        let mut results = self.append_all(&[batch])?;
         results.pop().expect("one batch, one result")
     }
 
