@@ -66,17 +66,32 @@ fn without_a_maximum_age_old_spans_are_kept() {
 }
 
 #[test]
-fn a_bad_max_age_gets_one_warning_and_the_default_and_the_wrapped_command_still_runs() {
+fn bad_max_age_and_spool_compression_values_get_one_warning_each_and_the_default() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("tracespool.toml");
-    std::fs::write(&config, "max_age = \"forever\"\n").unwrap();
+    let spool = tmp.path().join("spool");
+    let age_file = tmp.path().join("age.toml");
+    std::fs::write(&age_file, "max_age = \"forever\"\n").unwrap();
+    let compression_file = tmp.path().join("compression.toml");
+    std::fs::write(&compression_file, "spool_compression = \"lz4\"\n").unwrap();
     for (var, value, config, named) in [
         ("TRACESPOOL_MAX_AGE", "banana", None, "TRACESPOOL_MAX_AGE"),
-        ("TRACESPOOL_MAX_AGE", "", Some(&config), "max_age"),
+        ("TRACESPOOL_MAX_AGE", "", Some(&age_file), "max_age"),
+        (
+            "TRACESPOOL_SPOOL_COMPRESSION",
+            "zstd",
+            None,
+            "TRACESPOOL_SPOOL_COMPRESSION",
+        ),
+        (
+            "TRACESPOOL_SPOOL_COMPRESSION",
+            "",
+            Some(&compression_file),
+            "spool_compression",
+        ),
     ] {
         let out = tracespool()
             .arg("--spool-dir")
-            .arg(tmp.path().join("spool"))
+            .arg(&spool)
             .env(var, value)
             .env("TRACESPOOL_CONFIG", config.map_or("".into(), |c| c.clone()))
             .args(["exec", "--", "sh", "-c", "exit 7"])
@@ -89,24 +104,26 @@ fn a_bad_max_age_gets_one_warning_and_the_default_and_the_wrapped_command_still_
         assert!(lines[0].contains(named), "{stderr}");
     }
     // The default applied: no maximum age.
-    let status = status_json(&tmp.path().join("spool"), &[]);
+    let status = status_json(&spool, &[]);
     assert_eq!(
         status["max_age_seconds"],
         serde_json::Value::Null,
         "{status}"
     );
-    assert_eq!(status["spans"], 2, "{status}");
+    assert_eq!(status["spans"], 4, "{status}");
 
     // A bad flag is a usage error, and nothing runs.
     let marker = tmp.path().join("ran");
-    let out = tracespool()
-        .arg("--spool-dir")
-        .arg(tmp.path().join("spool"))
-        .args(["--max-age", "soon", "exec", "--", "touch"])
-        .arg(&marker)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("soon"));
-    assert!(!marker.exists());
+    for (flag, value) in [("--max-age", "soon"), ("--spool-compression", "zstd")] {
+        let out = tracespool()
+            .arg("--spool-dir")
+            .arg(&spool)
+            .args([flag, value, "exec", "--", "touch"])
+            .arg(&marker)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(value));
+        assert!(!marker.exists());
+    }
 }
