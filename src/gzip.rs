@@ -65,8 +65,16 @@ mod tests {
 
     #[test]
     fn the_reused_deflater_makes_valid_gzip_of_any_size_call_after_call() {
-        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8 ^ (i >> 12) as u8).collect();
-        for data in [&b""[..], b"x", &big, b"again, after a large one", &big[..5000]] {
+        let big: Vec<u8> = (0..3_000_000u32)
+            .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+            .collect();
+        for data in [
+            &b""[..],
+            b"x",
+            &big,
+            b"again, after a large one",
+            &big[..5000],
+        ] {
             let gz = compress(data);
             assert_eq!(&gz[..3], &[0x1f, 0x8b, 8]);
             // Read back by flate2's own gzip decoder (header, CRC and length checked).

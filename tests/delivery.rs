@@ -6,12 +6,12 @@ use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::backlog::spans_request;
 use common::{Answer, FaultServer, Rotel, assert_drained, status_json, tracespool};
 use opentelemetry::trace::{Tracer, TracerProvider as _};
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceResponse,
 };
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use prost::Message;
 use tracespool::delivery::{Delivery, DeliverySettings, DrainMode, Report, Stop};
@@ -24,32 +24,8 @@ const SECOND: Duration = Duration::from_secs(1);
 
 /// An encoded request holding one span per name.
 fn batch(names: &[&str]) -> EncodedBatch {
-    let spans = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| Span {
-            trace_id: [7u8; 16].to_vec(),
-            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
-            name: (*name).to_owned(),
-            start_time_unix_nano: 1,
-            end_time_unix_nano: 2,
-            ..Span::default()
-        })
-        .collect();
-    let request = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..ScopeSpans::default()
-            }],
-            ..ResourceSpans::default()
-        }],
-    };
-    EncodedBatch::new(
-        Signal::Traces,
-        request.encode_to_vec().into(),
-        names.len() as u32,
-    )
+    let items = u32::try_from(names.len()).unwrap();
+    EncodedBatch::new(Signal::Traces, spans_request(names).into(), items)
 }
 
 /// Settings of a run that sends the backlog itself, before its own data (drain mode `inline`).

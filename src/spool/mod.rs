@@ -395,7 +395,8 @@ impl Spool {
 mod tests {
     use super::*;
 
-    fn spool(dir: &Path) -> Spool {
+    /// A spool in `dir` that syncs nothing: for tests of everything but durability.
+    pub(in crate::spool) fn spool(dir: &Path) -> Spool {
         let opts = SpoolOptions {
             sync: SyncPolicy::Never,
             ..SpoolOptions::default()

@@ -262,15 +262,8 @@ mod tests {
 
     use super::*;
     use crate::spool::format::{SEGMENT_VERSION, encode_segment_header};
-    use crate::spool::{SpoolOptions, SyncPolicy};
+    use crate::spool::tests::spool;
 
-    fn spool(dir: &Path) -> Spool {
-        let opts = SpoolOptions {
-            sync: SyncPolicy::Never,
-            ..SpoolOptions::default()
-        };
-        Spool::open(dir, opts).unwrap()
-    }
 
     /// The ledger as a rebuild from the directory finds it, `previous` known or not.
     fn rebuilt(s: &Spool, known: bool) -> Ledger {

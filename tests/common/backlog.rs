@@ -16,20 +16,8 @@ pub fn numbered(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}{i}")).collect()
 }
 
-/// An OTLP/protobuf traces request of one span per name.
-pub fn spans_request(names: &[String]) -> Vec<u8> {
-    let spans = names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| Span {
-            trace_id: [7u8; 16].to_vec(),
-            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
-            name: name.clone(),
-            start_time_unix_nano: 1,
-            end_time_unix_nano: 2,
-            ..Span::default()
-        })
-        .collect();
+/// A traces request holding `spans`, in one resource and one scope.
+pub fn request_of(spans: Vec<Span>) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
@@ -39,7 +27,23 @@ pub fn spans_request(names: &[String]) -> Vec<u8> {
             ..ResourceSpans::default()
         }],
     }
-    .encode_to_vec()
+}
+
+/// An OTLP/protobuf traces request of one span per name.
+pub fn spans_request(names: &[impl AsRef<str>]) -> Vec<u8> {
+    let spans = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Span {
+            trace_id: [7u8; 16].to_vec(),
+            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+            name: name.as_ref().to_owned(),
+            start_time_unix_nano: 1,
+            end_time_unix_nano: 2,
+            ..Span::default()
+        })
+        .collect();
+    request_of(spans).encode_to_vec()
 }
 
 /// Spools one batch of one span per name, as earlier runs with the backend down left them.
