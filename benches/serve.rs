@@ -38,8 +38,9 @@
 //! the number of repetitions; `TRACESPOOL_BENCH_SERVE_GRPC=0` skips gRPC;
 //! `TRACESPOOL_BENCH_SERVE_SPANS` the items (spans, data points, log records) per request;
 //! `TRACESPOOL_BENCH_SERVE_SIGNALS=metrics,logs` runs only those signals, and
-//! `TRACESPOOL_BENCH_SERVE_LEVELS` / `…_TARGETS` only some levels or targets (a partial run writes
-//! no report). Rotel is found at
+//! `TRACESPOOL_BENCH_SERVE_LEVELS` / `…_TARGETS` only some levels or targets, and
+//! `TRACESPOOL_BENCH_SERVE_UPSTREAM=URL` has `serve→rotel` forward there instead (a partial run
+//! writes no report). Rotel is found at
 //! `TRACESPOOL_ROTEL`, else `target/peers/…/rotel-agent` (installed by `.ci/peers`).
 
 mod common;
@@ -81,6 +82,10 @@ const GRPC_ENV: &str = "TRACESPOOL_BENCH_SERVE_GRPC";
 /// profiling; such a run writes no report.
 const LEVELS_ENV: &str = "TRACESPOOL_BENCH_SERVE_LEVELS";
 const SIGNALS_ENV: &str = "TRACESPOOL_BENCH_SERVE_SIGNALS";
+/// The traces endpoint `serve→rotel` forwards to instead of the second rotel (e.g. a sink that
+/// answers 200 without decoding, to tell serve's own cost from its upstream's); such a run
+/// writes no report, and its upstream CPU figures are those of the idle second rotel.
+const UPSTREAM_ENV: &str = "TRACESPOOL_BENCH_SERVE_UPSTREAM";
 const TARGETS_ENV: &str = "TRACESPOOL_BENCH_SERVE_TARGETS";
 /// Temporary directories are named `serve-bench-<pid>-…` so that a later run can remove the
 /// leftovers of one that was interrupted (and only those: its pid is gone).
@@ -360,6 +365,7 @@ fn main() {
     };
     let mut direct = Rotel::start(&rotel_path, &tmp);
     let mut upstream = Rotel::start(&rotel_path, &tmp);
+    let upstream_url = std::env::var(UPSTREAM_ENV).unwrap_or_else(|_| upstream.endpoint());
     println!(
         "  rotel {}: direct target pid {} (HTTP {}, gRPC {}), serve's upstream pid {} (HTTP {})",
         direct.version,
@@ -394,7 +400,10 @@ fn main() {
             });
         }
     }
-    let mut partial = scale.signals != Signal::ALL;
+    let mut partial = scale.signals != Signal::ALL || upstream_url != upstream.endpoint();
+    if upstream_url != upstream.endpoint() {
+        println!("  serve→rotel forwards to {upstream_url} ({UPSTREAM_ENV})");
+    }
     if let Ok(only) = std::env::var(LEVELS_ENV) {
         let wanted: Vec<Level> = only
             .split(',')
@@ -485,7 +494,7 @@ fn main() {
                 t,
                 usize::MAX,
                 &direct,
-                &upstream,
+                (&upstream, &upstream_url),
                 Duration::from_millis(100),
                 Duration::from_millis(if scale.quick { 100 } else { 500 }),
             );
@@ -517,7 +526,7 @@ fn main() {
                     target,
                     rep,
                     &direct,
-                    &upstream,
+                    (&upstream, &upstream_url),
                     scale.warmup,
                     scale.window,
                 );
@@ -666,14 +675,14 @@ fn point(
     target: Target,
     rep: usize,
     direct: &Rotel,
-    upstream: &Rotel,
+    (upstream, upstream_url): (&Rotel, &str),
     warmup: Duration,
     window: Duration,
 ) -> Sample {
     sync_all();
     let serve = match target {
         Target::Rotel => None,
-        Target::ServeForwarding => Some(Serve::start(tmp, Some(&upstream.endpoint()))),
+        Target::ServeForwarding => Some(Serve::start(tmp, Some(upstream_url))),
         Target::ServeSpoolOnly => Some(Serve::start(tmp, None)),
     };
     let (server_pid, port) = match (&serve, level.proto) {
