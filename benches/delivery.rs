@@ -17,6 +17,13 @@
 //!    alone (read + acknowledge every record, no network) is timed too, and so is the CPU time of
 //!    the client thread, which runs the whole client side and is far less sensitive to the
 //!    machine's load than wall time.
+//!
+//!    The same again over OTLP/gRPC (on by default; `TRACESPOOL_BENCH_DELIVERY_GRPC=0` skips it):
+//!    the flushes use `Protocol::Grpc` to rotel's gRPC port, and the baseline is a minimal tonic
+//!    client (one channel, one unary `TraceService/Export` call at a time, the stored bytes sent
+//!    as they are through a raw-bytes codec). Each repetition runs both chains, HTTP and gRPC,
+//!    one after the other (which goes first alternates); every gRPC run sits between two gRPC
+//!    replays, as every HTTP run between two HTTP replays.
 //! 2. Export-to-spool per batch (1, 10, 100 spans): encode alone, append alone, encode + append,
 //!    `Delivery::export` with no endpoint (also loads the delivery state and counts the spool), and
 //!    encode + export; interleaved sample by sample, medians.
@@ -43,8 +50,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes};
 use http::header::CONTENT_TYPE;
+use http::uri::PathAndQuery;
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -57,12 +65,17 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use serde_json::{Value, json};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder as TonicEncoder};
+use tonic::transport::Endpoint;
 use tracespool::delivery::{Delivery, DeliverySettings, Mode};
 use tracespool::encode::{EncodedBatch, Encoder};
 use tracespool::spool::{Spool, SpoolOptions, SyncPolicy};
+use tracespool::transport::Protocol;
 
 /// Comma-separated sections to run (`1,3`); all by default. A partial run writes no report.
 const SECTIONS_ENV: &str = "TRACESPOOL_BENCH_SECTIONS";
+/// `0`: section 1 measures OTLP/HTTP only, not OTLP/gRPC.
+const GRPC_ENV: &str = "TRACESPOOL_BENCH_DELIVERY_GRPC";
 /// Temporary directories are named `delivery-bench-<pid>-…` so that a later run can remove the
 /// leftovers of one that was interrupted (and only those: its pid is gone).
 const TMP_PREFIX: &str = "delivery-bench-";
@@ -79,6 +92,8 @@ struct Scale {
     flush_reps: usize,
     /// No new repetition starts past this (once 3 are done): a slow disk makes Always slow.
     flush_deadline: Duration,
+    /// Section 1 over OTLP/gRPC too.
+    flush_grpc: bool,
     /// Section 2: samples per case (each sample = one of every measure), and a time cap per case.
     spool_samples_never: usize,
     spool_samples_always: usize,
@@ -95,7 +110,8 @@ impl Scale {
             flush_batches: 2000,
             flush_spans: 10,
             flush_reps: 7,
-            flush_deadline: Duration::from_secs(75),
+            flush_deadline: Duration::from_secs(150),
+            flush_grpc: true,
             spool_samples_never: 2000,
             spool_samples_always: 400,
             spool_case_cap: Duration::from_secs(4),
@@ -111,6 +127,7 @@ impl Scale {
             flush_spans: 10,
             flush_reps: 1,
             flush_deadline: Duration::from_secs(10),
+            flush_grpc: true,
             spool_samples_never: 20,
             spool_samples_always: 5,
             spool_case_cap: Duration::from_secs(1),
@@ -122,7 +139,10 @@ impl Scale {
 
 fn main() {
     let quick = quick();
-    let scale = if quick { Scale::quick() } else { Scale::full() };
+    let mut scale = if quick { Scale::quick() } else { Scale::full() };
+    if std::env::var(GRPC_ENV).is_ok_and(|v| v == "0") {
+        scale.flush_grpc = false;
+    }
     let sections: Vec<u32> = match std::env::var(SECTIONS_ENV) {
         Ok(v) => v.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
         Err(_) => vec![1, 2, 3],
@@ -149,10 +169,12 @@ fn main() {
     };
     if let Some(r) = &rotel {
         println!(
-            "  rotel: {} (pid {}), --exporter blackhole, no debug log, OTLP/HTTP on {}",
+            "  rotel: {} (pid {}), --exporter blackhole, no debug log, OTLP/HTTP on {}, OTLP/gRPC \
+             on {}",
             r.version,
             r.pid,
-            r.endpoint()
+            r.endpoint(),
+            Wire::Grpc.endpoint(r)
         );
     }
 
@@ -296,6 +318,37 @@ fn encoder() -> Encoder {
 // ---------------------------------------------------------------------------------------------
 // Section 1: flush throughput against a plain replay.
 
+/// The wire a flush and the replays around it use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Http,
+    Grpc,
+}
+
+impl Wire {
+    fn key(self) -> &'static str {
+        match self {
+            Wire::Http => "http",
+            Wire::Grpc => "grpc",
+        }
+    }
+
+    fn protocol(self) -> Protocol {
+        match self {
+            Wire::Http => Protocol::HttpProtobuf,
+            Wire::Grpc => Protocol::Grpc,
+        }
+    }
+
+    /// Rotel's endpoint for this wire: the traces URL over HTTP, the base URL over gRPC.
+    fn endpoint(self, rotel: &Rotel) -> String {
+        match self {
+            Wire::Http => rotel.endpoint(),
+            Wire::Grpc => format!("http://127.0.0.1:{}", rotel.grpc_port),
+        }
+    }
+}
+
 /// What section 1 measures against the replays around it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Measure {
@@ -311,6 +364,23 @@ impl Measure {
             Measure::FlushNever => "flush(Never)",
             Measure::ReplaySync => "replay+fdatasync",
         }
+    }
+
+    /// As the order of a repetition shows it: the gRPC chain's steps say so.
+    fn step(self, wire: Wire) -> &'static str {
+        match (wire, self) {
+            (Wire::Http, m) => m.label(),
+            (Wire::Grpc, Measure::FlushAlways) => "grpc flush(Always)",
+            (Wire::Grpc, Measure::FlushNever) => "grpc flush(Never)",
+            (Wire::Grpc, Measure::ReplaySync) => "grpc replay+fdatasync",
+        }
+    }
+}
+
+fn replay_step(wire: Wire) -> &'static str {
+    match wire {
+        Wire::Http => "replay",
+        Wire::Grpc => "grpc replay",
     }
 }
 
@@ -331,29 +401,54 @@ impl Sample {
     }
 }
 
-/// One repetition, in seconds.
+/// One wire's runs in a repetition, each between two replays over the same wire, in seconds.
 #[derive(Debug, Clone, Default)]
-struct Rep {
-    order: Vec<&'static str>,
+struct Chain {
     replays: Vec<f64>,
     replays_cpu: Vec<f64>,
     always: Vec<Sample>,
     never: Sample,
     sync: Sample,
+}
+
+impl Chain {
+    fn replay(&self) -> f64 {
+        median(self.replays.clone())
+    }
+
+    fn ratio_always(&self) -> f64 {
+        median(self.always.iter().map(Sample::ratio).collect())
+    }
+
+    fn samples(&self, m: Measure) -> Vec<Sample> {
+        match m {
+            Measure::FlushAlways => self.always.clone(),
+            Measure::FlushNever => vec![self.never],
+            Measure::ReplaySync => vec![self.sync],
+        }
+    }
+}
+
+/// One repetition, in seconds.
+#[derive(Debug, Clone, Default)]
+struct Rep {
+    order: Vec<&'static str>,
+    http: Chain,
+    grpc: Option<Chain>,
     local_always: f64,
     local_never: f64,
     local_always_cpu: f64,
     local_never_cpu: f64,
-    /// A flush of a fresh spool holding one batch (Never).
+    /// A flush of a fresh spool holding one batch (Never, OTLP/HTTP).
     one_batch: f64,
 }
 
 impl Rep {
-    fn replay(&self) -> f64 {
-        median(self.replays.clone())
-    }
-    fn ratio_always(&self) -> f64 {
-        median(self.always.iter().map(Sample::ratio).collect())
+    fn chain(&self, wire: Wire) -> Option<&Chain> {
+        match wire {
+            Wire::Http => Some(&self.http),
+            Wire::Grpc => self.grpc.as_ref(),
+        }
     }
 }
 
@@ -362,15 +457,37 @@ struct FlushResults {
     spans_per_batch: usize,
     bytes_per_batch: f64,
     warmup_replay: f64,
+    warmup_replay_grpc: Option<f64>,
     reps: Vec<Rep>,
 }
+
+/// Each of these runs between two replays; the flush every command runs (Always), the one with
+/// a target, thrice.
+const MIDDLE: [Measure; 5] = [
+    Measure::FlushAlways,
+    Measure::FlushNever,
+    Measure::FlushAlways,
+    Measure::ReplaySync,
+    Measure::FlushAlways,
+];
 
 fn bench_flush(tmp: &Tmp, scale: &Scale, rotel: &Rotel) -> FlushResults {
     let n = scale.flush_batches;
     let started = Instant::now();
+    let wires: &[Wire] = if scale.flush_grpc {
+        &[Wire::Http, Wire::Grpc]
+    } else {
+        &[Wire::Http]
+    };
     println!(
-        "\n[1] flush throughput: {n} batches x {} spans, {} repetitions",
-        scale.flush_spans, scale.flush_reps
+        "\n[1] flush throughput: {n} batches x {} spans, {} repetitions, over {}",
+        scale.flush_spans,
+        scale.flush_reps,
+        wires
+            .iter()
+            .map(|w| w.key())
+            .collect::<Vec<_>>()
+            .join(" and ")
     );
     let enc = encoder();
     let batches: Vec<EncodedBatch> = (0..n as u64)
@@ -378,25 +495,20 @@ fn bench_flush(tmp: &Tmp, scale: &Scale, rotel: &Rotel) -> FlushResults {
         .collect();
     let bodies: Vec<Bytes> = batches.iter().map(|b| b.bytes.clone()).collect();
     let bytes_per_batch = batches.iter().map(|b| b.bytes.len()).sum::<usize>() as f64 / n as f64;
-    let uri: Uri = rotel.endpoint().parse().expect("endpoint URI");
 
     // Warm rotel (and the page cache of this binary) before anything is measured.
-    let warmup_replay = replay(&uri, &bodies, None).0;
-    println!(
-        "  warm-up replay: {:.3} s ({:.0} batches/s); {bytes_per_batch:.0} B per batch",
-        warmup_replay,
-        n as f64 / warmup_replay
-    );
+    let mut warmups = Vec::new();
+    for &wire in wires {
+        let secs = replay(wire, rotel, &bodies, None).0;
+        println!(
+            "  warm-up {}: {:.3} s ({:.0} batches/s); {bytes_per_batch:.0} B per batch",
+            replay_step(wire),
+            secs,
+            n as f64 / secs
+        );
+        warmups.push(secs);
+    }
 
-    // Each of these runs between two replays; the flush every command runs (Always), the one
-    // with a target, thrice.
-    let middle = [
-        Measure::FlushAlways,
-        Measure::FlushNever,
-        Measure::FlushAlways,
-        Measure::ReplaySync,
-        Measure::FlushAlways,
-    ];
     let mut reps = Vec::new();
     for rep in 0..scale.flush_reps {
         // Fill a fresh spool for each measure that drains one, then settle the disk. The policy
@@ -411,58 +523,37 @@ fn bench_flush(tmp: &Tmp, scale: &Scale, rotel: &Rotel) -> FlushResults {
             drop(spool);
             dir
         };
-        let mut dirs_fa: Vec<_> = (0..3).map(|_| fill(&batches)).collect();
-        let dir_fn = fill(&batches);
+        let mut filled: Vec<ChainSpools> = wires
+            .iter()
+            .map(|_| ChainSpools {
+                always: (0..3).map(|_| fill(&batches)).collect(),
+                never: fill(&batches),
+            })
+            .collect();
         let dir_la = fill(&batches);
         let dir_ln = fill(&batches);
         let dir_one = fill(&batches[..1]);
         sync_all();
 
-        let order: Vec<Measure> = middle
+        let order: Vec<Measure> = MIDDLE
             .iter()
             .cycle()
-            .skip(rep % middle.len())
-            .take(middle.len())
+            .skip(rep % MIDDLE.len())
+            .take(MIDDLE.len())
             .copied()
             .collect();
         let mut r = Rep::default();
-        let (wall, cpu) = replay(&uri, &bodies, None);
-        r.replays.push(wall);
-        r.replays_cpu.push(cpu);
-        r.order.push("replay");
-        for m in order {
-            let (secs, cpu) = match m {
-                Measure::FlushAlways => {
-                    let dir = dirs_fa.pop().expect("a filled spool");
-                    flush(dir.path(), SyncPolicy::Always, &rotel.endpoint(), n)
-                }
-                Measure::FlushNever => {
-                    flush(dir_fn.path(), SyncPolicy::Never, &rotel.endpoint(), n)
-                }
-                Measure::ReplaySync => {
-                    let dir = tmp.dir();
-                    let file = fs::File::create(dir.path().join("cursor")).expect("create");
-                    file.write_all_at(&[0u8; 128], 0).expect("write");
-                    file.sync_all().expect("sync");
-                    replay(&uri, &bodies, Some(&file))
-                }
-            };
-            let before = *r.replays.last().expect("a replay ran first");
-            let before_cpu = *r.replays_cpu.last().expect("a replay ran first");
-            let (after, after_cpu) = replay(&uri, &bodies, None);
-            r.replays.push(after);
-            r.replays_cpu.push(after_cpu);
-            r.order.extend([m.label(), "replay"]);
-            let sample = Sample {
-                secs,
-                around: (before + after) / 2.0,
-                cpu,
-                around_cpu: (before_cpu + after_cpu) / 2.0,
-            };
-            match m {
-                Measure::FlushAlways => r.always.push(sample),
-                Measure::FlushNever => r.never = sample,
-                Measure::ReplaySync => r.sync = sample,
+        // Which wire goes first alternates between repetitions.
+        let mut chains: Vec<(Wire, ChainSpools)> =
+            wires.iter().copied().zip(filled.drain(..)).collect();
+        if rep % 2 == 1 {
+            chains.reverse();
+        }
+        for (wire, spools) in chains {
+            let chain = run_chain(tmp, rotel, wire, &order, spools, &bodies, n, &mut r.order);
+            match wire {
+                Wire::Http => r.http = chain,
+                Wire::Grpc => r.grpc = Some(chain),
             }
         }
         // The spool side alone, no network: compared with nothing, so not between replays.
@@ -478,32 +569,62 @@ fn bench_flush(tmp: &Tmp, scale: &Scale, rotel: &Rotel) -> FlushResults {
             r.order.extend(["spool-only(Never)", "spool-only(Always)"]);
         }
         // What a flush costs whatever the number of batches: a fresh spool holding one batch.
-        r.one_batch = flush(dir_one.path(), SyncPolicy::Never, &rotel.endpoint(), 1).0;
+        r.one_batch = flush(
+            dir_one.path(),
+            SyncPolicy::Never,
+            Wire::Http,
+            &Wire::Http.endpoint(rotel),
+            1,
+        )
+        .0;
         r.order.push("flush(Never) of 1 batch");
+        let h = &r.http;
         println!(
             "  rep {}: replay median {:.3} s (of {}); flush Always {} (ratios {}), Never {:.3} s \
              (ratio {:.2}); replay+fdatasync {:.3} s ({:.2}); spool-only Always {:.3} s, Never \
              {:.3} s",
             rep + 1,
-            r.replay(),
-            r.replays.len(),
-            r.always
+            h.replay(),
+            h.replays.len(),
+            h.always
                 .iter()
                 .map(|s| format!("{:.3}", s.secs))
                 .collect::<Vec<_>>()
                 .join("/"),
-            r.always
+            h.always
                 .iter()
                 .map(|s| format!("{:.2}", s.ratio()))
                 .collect::<Vec<_>>()
                 .join("/"),
-            r.never.secs,
-            r.never.ratio(),
-            r.sync.secs,
-            r.sync.ratio(),
+            h.never.secs,
+            h.never.ratio(),
+            h.sync.secs,
+            h.sync.ratio(),
             r.local_always,
             r.local_never
         );
+        if let Some(g) = &r.grpc {
+            println!(
+                "         gRPC: replay median {:.3} s (of {}); flush Always {} (ratios {}), Never \
+                 {:.3} s (ratio {:.2}); replay+fdatasync {:.3} s ({:.2})",
+                g.replay(),
+                g.replays.len(),
+                g.always
+                    .iter()
+                    .map(|s| format!("{:.3}", s.secs))
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                g.always
+                    .iter()
+                    .map(|s| format!("{:.2}", s.ratio()))
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                g.never.secs,
+                g.never.ratio(),
+                g.sync.secs,
+                g.sync.ratio(),
+            );
+        }
         reps.push(r);
         if rep + 1 >= 3 && started.elapsed() > scale.flush_deadline {
             println!(
@@ -518,9 +639,73 @@ fn bench_flush(tmp: &Tmp, scale: &Scale, rotel: &Rotel) -> FlushResults {
         batches: n,
         spans_per_batch: scale.flush_spans,
         bytes_per_batch,
-        warmup_replay,
+        warmup_replay: warmups[0],
+        warmup_replay_grpc: warmups.get(1).copied(),
         reps,
     }
+}
+
+/// The filled spools one chain drains: three under Always, one under Never.
+struct ChainSpools {
+    always: Vec<tempfile::TempDir>,
+    never: tempfile::TempDir,
+}
+
+/// A replay, then each of `order` followed by a replay, all over `wire`; the steps are added to
+/// `steps`.
+#[allow(clippy::too_many_arguments)]
+fn run_chain(
+    tmp: &Tmp,
+    rotel: &Rotel,
+    wire: Wire,
+    order: &[Measure],
+    mut spools: ChainSpools,
+    bodies: &[Bytes],
+    n: usize,
+    steps: &mut Vec<&'static str>,
+) -> Chain {
+    let endpoint = wire.endpoint(rotel);
+    let mut c = Chain::default();
+    let (wall, cpu) = replay(wire, rotel, bodies, None);
+    c.replays.push(wall);
+    c.replays_cpu.push(cpu);
+    steps.push(replay_step(wire));
+    for &m in order {
+        let (secs, cpu) = match m {
+            Measure::FlushAlways => {
+                let dir = spools.always.pop().expect("a filled spool");
+                flush(dir.path(), SyncPolicy::Always, wire, &endpoint, n)
+            }
+            Measure::FlushNever => {
+                flush(spools.never.path(), SyncPolicy::Never, wire, &endpoint, n)
+            }
+            Measure::ReplaySync => {
+                let dir = tmp.dir();
+                let file = fs::File::create(dir.path().join("cursor")).expect("create");
+                file.write_all_at(&[0u8; 128], 0).expect("write");
+                file.sync_all().expect("sync");
+                replay(wire, rotel, bodies, Some(&file))
+            }
+        };
+        let before = *c.replays.last().expect("a replay ran first");
+        let before_cpu = *c.replays_cpu.last().expect("a replay ran first");
+        let (after, after_cpu) = replay(wire, rotel, bodies, None);
+        c.replays.push(after);
+        c.replays_cpu.push(after_cpu);
+        steps.extend([m.step(wire), replay_step(wire)]);
+        let sample = Sample {
+            secs,
+            around: (before + after) / 2.0,
+            cpu,
+            around_cpu: (before_cpu + after_cpu) / 2.0,
+        };
+        match m {
+            Measure::FlushAlways => c.always.push(sample),
+            Measure::FlushNever => c.never = sample,
+            Measure::ReplaySync => c.sync = sample,
+        }
+    }
+    c
 }
 
 fn opts(sync: SyncPolicy) -> SpoolOptions {
@@ -537,11 +722,31 @@ fn current_thread() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// POSTs every body in turn over one keep-alive connection; seconds from building the client to
-/// the last answer read. With `sync`, each answer is followed by what a durable acknowledgement
-/// costs at least: a 64-byte write into `sync` (alternating slots, as the cursor does) and an
-/// `fdatasync`.
-fn replay(uri: &Uri, bodies: &[Bytes], sync: Option<&fs::File>) -> (f64, f64) {
+/// Sends every body in turn, one request at a time over one connection, with a minimal client
+/// of `wire`; seconds from building the client to the last answer read (wall, this thread's
+/// CPU). With `sync`, each answer is followed by what a durable acknowledgement costs at least: a
+/// 64-byte write into `sync` (alternating slots, as the cursor does) and an `fdatasync`.
+fn replay(wire: Wire, rotel: &Rotel, bodies: &[Bytes], sync: Option<&fs::File>) -> (f64, f64) {
+    match wire {
+        Wire::Http => replay_http(
+            &rotel.endpoint().parse().expect("endpoint URI"),
+            bodies,
+            sync,
+        ),
+        Wire::Grpc => replay_grpc(&Wire::Grpc.endpoint(rotel), bodies, sync),
+    }
+}
+
+/// The durable acknowledgement a replay with `sync` pays after each answer.
+fn ack_sync(file: &fs::File, slot: &mut u64) {
+    *slot = (*slot + 1) % 2;
+    file.write_all_at(&[*slot as u8; 64], *slot * 64)
+        .expect("write");
+    file.sync_data().expect("fdatasync");
+}
+
+/// OTLP/HTTP: POSTs over one keep-alive connection (hyper-util's client).
+fn replay_http(uri: &Uri, bodies: &[Bytes], sync: Option<&fs::File>) -> (f64, f64) {
     let rt = current_thread();
     rt.block_on(async {
         let start = Instant::now();
@@ -562,25 +767,97 @@ fn replay(uri: &Uri, bodies: &[Bytes], sync: Option<&fs::File>) -> (f64, f64) {
             assert!(status.is_success(), "rotel answered {status}");
             black_box(answer);
             if let Some(file) = sync {
-                slot = (slot + 1) % 2;
-                file.write_all_at(&[slot as u8; 64], slot * 64)
-                    .expect("write");
-                file.sync_data().expect("fdatasync");
+                ack_sync(file, &mut slot);
             }
         }
         (start.elapsed().as_secs_f64(), thread_cpu() - cpu)
     })
 }
 
-/// `Delivery::flush(true)` of a filled spool; seconds for the call (wall, this thread's CPU).
-/// Checks it all went.
-fn flush(dir: &Path, sync: SyncPolicy, endpoint: &str, n: usize) -> (f64, f64) {
+/// The OTLP/gRPC method of traces.
+const TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// OTLP/gRPC: unary `TraceService/Export` calls over one tonic channel (one HTTP/2 connection),
+/// the stored bytes sent as they are.
+fn replay_grpc(endpoint: &str, bodies: &[Bytes], sync: Option<&fs::File>) -> (f64, f64) {
+    let rt = current_thread();
+    rt.block_on(async {
+        let start = Instant::now();
+        let cpu = thread_cpu();
+        let channel = Endpoint::from_shared(endpoint.to_owned())
+            .expect("gRPC endpoint")
+            .connect()
+            .await
+            .expect("connect to rotel's gRPC port");
+        let mut grpc = tonic::client::Grpc::new(channel);
+        let path = PathAndQuery::from_static(TRACE_EXPORT);
+        let mut slot = 0u64;
+        for body in bodies {
+            grpc.ready().await.expect("channel ready");
+            let answer = grpc
+                .unary(tonic::Request::new(body.clone()), path.clone(), RawCodec)
+                .await
+                .expect("replay export");
+            black_box(answer);
+            if let Some(file) = sync {
+                ack_sync(file, &mut slot);
+            }
+        }
+        (start.elapsed().as_secs_f64(), thread_cpu() - cpu)
+    })
+}
+
+/// A tonic codec that sends bytes as they are and hands the answer back undecoded.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+#[derive(Debug)]
+struct Raw;
+
+impl TonicEncoder for Raw {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+/// `Delivery::flush` (explicit) of a filled spool over `wire`; seconds for the call (wall, this
+/// thread's CPU). Checks it all went.
+fn flush(dir: &Path, sync: SyncPolicy, wire: Wire, endpoint: &str, n: usize) -> (f64, f64) {
     let rt = current_thread();
     let spool = Spool::open(dir, opts(sync)).expect("open spool");
     let delivery = Delivery::new(
         spool,
         DeliverySettings {
             endpoint: Some(endpoint.parse().expect("endpoint URI")),
+            protocol: wire.protocol(),
             budget: FLUSH_BUDGET,
             ..DeliverySettings::default()
         },
@@ -631,32 +908,35 @@ impl FlushResults {
         self.reps.iter().map(f).collect()
     }
 
-    /// Every sample of a measure, over all repetitions.
-    fn samples(&self, m: Measure) -> Vec<Sample> {
-        self.reps
-            .iter()
-            .flat_map(|r| match m {
-                Measure::FlushAlways => r.always.clone(),
-                Measure::FlushNever => vec![r.never],
-                Measure::ReplaySync => vec![r.sync],
-            })
+    fn chains(&self, wire: Wire) -> impl Iterator<Item = &Chain> {
+        self.reps.iter().filter_map(move |r| r.chain(wire))
+    }
+
+    /// Every sample of a measure over `wire`, over all repetitions.
+    fn samples(&self, wire: Wire, m: Measure) -> Vec<Sample> {
+        self.chains(wire).flat_map(|c| c.samples(m)).collect()
+    }
+
+    fn all_replays(&self, wire: Wire) -> Vec<f64> {
+        self.chains(wire).flat_map(|c| c.replays.clone()).collect()
+    }
+
+    fn all_replays_cpu(&self, wire: Wire) -> Vec<f64> {
+        self.chains(wire)
+            .flat_map(|c| c.replays_cpu.clone())
             .collect()
     }
 
-    fn all_replays(&self) -> Vec<f64> {
-        self.reps.iter().flat_map(|r| r.replays.clone()).collect()
-    }
-
-    /// Median ratio over all samples of `m`.
-    fn ratio(&self, m: Measure) -> f64 {
-        median(self.samples(m).iter().map(Sample::ratio).collect())
+    /// Median ratio over all samples of `m` over `wire`.
+    fn ratio(&self, wire: Wire, m: Measure) -> f64 {
+        median(self.samples(wire, m).iter().map(Sample::ratio).collect())
     }
 
     /// Median of (CPU of sample − CPU of the replays around it), µs per batch.
-    fn extra_cpu_us(&self, m: Measure) -> f64 {
+    fn extra_cpu_us(&self, wire: Wire, m: Measure) -> f64 {
         let n = self.batches as f64;
         median(
-            self.samples(m)
+            self.samples(wire, m)
                 .iter()
                 .map(|s| (s.cpu - s.around_cpu) / n * 1e6)
                 .collect(),
@@ -664,10 +944,10 @@ impl FlushResults {
     }
 
     /// Median of (sample − the replays around it), µs per batch.
-    fn extra_us(&self, m: Measure) -> f64 {
+    fn extra_us(&self, wire: Wire, m: Measure) -> f64 {
         let n = self.batches as f64;
         median(
-            self.samples(m)
+            self.samples(wire, m)
                 .iter()
                 .map(|s| (s.secs - s.around) / n * 1e6)
                 .collect(),
@@ -676,7 +956,6 @@ impl FlushResults {
 
     fn print(&self) {
         let n = self.batches as f64;
-        let spans = n * self.spans_per_batch as f64;
         println!(
             "\n[1] flush throughput to rotel (--exporter blackhole, no debug log), {} batches x {} \
              spans, {:.0} B/batch, {} reps",
@@ -685,6 +964,70 @@ impl FlushResults {
             self.bytes_per_batch,
             self.reps.len()
         );
+        self.print_runs(Wire::Http);
+        // Where the extra time goes, per batch.
+        let replay_us = median(self.all_replays(Wire::Http)) / n * 1e6;
+        let extra_a = self.extra_us(Wire::Http, Measure::FlushAlways);
+        let extra_n = self.extra_us(Wire::Http, Measure::FlushNever);
+        let extra_sync = self.extra_us(Wire::Http, Measure::ReplaySync);
+        let local_a = median(self.col(|r| r.local_always)) / n * 1e6;
+        let local_n = median(self.col(|r| r.local_never)) / n * 1e6;
+        let ceiling = self.ratio(Wire::Http, Measure::ReplaySync);
+        println!("  where the flush's extra time goes (medians, µs per batch):");
+        println!(
+            "    replay {replay_us:.1}; run − replays around it: flush Always {extra_a:+.1}, \
+             flush Never {extra_n:+.1}, replay + fdatasync {extra_sync:+.1}"
+        );
+        println!(
+            "    spool side alone (Reader::next + ack, no network): Always {local_a:.1}, Never \
+             {local_n:.1}"
+        );
+        println!(
+            "    Per batch, a flush takes the next frame from a 64 KiB chunk (CRC checked; the \
+             next chunk is read while a request is in flight) → POST → wait for the answer → \
+             classify it → ack (pwrite the cursor slot) → next. Under Always, a background \
+             thread syncs the cursor every 64 acknowledgements, off the round trip."
+        );
+        println!(
+            "    Always: one fdatasync costs ≈ {:.0} µs in a tight loop (spool-only Always, which \
+             syncs every ack, − Never), ≈ {extra_sync:.0} µs when it alternates with requests \
+             (replay + fdatasync). The minimal client itself, made to fdatasync once per answer, \
+             reaches only {ceiling:.2} of its replay: where a flush that made each \
+             acknowledgement durable before sending the next batch would be, on this disk.",
+            local_a - local_n
+        );
+        let fixed_us = median(self.col(|r| r.one_batch)) * 1e6 - replay_us;
+        let cpu_extra_n = self.extra_cpu_us(Wire::Http, Measure::FlushNever);
+        let cpu_extra_a = self.extra_cpu_us(Wire::Http, Measure::FlushAlways);
+        let cpu_local_n = median(self.col(|r| r.local_never_cpu)) / n * 1e6;
+        let cpu_local_a = median(self.col(|r| r.local_always_cpu)) / n * 1e6;
+        println!(
+            "    fixed cost of one flush (a 1-batch spool, Never, minus one request): ≈ \
+             {fixed_us:.0} µs (transport setup, flush lease, delivery state file written on the \
+             first success, stats), ≈ {:.1} µs per batch here",
+            fixed_us / n
+        );
+        println!(
+            "    Never: spool read + cursor write ≈ {local_n:.1} µs + fixed cost ≈ {:.1} µs; the \
+             remaining ≈ {:+.1} µs is the delivery's own per-request work (request headers, \
+             timeout timer, answer classification, circuit update) and noise.",
+            fixed_us / n,
+            extra_n - local_n - fixed_us / n
+        );
+        println!(
+            "    in CPU time of the client thread (load-insensitive): flush − replays around it: \
+             Never {cpu_extra_n:+.1} µs, Always {cpu_extra_a:+.1} µs per batch; spool side alone: \
+             Never {cpu_local_n:.1}, Always {cpu_local_a:.1}. What the flush adds beyond that \
+             CPU is waiting: for the disk (Always) and for the collector to be scheduled again."
+        );
+        self.print_grpc();
+    }
+
+    /// The table of one wire's runs against its replays, the ratios per repetition, and the
+    /// median ratios with their target.
+    fn print_runs(&self, wire: Wire) {
+        let n = self.batches as f64;
+        let spans = n * self.spans_per_batch as f64;
         println!(
             "  {:<34} {:>3} {:>8} {:>10} {:>10} {:>9} {:>9} {:>8} {:>9}",
             "median of all runs",
@@ -697,20 +1040,30 @@ impl FlushResults {
             "best-of",
             "CPU µs/b"
         );
-        let replays = self.all_replays();
+        let replays = self.all_replays(wire);
         let replay_best = min(&replays);
-        let secs = |m: Measure| self.samples(m).iter().map(|s| s.secs).collect::<Vec<_>>();
-        let cpu = |m: Measure| self.samples(m).iter().map(|s| s.cpu).collect::<Vec<_>>();
+        let secs = |m: Measure| {
+            self.samples(wire, m)
+                .iter()
+                .map(|s| s.secs)
+                .collect::<Vec<_>>()
+        };
+        let cpu = |m: Measure| {
+            self.samples(wire, m)
+                .iter()
+                .map(|s| s.cpu)
+                .collect::<Vec<_>>()
+        };
         // Label, wall seconds and CPU seconds of each run, and what it is compared with.
         type Row = (&'static str, Vec<f64>, Vec<f64>, Option<Measure>);
-        let rows: [Row; 6] = [
+        let mut rows: Vec<Row> = vec![
             (
-                "replay (minimal hyper client)",
+                match wire {
+                    Wire::Http => "replay (minimal hyper client)",
+                    Wire::Grpc => "replay (minimal tonic client)",
+                },
                 replays.clone(),
-                self.reps
-                    .iter()
-                    .flat_map(|r| r.replays_cpu.clone())
-                    .collect(),
+                self.all_replays_cpu(wire),
                 None,
             ),
             (
@@ -731,24 +1084,28 @@ impl FlushResults {
                 cpu(Measure::ReplaySync),
                 Some(Measure::ReplaySync),
             ),
-            (
-                "spool only, Always (no network)",
-                self.col(|r| r.local_always),
-                self.col(|r| r.local_always_cpu),
-                None,
-            ),
-            (
-                "spool only, Never (no network)",
-                self.col(|r| r.local_never),
-                self.col(|r| r.local_never_cpu),
-                None,
-            ),
         ];
+        if wire == Wire::Http {
+            rows.extend([
+                (
+                    "spool only, Always (no network)",
+                    self.col(|r| r.local_always),
+                    self.col(|r| r.local_always_cpu),
+                    None,
+                ),
+                (
+                    "spool only, Never (no network)",
+                    self.col(|r| r.local_never),
+                    self.col(|r| r.local_never_cpu),
+                    None,
+                ),
+            ]);
+        }
         for (label, v, cpu, compared) in rows {
             let s = median(v.clone());
             let (vs, best) = match compared {
                 Some(m) => (
-                    format!("{:.2}", self.ratio(m)),
+                    format!("{:.2}", self.ratio(wire, m)),
                     format!("{:.2}", replay_best / min(&v)),
                 ),
                 None => (String::new(), String::new()),
@@ -774,30 +1131,36 @@ impl FlushResults {
         );
         println!("  per repetition (ratios = flush batches/s ÷ replay batches/s):");
         for (i, r) in self.reps.iter().enumerate() {
+            let Some(c) = r.chain(wire) else { continue };
             println!(
                 "    rep {}: Always {} (median {:.2})  Never {:.2}  replay+fdatasync {:.2}",
                 i + 1,
-                r.always
+                c.always
                     .iter()
                     .map(|s| format!("{:.2}", s.ratio()))
                     .collect::<Vec<_>>()
                     .join(" "),
-                r.ratio_always(),
-                r.never.ratio(),
-                r.sync.ratio(),
+                c.ratio_always(),
+                c.never.ratio(),
+                c.sync.ratio(),
             );
-            println!("      order: {}", r.order.join(" → "));
+            if wire == Wire::Http {
+                println!("      order: {}", r.order.join(" → "));
+            }
         }
         for (name, m) in [
             ("Always", Measure::FlushAlways),
             ("Never", Measure::FlushNever),
         ] {
-            let v: Vec<f64> = self.samples(m).iter().map(Sample::ratio).collect();
+            let v: Vec<f64> = self.samples(wire, m).iter().map(Sample::ratio).collect();
             let med = median(v.clone());
-            let per_rep = self.col(|r| match m {
-                Measure::FlushNever => r.never.ratio(),
-                _ => r.ratio_always(),
-            });
+            let per_rep: Vec<f64> = self
+                .chains(wire)
+                .map(|c| match m {
+                    Measure::FlushNever => c.never.ratio(),
+                    _ => c.ratio_always(),
+                })
+                .collect();
             println!(
                 "  ratio {name:<6}: median {med:.2} over {} runs (min {:.2}, max {:.2}; per-rep \
                  medians {:.2}..{:.2}) → {}",
@@ -815,60 +1178,46 @@ impl FlushResults {
                 }
             );
         }
-        // Where the extra time goes, per batch.
-        let replay_us = median(replays) / n * 1e6;
-        let extra_a = self.extra_us(Measure::FlushAlways);
-        let extra_n = self.extra_us(Measure::FlushNever);
-        let extra_sync = self.extra_us(Measure::ReplaySync);
-        let local_a = median(self.col(|r| r.local_always)) / n * 1e6;
-        let local_n = median(self.col(|r| r.local_never)) / n * 1e6;
-        let ceiling = self.ratio(Measure::ReplaySync);
-        println!("  where the flush's extra time goes (medians, µs per batch):");
+    }
+
+    /// The gRPC runs, beside the HTTP ones of the same repetitions.
+    fn print_grpc(&self) {
+        if self.chains(Wire::Grpc).next().is_none() {
+            return;
+        }
+        let n = self.batches as f64;
         println!(
-            "    replay {replay_us:.1}; run − replays around it: flush Always {extra_a:+.1}, \
-             flush Never {extra_n:+.1}, replay + fdatasync {extra_sync:+.1}"
+            "\n[1] flush over OTLP/gRPC to rotel's gRPC port (Protocol::Grpc), against a minimal \
+             tonic client replaying the same stored bytes (one channel, unary \
+             TraceService/Export, raw-bytes codec); same batches, same repetitions"
+        );
+        self.print_runs(Wire::Grpc);
+        let per_batch = |wire: Wire| median(self.all_replays(wire)) / n * 1e6;
+        println!("  gRPC beside HTTP, same run (medians, µs per batch):");
+        println!(
+            "    replay: gRPC {:.1}, HTTP {:.1}; flush Always − replays around it: gRPC {:+.1}, \
+             HTTP {:+.1}; flush Never: gRPC {:+.1}, HTTP {:+.1}",
+            per_batch(Wire::Grpc),
+            per_batch(Wire::Http),
+            self.extra_us(Wire::Grpc, Measure::FlushAlways),
+            self.extra_us(Wire::Http, Measure::FlushAlways),
+            self.extra_us(Wire::Grpc, Measure::FlushNever),
+            self.extra_us(Wire::Http, Measure::FlushNever),
         );
         println!(
-            "    spool side alone (Reader::next + ack, no network): Always {local_a:.1}, Never \
-             {local_n:.1}"
+            "    client-thread CPU, flush − replays around it: Always gRPC {:+.1}, HTTP {:+.1}; \
+             Never gRPC {:+.1}, HTTP {:+.1}; replay CPU gRPC {:.1}, HTTP {:.1}",
+            self.extra_cpu_us(Wire::Grpc, Measure::FlushAlways),
+            self.extra_cpu_us(Wire::Http, Measure::FlushAlways),
+            self.extra_cpu_us(Wire::Grpc, Measure::FlushNever),
+            self.extra_cpu_us(Wire::Http, Measure::FlushNever),
+            median(self.all_replays_cpu(Wire::Grpc)) / n * 1e6,
+            median(self.all_replays_cpu(Wire::Http)) / n * 1e6,
         );
         println!(
-            "    Per batch, a flush takes the next frame from a 64 KiB chunk (CRC checked; the \
-             next chunk is read while a request is in flight) → POST → wait for the answer → \
-             classify it → ack (pwrite the cursor slot) → next. Under Always, a background \
-             thread syncs the cursor every 64 acknowledgements, off the round trip."
-        );
-        println!(
-            "    Always: one fdatasync costs ≈ {:.0} µs in a tight loop (spool-only Always, which \
-             syncs every ack, − Never), ≈ {extra_sync:.0} µs when it alternates with requests \
-             (replay + fdatasync). The minimal client itself, made to fdatasync once per answer, \
-             reaches only {ceiling:.2} of its replay: where a flush that made each \
-             acknowledgement durable before sending the next batch would be, on this disk.",
-            local_a - local_n
-        );
-        let fixed_us = median(self.col(|r| r.one_batch)) * 1e6 - replay_us;
-        let cpu_extra_n = self.extra_cpu_us(Measure::FlushNever);
-        let cpu_extra_a = self.extra_cpu_us(Measure::FlushAlways);
-        let cpu_local_n = median(self.col(|r| r.local_never_cpu)) / n * 1e6;
-        let cpu_local_a = median(self.col(|r| r.local_always_cpu)) / n * 1e6;
-        println!(
-            "    fixed cost of one flush (a 1-batch spool, Never, minus one request): ≈ \
-             {fixed_us:.0} µs (transport setup, flush lease, delivery state file written on the \
-             first success, stats), ≈ {:.1} µs per batch here",
-            fixed_us / n
-        );
-        println!(
-            "    Never: spool read + cursor write ≈ {local_n:.1} µs + fixed cost ≈ {:.1} µs; the \
-             remaining ≈ {:+.1} µs is the delivery's own per-request work (request headers, \
-             timeout timer, answer classification, circuit update) and noise.",
-            fixed_us / n,
-            extra_n - local_n - fixed_us / n
-        );
-        println!(
-            "    in CPU time of the client thread (load-insensitive): flush − replays around it: \
-             Never {cpu_extra_n:+.1} µs, Always {cpu_extra_a:+.1} µs per batch; spool side alone: \
-             Never {cpu_local_n:.1}, Always {cpu_local_a:.1}. What the flush adds beyond that \
-             CPU is waiting: for the disk (Always) and for the collector to be scheduled again."
+            "    ratio Always: gRPC {:.2}, HTTP {:.2} (target ≥ {TARGET_FLUSH_RATIO:.2})",
+            self.ratio(Wire::Grpc, Measure::FlushAlways),
+            self.ratio(Wire::Http, Measure::FlushAlways),
         );
     }
 
@@ -881,59 +1230,117 @@ impl FlushResults {
                    "batches_per_sec": n / s, "spans_per_sec": spans / s,
                    "us_per_batch": s / n * 1e6})
         };
-        let secs = |m: Measure| self.samples(m).iter().map(|s| s.secs).collect::<Vec<_>>();
+        let secs = |wire: Wire, m: Measure| {
+            self.samples(wire, m)
+                .iter()
+                .map(|s| s.secs)
+                .collect::<Vec<_>>()
+        };
         let sample = |s: &Sample| {
             json!({"secs": s.secs, "replays_around_secs": s.around, "ratio": s.ratio(),
                    "cpu_secs": s.cpu, "replays_around_cpu_secs": s.around_cpu})
         };
-        let ra = self.ratio(Measure::FlushAlways);
-        let rn = self.ratio(Measure::FlushNever);
-        json!({
+        let http = Wire::Http;
+        let ra = self.ratio(http, Measure::FlushAlways);
+        let rn = self.ratio(http, Measure::FlushNever);
+        let mut out = json!({
             "batches": self.batches,
             "spans_per_batch": self.spans_per_batch,
             "bytes_per_batch": self.bytes_per_batch,
             "collector": "rotel --exporter blackhole (no debug log), OTLP/HTTP on loopback",
             "flush_budget_secs": FLUSH_BUDGET.as_secs(),
             "warmup_replay_secs": self.warmup_replay,
-            "replay": summary(self.all_replays()),
-            "flush_always": summary(secs(Measure::FlushAlways)),
-            "flush_never": summary(secs(Measure::FlushNever)),
-            "replay_plus_fdatasync": summary(secs(Measure::ReplaySync)),
+            "replay": summary(self.all_replays(http)),
+            "flush_always": summary(secs(http, Measure::FlushAlways)),
+            "flush_never": summary(secs(http, Measure::FlushNever)),
+            "replay_plus_fdatasync": summary(secs(http, Measure::ReplaySync)),
             "spool_only_always": summary(self.col(|r| r.local_always)),
             "spool_only_never": summary(self.col(|r| r.local_never)),
             "flush_never_one_batch_us": median(self.col(|r| r.one_batch)) * 1e6,
             "ratio_always_median": ra,
             "ratio_never_median": rn,
-            "ratio_replay_plus_fdatasync_median": self.ratio(Measure::ReplaySync),
+            "ratio_replay_plus_fdatasync_median": self.ratio(http, Measure::ReplaySync),
             "extra_cpu_us_per_batch": {
-                "flush_always": self.extra_cpu_us(Measure::FlushAlways),
-                "flush_never": self.extra_cpu_us(Measure::FlushNever),
-                "replay_plus_fdatasync": self.extra_cpu_us(Measure::ReplaySync),
+                "flush_always": self.extra_cpu_us(http, Measure::FlushAlways),
+                "flush_never": self.extra_cpu_us(http, Measure::FlushNever),
+                "replay_plus_fdatasync": self.extra_cpu_us(http, Measure::ReplaySync),
                 "spool_only_always": median(self.col(|r| r.local_always_cpu)) / n * 1e6,
                 "spool_only_never": median(self.col(|r| r.local_never_cpu)) / n * 1e6,
-                "replay": median(self.reps.iter().flat_map(|r| r.replays_cpu.clone()).collect())
-                    / n * 1e6,
+                "replay": median(self.all_replays_cpu(http)) / n * 1e6,
             },
             "extra_us_per_batch": {
-                "flush_always": self.extra_us(Measure::FlushAlways),
-                "flush_never": self.extra_us(Measure::FlushNever),
-                "replay_plus_fdatasync": self.extra_us(Measure::ReplaySync),
+                "flush_always": self.extra_us(http, Measure::FlushAlways),
+                "flush_never": self.extra_us(http, Measure::FlushNever),
+                "replay_plus_fdatasync": self.extra_us(http, Measure::ReplaySync),
             },
             "target_ratio": TARGET_FLUSH_RATIO,
             "target_met_always": ra >= TARGET_FLUSH_RATIO,
             "target_met_never": rn >= TARGET_FLUSH_RATIO,
-            "reps": self.reps.iter().map(|r| json!({
-                "order": r.order,
-                "replays_secs": r.replays,
-                "replays_cpu_secs": r.replays_cpu,
-                "flush_always": r.always.iter().map(sample).collect::<Vec<_>>(),
-                "flush_never": sample(&r.never),
-                "replay_plus_fdatasync": sample(&r.sync),
-                "spool_only_always_secs": r.local_always,
-                "spool_only_never_secs": r.local_never,
-                "flush_never_one_batch_secs": r.one_batch,
-            })).collect::<Vec<_>>(),
-        })
+            "reps": self.reps.iter().map(|r| {
+                let chain = |c: &Chain| json!({
+                    "replays_secs": c.replays,
+                    "replays_cpu_secs": c.replays_cpu,
+                    "flush_always": c.always.iter().map(sample).collect::<Vec<_>>(),
+                    "flush_never": sample(&c.never),
+                    "replay_plus_fdatasync": sample(&c.sync),
+                });
+                let mut rep = chain(&r.http);
+                if let Value::Object(o) = &mut rep {
+                    o.insert("order".into(), json!(r.order));
+                    o.insert("spool_only_always_secs".into(), json!(r.local_always));
+                    o.insert("spool_only_never_secs".into(), json!(r.local_never));
+                    o.insert("flush_never_one_batch_secs".into(), json!(r.one_batch));
+                    if let Some(g) = &r.grpc {
+                        o.insert("grpc".into(), chain(g));
+                    }
+                }
+                rep
+            }).collect::<Vec<_>>(),
+        });
+        // The gRPC figures beside the HTTP ones, in the same layout.
+        if self.chains(Wire::Grpc).next().is_some() {
+            let grpc = Wire::Grpc;
+            let always: Vec<f64> = self
+                .samples(grpc, Measure::FlushAlways)
+                .iter()
+                .map(Sample::ratio)
+                .collect();
+            let rg = median(always.clone());
+            let rgn = self.ratio(grpc, Measure::FlushNever);
+            if let Value::Object(o) = &mut out {
+                o.insert("grpc".into(), json!({
+                    "collector": "rotel --exporter blackhole (no debug log), OTLP/gRPC on loopback",
+                    "flush": "Delivery::flush with DeliverySettings { protocol: Protocol::Grpc }",
+                    "replay_client": "tonic: one Channel, unary TraceService/Export calls one at a time, the stored bytes through a raw-bytes codec",
+                    "warmup_replay_secs": self.warmup_replay_grpc,
+                    "replay": summary(self.all_replays(grpc)),
+                    "flush_always": summary(secs(grpc, Measure::FlushAlways)),
+                    "flush_never": summary(secs(grpc, Measure::FlushNever)),
+                    "replay_plus_fdatasync": summary(secs(grpc, Measure::ReplaySync)),
+                    "ratio_always_median": rg,
+                    "ratio_always_min": min(&always),
+                    "ratio_always_max": max(&always),
+                    "ratio_always_samples": always.len(),
+                    "ratio_never_median": rgn,
+                    "ratio_replay_plus_fdatasync_median": self.ratio(grpc, Measure::ReplaySync),
+                    "extra_cpu_us_per_batch": {
+                        "flush_always": self.extra_cpu_us(grpc, Measure::FlushAlways),
+                        "flush_never": self.extra_cpu_us(grpc, Measure::FlushNever),
+                        "replay_plus_fdatasync": self.extra_cpu_us(grpc, Measure::ReplaySync),
+                        "replay": median(self.all_replays_cpu(grpc)) / n * 1e6,
+                    },
+                    "extra_us_per_batch": {
+                        "flush_always": self.extra_us(grpc, Measure::FlushAlways),
+                        "flush_never": self.extra_us(grpc, Measure::FlushNever),
+                        "replay_plus_fdatasync": self.extra_us(grpc, Measure::ReplaySync),
+                    },
+                    "target_ratio": TARGET_FLUSH_RATIO,
+                    "target_met_always": rg >= TARGET_FLUSH_RATIO,
+                    "http_ratio_always_median_same_run": ra,
+                }));
+            }
+        }
+        out
     }
 }
 

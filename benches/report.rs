@@ -631,6 +631,28 @@ fn delivery_figures(sec: &'static str, j: &Value) -> Vec<Figure> {
             .target(Target::at_least(target))
             .note(rate_note("flush_always")),
     );
+    // Over OTLP/gRPC, against a minimal tonic client (benches before it have no `grpc`).
+    if let Some(ratio) = ft("/grpc/ratio_always_median") {
+        let grpc = |k: &str| ft(&format!("/grpc/{k}/spans_per_sec"));
+        out.push(
+            Figure::new(
+                sec,
+                "flush over OTLP/gRPC to rotel / minimal tonic replay (sync Always, the default)",
+                Some(ratio),
+            )
+            .unit("ratio")
+            .target(Target::at_least(ft("/grpc/target_ratio").unwrap_or(target)))
+            .note(match (grpc("flush_always"), grpc("replay")) {
+                (Some(a), Some(b)) => format!(
+                    "{} spans/s vs replay {} spans/s (medians, same runs as OTLP/HTTP; the \
+                     ratio is the median of ratios to the gRPC replays around each run)",
+                    thousands(a),
+                    thousands(b)
+                ),
+                _ => String::new(),
+            }),
+        );
+    }
     out.push(
         Figure::new(
             sec,
@@ -819,14 +841,41 @@ fn exec_figures(sec: &'static str, j: &Value) -> Vec<Figure> {
 
 fn serve_figures(sec: &'static str, j: &Value) -> Vec<Figure> {
     let mut out = Vec::new();
-    let results = j
-        .get("results")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let array = |v: Option<&Value>| v.and_then(Value::as_array).cloned().unwrap_or_default();
+    let results = array(j.get("results"));
     if results.is_empty() {
         return expected_figures("serve", sec, "not measured: no `results` in serve.json");
     }
+    serve_signal_figures(sec, &mut out, &results, None, "spans");
+    // Metrics and logs, beside traces (benches before them have no `signals`).
+    for signal in ["metrics", "logs"] {
+        let results = array(j.pointer(&format!("/signals/{signal}/results")));
+        let unit = match signal {
+            "metrics" => "data_points",
+            _ => "log_records",
+        };
+        serve_signal_figures(sec, &mut out, &results, Some(signal), unit);
+    }
+    if let Some(direct) = num(j, "/rotel_vm_hwm_kib/direct") {
+        out.push(
+            Figure::new(sec, "(info) peak RSS of rotel direct", Some(direct / KIB))
+                .unit("MiB")
+                .note("VmHWM of the rotel the clients sent to directly"),
+        );
+    }
+    out
+}
+
+/// The figures of one signal's `results`: each serve target against rotel at the same load.
+/// `unit` names the signal's items in the JSON keys (`spans`, `data_points`, `log_records`).
+fn serve_signal_figures(
+    sec: &'static str,
+    out: &mut Vec<Figure>,
+    results: &[Value],
+    signal: Option<&str>,
+    unit: &str,
+) {
+    let words = unit.replace('_', " ");
     let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("?").to_owned();
     let rotel_at = |protocol: &str, clients: Option<f64>| {
         results.iter().find(|r| {
@@ -835,7 +884,7 @@ fn serve_figures(sec: &'static str, j: &Value) -> Vec<Figure> {
                 && num(r, "/clients") == clients
         })
     };
-    for r in &results {
+    for r in results {
         let target = text(r, "target");
         if target == "rotel" {
             continue;
@@ -844,7 +893,8 @@ fn serve_figures(sec: &'static str, j: &Value) -> Vec<Figure> {
         let clients = num(r, "/clients");
         let rotel = rotel_at(&protocol, clients);
         let who = format!(
-            "{}, {}, {} client{}",
+            "{}{}, {}, {} client{}",
+            signal.map_or(String::new(), |s| format!("{s}, ")),
             target.trim_start_matches("serve_").replace('_', "-"),
             protocol,
             clients.map_or("?".into(), |c| format!("{c:.0}")),
@@ -857,17 +907,17 @@ fn serve_figures(sec: &'static str, j: &Value) -> Vec<Figure> {
                 rotel.and_then(|r| num(r, key)).map_or("?".into(), f),
             )
         };
-        let (ours, theirs) = pair("/spans_per_s/median", thousands);
+        let (ours, theirs) = pair(&format!("/{unit}_per_s/median"), thousands);
         out.push(
             Figure::new(
                 sec,
-                format!("spans/s accepted / rotel direct: {who}"),
+                format!("{words}/s accepted / rotel direct: {who}"),
                 num(r, "/ratio_vs_rotel/median"),
             )
             .unit("ratio")
             .target(Target::at_least(0.50))
             .note(format!(
-                "{ours} spans/s vs rotel {theirs} spans/s (medians)"
+                "{ours} {words}/s vs rotel {theirs} {words}/s (medians)"
             )),
         );
         for (q, target) in [("p50", None), ("p99", Target::at_most(5.0))] {
@@ -893,14 +943,6 @@ fn serve_figures(sec: &'static str, j: &Value) -> Vec<Figure> {
             .note("VmHWM, largest over the repetitions"),
         );
     }
-    if let Some(direct) = num(j, "/rotel_vm_hwm_kib/direct") {
-        out.push(
-            Figure::new(sec, "(info) peak RSS of rotel direct", Some(direct / KIB))
-                .unit("MiB")
-                .note("VmHWM of the rotel the clients sent to directly"),
-        );
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,6 +12,13 @@
 //! warm-up, then a fixed window: spans/s counts the requests answered 200 within the window; the
 //! latency of each request started in the window is taken in the client.
 //!
+//! The other signals take the same load at 1 and 8 clients, to their own paths: metrics
+//! (`/v1/metrics`, `ExportMetricsServiceRequest`s of 512 data points: histograms with attributes,
+//! counters, up-down counters and gauges, a few instruments per scope) and logs (`/v1/logs`,
+//! `ExportLogsServiceRequest`s of 512 log records with bodies, severities, attributes and trace
+//! context). Their figures are data points/s and log records/s; what counts is, as for spans,
+//! the requests answered 200.
+//!
 //! The targets, each taking the same load:
 //! - `rotel`: rotel (`--exporter blackhole`, no debug log) on its own OTLP/HTTP port;
 //! - `serve→rotel`: the release `tracespool serve` (sync policy `Always`, the default) whose
@@ -29,7 +36,11 @@
 //! run is a short smoke run whose figures mean nothing, and no report is written.
 //! `TRACESPOOL_BENCH_SERVE_SECS` / `TRACESPOOL_BENCH_SERVE_REPS` override the window length and
 //! the number of repetitions; `TRACESPOOL_BENCH_SERVE_GRPC=0` skips gRPC;
-//! `TRACESPOOL_BENCH_SERVE_SPANS` the spans per request. Rotel is found at
+//! `TRACESPOOL_BENCH_SERVE_SPANS` the items (spans, data points, log records) per request;
+//! `TRACESPOOL_BENCH_SERVE_SIGNALS=metrics,logs` runs only those signals, and
+//! `TRACESPOOL_BENCH_SERVE_LEVELS` / `…_TARGETS` only some levels or targets, and
+//! `TRACESPOOL_BENCH_SERVE_UPSTREAM=URL` has `serve→rotel` forward there instead (a partial run
+//! writes no report). Rotel is found at
 //! `TRACESPOOL_ROTEL`, else `target/peers/…/rotel-agent` (installed by `.ci/peers`).
 
 mod common;
@@ -46,49 +57,118 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::otlp::{self, Rng};
 use http::header::CONTENT_TYPE;
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{
-    ResourceSpans, ScopeSpans, Span, Status, span, status,
-};
 use prost::Message;
 use serde_json::{Value, json};
+use tonic::transport::Channel;
 
 const SECS_ENV: &str = "TRACESPOOL_BENCH_SERVE_SECS";
 const REPS_ENV: &str = "TRACESPOOL_BENCH_SERVE_REPS";
 const GRPC_ENV: &str = "TRACESPOOL_BENCH_SERVE_GRPC";
-/// Only these levels (`http:1,grpc:8`) / targets (`rotel,serve_forwarding,serve_spool_only`), for
+/// Only these levels (`http:1,grpc:8` for traces, `metrics:http:8`, `logs:grpc:8` for the others)
+/// / targets (`rotel,serve_forwarding,serve_spool_only`) / signals (`traces,metrics,logs`), for
 /// profiling; such a run writes no report.
 const LEVELS_ENV: &str = "TRACESPOOL_BENCH_SERVE_LEVELS";
+const SIGNALS_ENV: &str = "TRACESPOOL_BENCH_SERVE_SIGNALS";
+/// The traces endpoint `serve→rotel` forwards to instead of the second rotel (e.g. a sink that
+/// answers 200 without decoding, to tell serve's own cost from its upstream's); such a run
+/// writes no report, and its upstream CPU figures are those of the idle second rotel.
+const UPSTREAM_ENV: &str = "TRACESPOOL_BENCH_SERVE_UPSTREAM";
 const TARGETS_ENV: &str = "TRACESPOOL_BENCH_SERVE_TARGETS";
 /// Temporary directories are named `serve-bench-<pid>-…` so that a later run can remove the
 /// leftovers of one that was interrupted (and only those: its pid is gone).
 const TMP_PREFIX: &str = "serve-bench-";
 const SERVE_BIN: &str = env!("CARGO_BIN_EXE_tracespool");
 
+/// Items (spans, data points, log records) per request, of every signal.
 const SPANS_ENV: &str = "TRACESPOOL_BENCH_SERVE_SPANS";
-/// The OpenTelemetry SDKs' default `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
-const SPANS_PER_REQUEST_DEFAULT: usize = 512;
+/// The OpenTelemetry SDKs' default `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` (and the log record
+/// processor's `OTEL_BLRP_MAX_EXPORT_BATCH_SIZE`): what an SDK under load sends at once.
+const ITEMS_PER_REQUEST_DEFAULT: usize = 512;
 
-/// Spans per request: [`SPANS_PER_REQUEST_DEFAULT`] unless [`SPANS_ENV`] says otherwise.
-fn spans_per_request() -> usize {
-    static SPANS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *SPANS.get_or_init(|| {
+/// Items per request: [`ITEMS_PER_REQUEST_DEFAULT`] unless [`SPANS_ENV`] says otherwise.
+fn items_per_request() -> usize {
+    static ITEMS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ITEMS.get_or_init(|| {
         std::env::var(SPANS_ENV)
             .ok()
             .and_then(|v| v.parse().ok())
             .filter(|&n| n > 0)
-            .unwrap_or(SPANS_PER_REQUEST_DEFAULT)
+            .unwrap_or(ITEMS_PER_REQUEST_DEFAULT)
     })
 }
+
+/// The OTLP signal a level sends: what its requests carry, where they go, what is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Traces,
+    Metrics,
+    Logs,
+}
+
+impl Signal {
+    const ALL: [Signal; 3] = [Signal::Traces, Signal::Metrics, Signal::Logs];
+
+    fn key(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+        }
+    }
+
+    fn http_path(self) -> &'static str {
+        match self {
+            Signal::Traces => "/v1/traces",
+            Signal::Metrics => "/v1/metrics",
+            Signal::Logs => "/v1/logs",
+        }
+    }
+
+    /// What is counted, in words (`spans/s`).
+    fn unit(self) -> &'static str {
+        match self {
+            Signal::Traces => "spans",
+            Signal::Metrics => "data points",
+            Signal::Logs => "log records",
+        }
+    }
+
+    /// What is counted, in JSON keys (`spans_per_s`); also `status --json`'s count of it.
+    fn unit_key(self) -> &'static str {
+        match self {
+            Signal::Traces => "spans",
+            Signal::Metrics => "data_points",
+            Signal::Logs => "log_records",
+        }
+    }
+
+    /// One item, in JSON keys (`server_cpu_us_per_span`).
+    fn item_key(self) -> &'static str {
+        match self {
+            Signal::Traces => "span",
+            Signal::Metrics => "data_point",
+            Signal::Logs => "log_record",
+        }
+    }
+
+    fn parse(key: &str) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|s| s.key() == key)
+    }
+}
+
 /// Distinct request bodies the clients cycle through.
 const BODIES: usize = 64;
 const SERVE_MAX_BYTES: &str = "4GiB";
@@ -103,8 +183,11 @@ struct Scale {
     warmup: Duration,
     reps: usize,
     clients: Vec<usize>,
-    /// Clients of the gRPC points; none: no gRPC.
+    /// Clients of the gRPC points (traces); none: no gRPC.
     grpc_clients: Option<usize>,
+    /// Clients of the metrics and logs points (OTLP/HTTP).
+    signal_clients: Vec<usize>,
+    signals: Vec<Signal>,
 }
 
 impl Scale {
@@ -116,6 +199,8 @@ impl Scale {
             reps: 4,
             clients: vec![1, 8, 32],
             grpc_clients: Some(8),
+            signal_clients: vec![1, 8],
+            signals: Signal::ALL.to_vec(),
         }
     }
 
@@ -127,6 +212,8 @@ impl Scale {
             reps: 1,
             clients: vec![1, 8],
             grpc_clients: Some(8),
+            signal_clients: vec![8],
+            signals: Signal::ALL.to_vec(),
         }
     }
 }
@@ -182,11 +269,34 @@ impl Proto {
     }
 }
 
-/// One load configuration: protocol and clients, against every target.
+/// One load configuration: signal, protocol and clients, against every target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Level {
+    signal: Signal,
     proto: Proto,
     clients: usize,
+}
+
+impl Level {
+    /// `http:8` is traces (as before there were other signals); `metrics:http:8` another signal.
+    fn parse(key: &str) -> Option<Level> {
+        let parts: Vec<&str> = key.split(':').collect();
+        let (signal, proto, clients) = match parts[..] {
+            [p, c] => (Signal::Traces, p, c),
+            [s, p, c] => (Signal::parse(s)?, p, c),
+            _ => return None,
+        };
+        let proto = match proto {
+            "http" => Proto::Http,
+            "grpc" => Proto::Grpc,
+            _ => return None,
+        };
+        Some(Level {
+            signal,
+            proto,
+            clients: clients.parse().ok()?,
+        })
+    }
 }
 
 /// One measured point: a level against a target in one repetition.
@@ -205,20 +315,20 @@ struct Sample {
     /// serve only: VmHWM / VmRSS in KiB at the end of the load.
     hwm_kib: Option<u64>,
     rss_kib: Option<u64>,
-    /// serve only: spans still in the spool right after the load (`status --json`).
-    backlog_spans: Option<u64>,
-    /// serve→rotel only: spans forwarded per second over the point (accepted − backlog).
+    /// serve only: items still in the spool right after the load (`status --json`).
+    backlog_items: Option<u64>,
+    /// serve→rotel only: items forwarded per second over the point (accepted − backlog).
     forwarded_per_s: Option<f64>,
     /// serve only: seconds from SIGTERM to exit.
     stop_secs: Option<f64>,
 }
 
 impl Sample {
-    fn cpu_us_per_span(&self, cpu: f64) -> f64 {
-        if self.load.total_spans == 0 {
+    fn cpu_us_per_item(&self, cpu: f64) -> f64 {
+        if self.load.total_items == 0 {
             f64::NAN
         } else {
-            cpu * 1e6 / self.load.total_spans as f64
+            cpu * 1e6 / self.load.total_items as f64
         }
     }
 }
@@ -255,6 +365,7 @@ fn main() {
     };
     let mut direct = Rotel::start(&rotel_path, &tmp);
     let mut upstream = Rotel::start(&rotel_path, &tmp);
+    let upstream_url = std::env::var(UPSTREAM_ENV).unwrap_or_else(|_| upstream.endpoint());
     println!(
         "  rotel {}: direct target pid {} (HTTP {}, gRPC {}), serve's upstream pid {} (HTTP {})",
         direct.version,
@@ -265,21 +376,81 @@ fn main() {
         upstream.http_port
     );
 
-    let payloads = Arc::new(payloads());
-    let body_bytes = payloads.iter().map(|p| p.bytes.len()).sum::<usize>() / payloads.len();
-    println!(
-        "  load: {} spans/request, {body_bytes} bytes/request on average, {} distinct bodies",
-        spans_per_request(),
-        payloads.len()
-    );
-    let codec = codec_cost(&payloads);
-    println!(
-        "  in-process prost cost of one request: decode {:.1} µs, re-encode {:.1} µs ({:.2} / {:.2} µs per span)",
-        codec.decode_us,
-        codec.encode_us,
-        codec.decode_us / spans_per_request() as f64,
-        codec.encode_us / spans_per_request() as f64
-    );
+    if let Ok(only) = std::env::var(SIGNALS_ENV) {
+        let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
+        scale.signals.retain(|s| wanted.contains(&s.key()));
+    }
+    // The levels first: only the signals they send are built.
+    let mut levels: Vec<Level> = Vec::new();
+    for &signal in &scale.signals {
+        let clients = match signal {
+            Signal::Traces => &scale.clients,
+            _ => &scale.signal_clients,
+        };
+        levels.extend(clients.iter().map(|&clients| Level {
+            signal,
+            proto: Proto::Http,
+            clients,
+        }));
+        if let (Signal::Traces, Some(clients)) = (signal, scale.grpc_clients) {
+            levels.push(Level {
+                signal,
+                proto: Proto::Grpc,
+                clients,
+            });
+        }
+    }
+    let mut partial = scale.signals != Signal::ALL || upstream_url != upstream.endpoint();
+    if upstream_url != upstream.endpoint() {
+        println!("  serve→rotel forwards to {upstream_url} ({UPSTREAM_ENV})");
+    }
+    if let Ok(only) = std::env::var(LEVELS_ENV) {
+        let wanted: Vec<Level> = only
+            .split(',')
+            .filter_map(|w| Level::parse(w.trim()))
+            .collect();
+        levels.retain(|l| wanted.contains(l));
+        for w in wanted {
+            if !levels.contains(&w) {
+                levels.push(w);
+            }
+        }
+        partial = true;
+    }
+
+    let mut payloads = Payloads::default();
+    for level in &levels {
+        let signal = level.signal;
+        if payloads.get(signal).is_some() {
+            continue;
+        }
+        let built = Arc::new(build_payloads(signal));
+        let body_bytes = built.iter().map(|p| p.bytes.len()).sum::<usize>() / built.len();
+        println!(
+            "  load ({}): {} {}/request, {body_bytes} bytes/request on average, {} distinct bodies",
+            signal.key(),
+            items_per_request(),
+            signal.unit(),
+            built.len()
+        );
+        let codec = codec_cost(signal, &built);
+        println!(
+            "  in-process prost cost of one request: decode {:.1} µs, re-encode {:.1} µs ({:.2} / {:.2} µs per {})",
+            codec.decode_us,
+            codec.encode_us,
+            codec.decode_us / items_per_request() as f64,
+            codec.encode_us / items_per_request() as f64,
+            signal.item_key().replace('_', " ")
+        );
+        payloads.0.push(SignalPayloads {
+            signal,
+            bodies: built,
+            body_bytes,
+            codec,
+        });
+    }
+    // What the fdatasync probe appends: a request of the first signal measured.
+    let body_bytes = payloads.0.first().map_or(0, |p| p.body_bytes);
     let source = source_state();
     println!("  source: {source}");
     println!(
@@ -295,42 +466,6 @@ fn main() {
         .build()
         .expect("client runtime");
 
-    let mut levels: Vec<Level> = scale
-        .clients
-        .iter()
-        .map(|&clients| Level {
-            proto: Proto::Http,
-            clients,
-        })
-        .collect();
-    if let Some(clients) = scale.grpc_clients {
-        levels.push(Level {
-            proto: Proto::Grpc,
-            clients,
-        });
-    }
-    let mut partial = false;
-    if let Ok(only) = std::env::var(LEVELS_ENV) {
-        let wanted: Vec<&str> = only.split(',').map(str::trim).collect();
-        levels.retain(|l| wanted.contains(&format!("{}:{}", l.proto.key(), l.clients).as_str()));
-        for w in &wanted {
-            let parsed = w.split_once(':').and_then(|(p, c)| {
-                let proto = match p {
-                    "http" => Proto::Http,
-                    "grpc" => Proto::Grpc,
-                    _ => return None,
-                };
-                Some(Level {
-                    proto,
-                    clients: c.parse().ok()?,
-                })
-            });
-            if let Some(l) = parsed.filter(|l| !levels.contains(l)) {
-                levels.push(l);
-            }
-        }
-        partial = true;
-    }
     let only_targets: Option<Vec<String>> = std::env::var(TARGETS_ENV)
         .ok()
         .map(|v| v.split(',').map(|t| t.trim().to_owned()).collect());
@@ -344,8 +479,9 @@ fn main() {
     };
 
     // Warm-up: every binary and path once, unrecorded.
-    {
+    for p in &payloads.0 {
         let warm = Level {
+            signal: p.signal,
             proto: Proto::Http,
             clients: 4,
         };
@@ -358,7 +494,7 @@ fn main() {
                 t,
                 usize::MAX,
                 &direct,
-                &upstream,
+                (&upstream, &upstream_url),
                 Duration::from_millis(100),
                 Duration::from_millis(if scale.quick { 100 } else { 500 }),
             );
@@ -390,17 +526,19 @@ fn main() {
                     target,
                     rep,
                     &direct,
-                    &upstream,
+                    (&upstream, &upstream_url),
                     scale.warmup,
                     scale.window,
                 );
                 println!(
-                    "  rep {} {:>4} {:>2} clients {:<17} {:>9.0} spans/s  p50 {:>6.2} ms  p99 {:>6.2} ms{}{}",
+                    "  rep {} {:<8}{:>4} {:>2} clients {:<17} {:>9.0} {}/s  p50 {:>6.2} ms  p99 {:>6.2} ms{}{}",
                     rep + 1,
+                    level.signal.key(),
                     level.proto.key(),
                     level.clients,
                     target.label(),
-                    s.load.spans_per_s,
+                    s.load.items_per_s,
+                    level.signal.unit(),
                     s.load.p50_ms,
                     s.load.p99_ms,
                     if s.load.errors > 0 {
@@ -408,9 +546,12 @@ fn main() {
                     } else {
                         String::new()
                     },
-                    match (s.hwm_kib, s.backlog_spans) {
-                        (Some(h), Some(b)) =>
-                            format!("  HWM {:.1} MiB, backlog {b} spans", h as f64 / 1024.0),
+                    match (s.hwm_kib, s.backlog_items) {
+                        (Some(h), Some(b)) => format!(
+                            "  HWM {:.1} MiB, backlog {b} {}",
+                            h as f64 / 1024.0,
+                            level.signal.unit()
+                        ),
                         (Some(h), None) => format!("  HWM {:.1} MiB", h as f64 / 1024.0),
                         _ => String::new(),
                     }
@@ -439,7 +580,10 @@ fn main() {
         probes,
     };
     println!("\n================ summary ================");
-    results.print(&scale);
+    results.print_disk(&scale);
+    for p in &payloads.0 {
+        results.print(&scale, p);
+    }
     println!(
         "\nrotel VmHWM: direct {}, upstream {}",
         mib(rotel_hwm.0),
@@ -450,6 +594,26 @@ fn main() {
         println!("WARNING: a rotel had exited before the end of the run");
     }
 
+    // Traces keep the keys they had before the other signals were measured; the others go
+    // beside them, under `signals`, each with the same layout in its own unit.
+    let traces = payloads.get(Signal::Traces);
+    let mut signals = serde_json::Map::new();
+    for p in payloads.0.iter().filter(|p| p.signal != Signal::Traces) {
+        let unit = p.signal.unit_key();
+        signals.insert(
+            p.signal.key().to_owned(),
+            json!({
+                "unit": p.signal.unit(),
+                "path": p.signal.http_path(),
+                format!("{unit}_per_request"): items_per_request(),
+                "bytes_per_request": p.body_bytes,
+                "prost_decode_us_per_request": finite(p.codec.decode_us),
+                "prost_encode_us_per_request": finite(p.codec.encode_us),
+                "results": results.to_json(p.signal),
+                "targets": results.targets_json(p.signal),
+            }),
+        );
+    }
     let report = json!({
         "quick": scale.quick,
         "machine": machine_json(json!({
@@ -458,31 +622,32 @@ fn main() {
             "load_at_end": load_end,
         })),
         "setup": {
-            "spans_per_request": spans_per_request(),
-            "bytes_per_request": body_bytes,
+            "spans_per_request": items_per_request(),
+            "bytes_per_request": traces.map(|p| p.body_bytes),
             "window_secs": scale.window.as_secs_f64(),
             "warmup_secs": scale.warmup.as_secs_f64(),
             "repetitions": scale.reps,
             "serve": "fresh `tracespool serve` per point, sync Always, --max-bytes 4GiB; forwarding: --endpoint = a second rotel (blackhole); spool-only: no endpoint",
             "rotel": "rotel start --exporter blackhole (no debug log)",
             "source": source,
-            "prost_decode_us_per_request": finite(codec.decode_us),
-            "prost_encode_us_per_request": finite(codec.encode_us),
+            "prost_decode_us_per_request": traces.map(|p| finite(p.codec.decode_us)),
+            "prost_encode_us_per_request": traces.map(|p| finite(p.codec.encode_us)),
         },
         "fdatasync_probe": results.probes.iter().map(|p| json!({
             "appends": p.count,
             "p50_ms": finite(p.p50_ms),
             "p99_ms": finite(p.p99_ms),
         })).collect::<Vec<_>>(),
-        "results": results.to_json(),
+        "results": results.to_json(Signal::Traces),
         "rotel_vm_hwm_kib": { "direct": rotel_hwm.0, "upstream": rotel_hwm.1 },
-        "targets": results.targets_json(),
+        "targets": results.targets_json(Signal::Traces),
+        "signals": signals,
         "total_secs": total_secs,
     });
     if scale.quick {
         println!("\n(quick run: figures are not meaningful; no report written)");
     } else if partial {
-        println!("\n(only some levels or targets ran: no report written)");
+        println!("\n(only some signals, levels or targets ran: no report written)");
     } else {
         let path = write_report("serve", &report);
         println!("report: {}", path.display());
@@ -505,19 +670,19 @@ fn env_parse<T: std::str::FromStr>(key: &str) -> Option<T> {
 fn point(
     rt: &tokio::runtime::Runtime,
     tmp: &Tmp,
-    payloads: &Arc<Vec<Payload>>,
+    payloads: &Payloads,
     level: Level,
     target: Target,
     rep: usize,
     direct: &Rotel,
-    upstream: &Rotel,
+    (upstream, upstream_url): (&Rotel, &str),
     warmup: Duration,
     window: Duration,
 ) -> Sample {
     sync_all();
     let serve = match target {
         Target::Rotel => None,
-        Target::ServeForwarding => Some(Serve::start(tmp, Some(&upstream.endpoint()))),
+        Target::ServeForwarding => Some(Serve::start(tmp, Some(upstream_url))),
         Target::ServeSpoolOnly => Some(Serve::start(tmp, None)),
     };
     let (server_pid, port) = match (&serve, level.proto) {
@@ -532,22 +697,26 @@ fn point(
         cpu_secs(std::process::id()),
     );
     let load_start = Instant::now();
-    let load = run_load(rt, level, port, payloads, warmup, window);
+    let bodies = &payloads
+        .get(level.signal)
+        .expect("the bodies of every signal measured")
+        .bodies;
+    let load = run_load(rt, level, port, bodies, warmup, window);
     let cpu1 = (
         cpu_secs(server_pid),
         cpu_secs(upstream.pid),
         cpu_secs(std::process::id()),
     );
-    let (mut hwm_kib, mut rss_kib, mut backlog_spans, mut stop_secs) = (None, None, None, None);
+    let (mut hwm_kib, mut rss_kib, mut backlog_items, mut stop_secs) = (None, None, None, None);
     let mut forwarded_per_s = None;
     if let Some(mut s) = serve {
         hwm_kib = proc_status_kib(s.pid, "VmHWM:");
         rss_kib = proc_status_kib(s.pid, "VmRSS:");
         if target == Target::ServeForwarding {
-            backlog_spans = s.pending_spans();
+            backlog_items = s.pending_items(level.signal);
             let secs = load_start.elapsed().as_secs_f64();
             forwarded_per_s =
-                backlog_spans.map(|b| load.total_spans.saturating_sub(b) as f64 / secs);
+                backlog_items.map(|b| load.total_items.saturating_sub(b) as f64 / secs);
         }
         stop_secs = s.stop();
     }
@@ -565,7 +734,7 @@ fn point(
         client_cpu: cpu1.2 - cpu0.2,
         hwm_kib,
         rss_kib,
-        backlog_spans,
+        backlog_items,
         forwarded_per_s,
         stop_secs,
     }
@@ -574,22 +743,68 @@ fn point(
 // ---------------------------------------------------------------------------------------------
 // The load.
 
+/// One request body, and the message it encodes (the gRPC clients send the message).
 struct Payload {
     bytes: Bytes,
-    request: ExportTraceServiceRequest,
+    message: Export,
+}
+
+/// An export request of any signal.
+#[derive(Clone)]
+enum Export {
+    Traces(ExportTraceServiceRequest),
+    Metrics(ExportMetricsServiceRequest),
+    Logs(ExportLogsServiceRequest),
+}
+
+impl Export {
+    fn decode(signal: Signal, bytes: &[u8]) -> Export {
+        match signal {
+            Signal::Traces => Export::Traces(Message::decode(bytes).expect("decode")),
+            Signal::Metrics => Export::Metrics(Message::decode(bytes).expect("decode")),
+            Signal::Logs => Export::Logs(Message::decode(bytes).expect("decode")),
+        }
+    }
+
+    fn encode_to_vec(&self) -> Vec<u8> {
+        match self {
+            Export::Traces(m) => m.encode_to_vec(),
+            Export::Metrics(m) => m.encode_to_vec(),
+            Export::Logs(m) => m.encode_to_vec(),
+        }
+    }
+}
+
+/// The bodies of one signal, and what they cost to decode and encode.
+struct SignalPayloads {
+    signal: Signal,
+    bodies: Arc<Vec<Payload>>,
+    /// Mean bytes per request.
+    body_bytes: usize,
+    codec: CodecCost,
+}
+
+/// The bodies of every signal measured, in the order first measured.
+#[derive(Default)]
+struct Payloads(Vec<SignalPayloads>);
+
+impl Payloads {
+    fn get(&self, signal: Signal) -> Option<&SignalPayloads> {
+        self.0.iter().find(|p| p.signal == signal)
+    }
 }
 
 /// What one point's clients saw.
 #[derive(Debug, Clone, Default)]
 struct Load {
-    /// 200s received within the window, and their spans per second.
+    /// 200s received within the window, and their items per second.
     ok_in_window: u64,
-    spans_per_s: f64,
+    items_per_s: f64,
     requests_per_s: f64,
     /// Every failed request, warm-up included.
     errors: u64,
-    /// Spans accepted over the whole point, warm-up included.
-    total_spans: u64,
+    /// Items accepted over the whole point, warm-up included.
+    total_items: u64,
     /// Latency of every successful request started in the window, milliseconds.
     latencies_ms: Vec<f64>,
     p50_ms: f64,
@@ -651,9 +866,10 @@ fn run_load(
             .map(|i| {
                 let payloads = payloads.clone();
                 let offset = i * payloads.len() / level.clients.max(1);
+                let signal = level.signal;
                 match level.proto {
-                    Proto::Http => tokio::spawn(http_client(port, payloads, offset, clock)),
-                    Proto::Grpc => tokio::spawn(grpc_client(port, payloads, offset, clock)),
+                    Proto::Http => tokio::spawn(http_client(signal, port, payloads, offset, clock)),
+                    Proto::Grpc => tokio::spawn(grpc_client(signal, port, payloads, offset, clock)),
                 }
             })
             .collect();
@@ -667,7 +883,7 @@ fn run_load(
     for t in tallies {
         load.ok_in_window += t.ok_in_window;
         load.errors += t.errors;
-        load.total_spans += t.ok_total * spans_per_request() as u64;
+        load.total_items += t.ok_total * items_per_request() as u64;
         load.latencies_ms.extend(t.latencies_ms);
         if load.first_error.is_none() {
             load.first_error = t.first_error;
@@ -675,7 +891,7 @@ fn run_load(
     }
     let secs = window.as_secs_f64();
     load.requests_per_s = load.ok_in_window as f64 / secs;
-    load.spans_per_s = load.requests_per_s * spans_per_request() as f64;
+    load.items_per_s = load.requests_per_s * items_per_request() as f64;
     load.p50_ms = percentile(load.latencies_ms.to_vec(), 0.50);
     load.p99_ms = percentile(load.latencies_ms.to_vec(), 0.99);
     if let Some(e) = &load.first_error {
@@ -685,12 +901,13 @@ fn run_load(
 }
 
 async fn http_client(
+    signal: Signal,
     port: u16,
     payloads: Arc<Vec<Payload>>,
     offset: usize,
     clock: Clock,
 ) -> ClientTally {
-    let uri: Uri = format!("http://127.0.0.1:{port}/v1/traces")
+    let uri: Uri = format!("http://127.0.0.1:{port}{}", signal.http_path())
         .parse()
         .expect("uri");
     let mut connector = HttpConnector::new();
@@ -731,14 +948,43 @@ async fn http_client(
     tally
 }
 
+/// A generated tonic client of one signal's service, on its own channel.
+enum GrpcClient {
+    Traces(TraceServiceClient<Channel>),
+    Metrics(MetricsServiceClient<Channel>),
+    Logs(LogsServiceClient<Channel>),
+}
+
+impl GrpcClient {
+    async fn connect(signal: Signal, port: u16) -> Result<GrpcClient, tonic::transport::Error> {
+        let url = format!("http://127.0.0.1:{port}");
+        Ok(match signal {
+            Signal::Traces => GrpcClient::Traces(TraceServiceClient::connect(url).await?),
+            Signal::Metrics => GrpcClient::Metrics(MetricsServiceClient::connect(url).await?),
+            Signal::Logs => GrpcClient::Logs(LogsServiceClient::connect(url).await?),
+        })
+    }
+
+    /// One unary `Export` call (the message is encoded by the call, as an SDK does).
+    async fn export(&mut self, message: &Export) -> Result<(), tonic::Status> {
+        match (self, message) {
+            (GrpcClient::Traces(c), Export::Traces(m)) => c.export(m.clone()).await.map(drop),
+            (GrpcClient::Metrics(c), Export::Metrics(m)) => c.export(m.clone()).await.map(drop),
+            (GrpcClient::Logs(c), Export::Logs(m)) => c.export(m.clone()).await.map(drop),
+            _ => Err(tonic::Status::internal("a message of another signal")),
+        }
+    }
+}
+
 async fn grpc_client(
+    signal: Signal,
     port: u16,
     payloads: Arc<Vec<Payload>>,
     offset: usize,
     clock: Clock,
 ) -> ClientTally {
     let mut tally = ClientTally::default();
-    let mut client = match TraceServiceClient::connect(format!("http://127.0.0.1:{port}")).await {
+    let mut client = match GrpcClient::connect(signal, port).await {
         Ok(c) => c,
         Err(e) => {
             tally.record(clock, Instant::now(), Err(format!("connect: {e}")));
@@ -751,12 +997,11 @@ async fn grpc_client(
         if t0 >= clock.end {
             break;
         }
-        let request = payloads[i % payloads.len()].request.clone();
+        let message = &payloads[i % payloads.len()].message;
         i += 1;
         let result = client
-            .export(request)
+            .export(message)
             .await
-            .map(|_| ())
             .map_err(|s| format!("gRPC {:?}: {}", s.code(), s.message()));
         let failed = result.is_err();
         tally.record(clock, t0, result);
@@ -768,186 +1013,25 @@ async fn grpc_client(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Spans.
+// Request bodies.
 
-/// A small deterministic generator (xorshift64*), for ids and choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            out.extend_from_slice(&self.next().to_le_bytes());
-        }
-        out.truncate(n);
-        out
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn s(v: &str) -> any_value::Value {
-    any_value::Value::StringValue(v.to_owned())
-}
-
-fn i(v: i64) -> any_value::Value {
-    any_value::Value::IntValue(v)
-}
-
-const ROUTES: [&str; 6] = [
-    "/api/users/{id}",
-    "/api/orders",
-    "/api/orders/{id}/items",
-    "/healthz",
-    "/api/search",
-    "/api/cart/{id}",
-];
-const TABLES: [&str; 4] = ["users", "orders", "order_items", "carts"];
-
-/// One request's spans: traces of one server span with client/internal children.
-fn request_spans(rng: &mut Rng, base_ns: u64) -> Vec<Span> {
-    let mut spans = Vec::with_capacity(spans_per_request());
-    while spans.len() < spans_per_request() {
-        let trace_id = rng.bytes(16);
-        let root_id = rng.bytes(8);
-        let route = ROUTES[rng.below(ROUTES.len() as u64) as usize];
-        let start = base_ns + rng.below(1_000_000_000);
-        let dur = 2_000_000 + rng.below(80_000_000);
-        let status_code = [200, 200, 200, 201, 404, 500][rng.below(6) as usize];
-        spans.push(Span {
-            trace_id: trace_id.clone(),
-            span_id: root_id.clone(),
-            flags: 0x101,
-            name: format!("GET {route}"),
-            kind: span::SpanKind::Server as i32,
-            start_time_unix_nano: start,
-            end_time_unix_nano: start + dur,
-            attributes: vec![
-                kv("http.request.method", s("GET")),
-                kv("http.route", s(route)),
-                kv(
-                    "url.path",
-                    s(&route.replace("{id}", &rng.below(100_000).to_string())),
-                ),
-                kv("http.response.status_code", i(status_code)),
-                kv("server.address", s("api.internal.example.com")),
-                kv(
-                    "user_agent.original",
-                    s("Mozilla/5.0 (X11; Linux x86_64) bench/1.0"),
-                ),
-            ],
-            status: Some(Status {
-                message: String::new(),
-                code: if status_code >= 500 {
-                    status::StatusCode::Error as i32
-                } else {
-                    status::StatusCode::Unset as i32
-                },
-            }),
-            ..Default::default()
-        });
-        let children = 3 + rng.below(7) as usize;
-        for c in 0..children {
-            if spans.len() >= spans_per_request() {
-                break;
-            }
-            let cstart = start + (dur / (children as u64 + 1)) * c as u64;
-            let cdur = dur / (children as u64 + 2);
-            let table = TABLES[rng.below(TABLES.len() as u64) as usize];
-            let (name, kind, attributes) = if c % 3 == 2 {
-                (
-                    "render".to_owned(),
-                    span::SpanKind::Internal,
-                    vec![
-                        kv("template", s("page.html")),
-                        kv("cache.hit", any_value::Value::BoolValue(rng.below(2) == 0)),
-                    ],
-                )
-            } else {
-                (
-                    format!("SELECT {table}"),
-                    span::SpanKind::Client,
-                    vec![
-                        kv("db.system.name", s("postgresql")),
-                        kv("db.namespace", s("shop")),
-                        kv("db.collection.name", s(table)),
-                        kv("db.operation.name", s("SELECT")),
-                        kv(
-                            "db.query.text",
-                            s(&format!("SELECT * FROM {table} WHERE id = $1")),
-                        ),
-                        kv("server.port", i(5432)),
-                    ],
-                )
-            };
-            spans.push(Span {
-                trace_id: trace_id.clone(),
-                span_id: rng.bytes(8),
-                parent_span_id: root_id.clone(),
-                flags: 0x101,
-                name,
-                kind: kind as i32,
-                start_time_unix_nano: cstart,
-                end_time_unix_nano: cstart + cdur,
-                attributes,
-                ..Default::default()
-            });
-        }
-    }
-    spans
-}
-
-fn payloads() -> Vec<Payload> {
+/// [`BODIES`] distinct requests of `signal`, each of [`items_per_request`] items, one second of a
+/// service's telemetry apart.
+fn build_payloads(signal: Signal) -> Vec<Payload> {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let base_ns = 1_750_000_000_000_000_000u64;
+    let n = items_per_request();
     (0..BODIES)
         .map(|b| {
-            let request = ExportTraceServiceRequest {
-                resource_spans: vec![ResourceSpans {
-                    resource: Some(Resource {
-                        attributes: vec![
-                            kv("service.name", s("checkout-api")),
-                            kv("service.version", s("2.14.1")),
-                            kv("deployment.environment.name", s("bench")),
-                            kv("host.name", s("bench-host-1")),
-                            kv("process.pid", i(4242 + b as i64)),
-                            kv("telemetry.sdk.name", s("opentelemetry")),
-                            kv("telemetry.sdk.language", s("rust")),
-                        ],
-                        ..Default::default()
-                    }),
-                    scope_spans: vec![ScopeSpans {
-                        scope: Some(InstrumentationScope {
-                            name: "checkout-api".to_owned(),
-                            version: "2.14.1".to_owned(),
-                            ..Default::default()
-                        }),
-                        spans: request_spans(&mut rng, base_ns + b as u64 * 1_000_000_000),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
+            let at = base_ns + b as u64 * 1_000_000_000;
+            let message = match signal {
+                Signal::Traces => Export::Traces(otlp::traces(&mut rng, b, n, at)),
+                Signal::Metrics => Export::Metrics(otlp::metrics(&mut rng, b, n, at)),
+                Signal::Logs => Export::Logs(otlp::logs(&mut rng, b, n, at)),
             };
             Payload {
-                bytes: Bytes::from(request.encode_to_vec()),
-                request,
+                bytes: Bytes::from(message.encode_to_vec()),
+                message,
             }
         })
         .collect()
@@ -960,13 +1044,13 @@ struct CodecCost {
     encode_us: f64,
 }
 
-fn codec_cost(payloads: &[Payload]) -> CodecCost {
+fn codec_cost(signal: Signal, payloads: &[Payload]) -> CodecCost {
     let (mut dec, mut enc) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         let t = Instant::now();
-        let decoded: Vec<ExportTraceServiceRequest> = payloads
+        let decoded: Vec<Export> = payloads
             .iter()
-            .map(|p| ExportTraceServiceRequest::decode(&p.bytes[..]).expect("decode"))
+            .map(|p| Export::decode(signal, &p.bytes[..]))
             .collect();
         dec.push(t.elapsed().as_secs_f64() * 1e6 / payloads.len() as f64);
         let t = Instant::now();
@@ -1080,7 +1164,7 @@ impl Results {
 
     fn ratio(&self, level: Level, target: Target) -> Stat {
         self.paired(level, target, |s, r| {
-            s.load.spans_per_s / r.load.spans_per_s
+            s.load.items_per_s / r.load.items_per_s
         })
     }
 
@@ -1113,11 +1197,17 @@ impl Results {
         }
     }
 
-    fn print(&self, scale: &Scale) {
+    fn levels_of(&self, signal: Signal) -> Vec<Level> {
+        self.levels
+            .iter()
+            .copied()
+            .filter(|l| l.signal == signal)
+            .collect()
+    }
+
+    fn print_disk(&self, scale: &Scale) {
         println!(
-            "{} spans/request ({} bytes), {} repetitions × {:.1} s per point; medians [min–max across repetitions]",
-            spans_per_request(),
-            self.body_bytes,
+            "{} repetitions × {:.1} s per point; medians [min–max across repetitions]",
             scale.reps,
             scale.window.as_secs_f64()
         );
@@ -1127,16 +1217,34 @@ impl Results {
             "disk: fdatasync after a {} B append, probed once per repetition: p50 {:.2} ms [{:.2}–{:.2}], p99 {:.2} ms [{:.2}–{:.2}]",
             self.body_bytes, p50.median, p50.min, p50.max, p99.median, p99.min, p99.max
         );
+    }
+
+    /// The tables of one signal.
+    fn print(&self, scale: &Scale, p: &SignalPayloads) {
+        let signal = p.signal;
+        let unit = signal.unit();
         println!(
-            "\n1. Throughput (spans/s accepted), ratio = serve / rotel in the same repetition"
+            "\n---- {}: {} {unit}/request ({} bytes), {} repetitions × {:.1} s per point; medians [min–max across repetitions]",
+            signal.key(),
+            items_per_request(),
+            p.body_bytes,
+            scale.reps,
+            scale.window.as_secs_f64()
+        );
+        println!(
+            "\n1. Throughput ({unit}/s accepted), ratio = serve / rotel in the same repetition"
         );
         println!(
             "{:<6} {:>3} {:<17} {:>26} {:>22}",
-            "proto", "C", "target", "spans/s", "ratio vs rotel"
+            "proto",
+            "C",
+            "target",
+            format!("{unit}/s"),
+            "ratio vs rotel"
         );
-        for &level in &self.levels {
+        for level in self.levels_of(signal) {
             for target in Self::targets_of(level) {
-                let t = self.stat(level, target, |s| s.load.spans_per_s);
+                let t = self.stat(level, target, |s| s.load.items_per_s);
                 let ratio = if target.is_serve() {
                     let r = self.ratio(level, target);
                     format!(
@@ -1169,7 +1277,7 @@ impl Results {
             "{:<6} {:>3} {:<17} {:>20} {:>20} {:>18} {:>22}",
             "proto", "C", "target", "p50", "p99", "added p50", "added p99"
         );
-        for &level in &self.levels {
+        for level in self.levels_of(signal) {
             for target in Self::targets_of(level) {
                 let p50 = self.stat(level, target, |s| s.load.p50_ms);
                 let p99 = self.stat(level, target, |s| s.load.p99_ms);
@@ -1206,30 +1314,36 @@ impl Results {
             }
         }
 
+        let one = signal.item_key().replace('_', " ");
         println!(
-            "\n3. Resources: peak RSS of serve (VmHWM at the end of the load, max over repetitions), CPU per span (server, median)"
+            "\n3. Resources: peak RSS of serve (VmHWM at the end of the load, max over repetitions), CPU per {one} (server, median)"
         );
+        let short = match signal {
+            Signal::Traces => "span",
+            Signal::Metrics => "point",
+            Signal::Logs => "record",
+        };
         println!(
-            "{:<6} {:>3} {:<17} {:>10} {:>14} {:>14} {:>14} {:>14} {:>14} {:>9}",
+            "{:<6} {:>3} {:<17} {:>10} {:>16} {:>16} {:>16} {:>14} {:>14} {:>9}",
             "proto",
             "C",
             "target",
             "VmHWM MiB",
-            "server µs/span",
-            "upstr. µs/span",
-            "client µs/span",
-            "backlog spans",
-            "fwd spans/s",
+            format!("server µs/{short}"),
+            format!("upstr. µs/{short}"),
+            format!("client µs/{short}"),
+            format!("backlog {short}s"),
+            format!("fwd {short}s/s"),
             "stop s"
         );
-        for &level in &self.levels {
+        for level in self.levels_of(signal) {
             for target in Self::targets_of(level) {
                 let samples = self.of(level, target);
                 let hwm = samples.iter().filter_map(|s| s.hwm_kib).max();
-                let server = self.stat(level, target, |s| s.cpu_us_per_span(s.server_cpu));
-                let up = self.stat(level, target, |s| s.cpu_us_per_span(s.upstream_cpu));
-                let client = self.stat(level, target, |s| s.cpu_us_per_span(s.client_cpu));
-                let backlog = samples.iter().filter_map(|s| s.backlog_spans).max();
+                let server = self.stat(level, target, |s| s.cpu_us_per_item(s.server_cpu));
+                let up = self.stat(level, target, |s| s.cpu_us_per_item(s.upstream_cpu));
+                let client = self.stat(level, target, |s| s.cpu_us_per_item(s.client_cpu));
+                let backlog = samples.iter().filter_map(|s| s.backlog_items).max();
                 let fwd = Stat::of(
                     &samples
                         .iter()
@@ -1243,7 +1357,7 @@ impl Results {
                         .collect::<Vec<_>>(),
                 );
                 println!(
-                    "{:<6} {:>3} {:<17} {:>10} {:>14.2} {:>14} {:>14.2} {:>14} {:>14} {:>9}",
+                    "{:<6} {:>3} {:<17} {:>10} {:>16.2} {:>16} {:>16.2} {:>14} {:>14} {:>9}",
                     level.proto.key(),
                     level.clients,
                     target.label(),
@@ -1269,13 +1383,18 @@ impl Results {
                 );
             }
         }
-        let errors: u64 = self.samples.iter().map(|s| s.load.errors).sum();
+        let errors: u64 = self
+            .samples
+            .iter()
+            .filter(|s| s.level.signal == signal)
+            .map(|s| s.load.errors)
+            .sum();
         if errors > 0 {
             println!("\nWARNING: {errors} failed requests in all (see above)");
         }
 
-        println!("\nTargets (medians across repetitions):");
-        for &level in &self.levels {
+        println!("\nTargets, {} (medians across repetitions):", signal.key());
+        for level in self.levels_of(signal) {
             for target in [Target::ServeForwarding, Target::ServeSpoolOnly] {
                 if !Self::targets_of(level).contains(&target) {
                     continue;
@@ -1296,36 +1415,41 @@ impl Results {
         }
     }
 
-    fn to_json(&self) -> Value {
+    /// One entry per level and target of `signal`; keys name its unit (`spans_per_s`,
+    /// `data_points_per_s`, `log_records_per_s`).
+    fn to_json(&self, signal: Signal) -> Value {
+        let u = signal.unit_key();
+        let one = signal.item_key();
         let mut out = Vec::new();
-        for &level in &self.levels {
+        for level in self.levels_of(signal) {
             for target in Self::targets_of(level) {
                 let samples = self.of(level, target);
                 let mut entry = json!({
+                    "signal": signal.key(),
                     "protocol": level.proto.label(),
                     "clients": level.clients,
                     "target": target.key(),
-                    "spans_per_s": self.stat(level, target, |s| s.load.spans_per_s).json(),
+                    format!("{u}_per_s"): self.stat(level, target, |s| s.load.items_per_s).json(),
                     "requests_per_s": self.stat(level, target, |s| s.load.requests_per_s).json(),
                     "p50_ms": self.stat(level, target, |s| s.load.p50_ms).json(),
                     "p99_ms": self.stat(level, target, |s| s.load.p99_ms).json(),
                     "pooled_p50_ms": finite(self.pooled(level, target, 0.50)),
                     "pooled_p99_ms": finite(self.pooled(level, target, 0.99)),
-                    "server_cpu_us_per_span": self.stat(level, target, |s| s.cpu_us_per_span(s.server_cpu)).json(),
-                    "client_cpu_us_per_span": self.stat(level, target, |s| s.cpu_us_per_span(s.client_cpu)).json(),
+                    format!("server_cpu_us_per_{one}"): self.stat(level, target, |s| s.cpu_us_per_item(s.server_cpu)).json(),
+                    format!("client_cpu_us_per_{one}"): self.stat(level, target, |s| s.cpu_us_per_item(s.client_cpu)).json(),
                     "errors": samples.iter().map(|s| s.load.errors).sum::<u64>(),
                     "repetitions": samples.iter().map(|s| json!({
                         "rep": s.rep,
-                        "spans_per_s": finite(s.load.spans_per_s),
+                        format!("{u}_per_s"): finite(s.load.items_per_s),
                         "p50_ms": finite(s.load.p50_ms),
                         "p99_ms": finite(s.load.p99_ms),
                         "requests_timed": s.load.latencies_ms.len(),
                         "errors": s.load.errors,
                         "vm_hwm_kib": s.hwm_kib,
                         "vm_rss_kib": s.rss_kib,
-                        "backlog_spans": s.backlog_spans,
-                        "forwarded_spans_per_s": s.forwarded_per_s.map(finite),
-                        "accepted_spans_total": s.load.total_spans,
+                        format!("backlog_{u}"): s.backlog_items,
+                        format!("forwarded_{u}_per_s"): s.forwarded_per_s.map(finite),
+                        format!("accepted_{u}_total"): s.load.total_items,
                         "stop_secs": s.stop_secs.map(finite),
                     })).collect::<Vec<_>>(),
                 });
@@ -1335,8 +1459,8 @@ impl Results {
                         "added_p50_ms": self.added_p50(level, target).json(),
                         "added_p99_ms": self.added_p99(level, target).json(),
                         "vm_hwm_kib_max": samples.iter().filter_map(|s| s.hwm_kib).max(),
-                        "upstream_cpu_us_per_span": self.stat(level, target, |s| s.cpu_us_per_span(s.upstream_cpu)).json(),
-                        "forwarded_spans_per_s": Stat::of(&samples.iter().filter_map(|s| s.forwarded_per_s).collect::<Vec<_>>()).json(),
+                        format!("upstream_cpu_us_per_{one}"): self.stat(level, target, |s| s.cpu_us_per_item(s.upstream_cpu)).json(),
+                        format!("forwarded_{u}_per_s"): Stat::of(&samples.iter().filter_map(|s| s.forwarded_per_s).collect::<Vec<_>>()).json(),
                     });
                     if let (Value::Object(e), Value::Object(x)) = (&mut entry, extra) {
                         e.extend(x);
@@ -1348,9 +1472,9 @@ impl Results {
         Value::Array(out)
     }
 
-    fn targets_json(&self) -> Value {
+    fn targets_json(&self, signal: Signal) -> Value {
         let mut out = Vec::new();
-        for &level in &self.levels {
+        for level in self.levels_of(signal) {
             for target in [Target::ServeForwarding, Target::ServeSpoolOnly] {
                 if !Self::targets_of(level).contains(&target) {
                     continue;
@@ -1358,6 +1482,7 @@ impl Results {
                 let r = self.ratio(level, target).median;
                 let a = self.added_p99(level, target).median;
                 out.push(json!({
+                    "signal": signal.key(),
                     "protocol": level.proto.key(),
                     "clients": level.clients,
                     "target": target.key(),
@@ -1478,8 +1603,9 @@ impl Serve {
         }
     }
 
-    /// Spans still in the spool, as `tracespool status --json` tells.
-    fn pending_spans(&self) -> Option<u64> {
+    /// Items of `signal` still in the spool, as `tracespool status --json` tells (`spans`,
+    /// `data_points`, `log_records`).
+    fn pending_items(&self, signal: Signal) -> Option<u64> {
         let out = tracespool()
             .arg("status")
             .arg("--json")
@@ -1492,7 +1618,7 @@ impl Serve {
             .output()
             .ok()?;
         let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        v.get("spans")?.as_u64()
+        v.get(signal.unit_key())?.as_u64()
     }
 
     /// SIGTERM, then waits (at most 10 s, then SIGKILL); the seconds it took to exit.

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
