@@ -38,17 +38,17 @@
 
 mod common;
 
+use common::typical::{encoder, spans};
 use common::{
     Rotel, Tmp, load_snapshot, machine_json, max, median, min, percentile, print_banner, quick,
     rotel_bin, sync_all, target_dir, write_report,
 };
 
-use std::borrow::Cow;
 use std::fs;
 use std::hint::black_box;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes};
 use http::header::CONTENT_TYPE;
@@ -58,17 +58,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use opentelemetry::trace::{
-    Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
-use opentelemetry::{InstrumentationScope, KeyValue};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use serde_json::{Value, json};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder as TonicEncoder};
 use tonic::transport::Endpoint;
 use tracespool::delivery::{Delivery, DeliverySettings, Mode};
-use tracespool::encode::{EncodedBatch, Encoder};
+use tracespool::encode::EncodedBatch;
 use tracespool::spool::{Spool, SpoolOptions, SyncPolicy};
 use tracespool::transport::Protocol;
 
@@ -235,85 +229,6 @@ fn main() {
 
 // ---------------------------------------------------------------------------------------------
 // Spans.
-
-/// A span as a short-lived process would record it: a few attributes, now and then an event.
-fn span(batch: u64, i: u64) -> SpanData {
-    let trace = (u128::from(batch) << 64) | 0x5eed_0000_0000_0001;
-    let ctx = SpanContext::new(
-        TraceId::from(trace),
-        SpanId::from((batch << 20) | (i + 1)),
-        TraceFlags::SAMPLED,
-        false,
-        TraceState::default(),
-    );
-    let start = UNIX_EPOCH + Duration::from_secs(1_760_000_000) + Duration::from_micros(batch * 7);
-    let mut events = SpanEvents::default();
-    if i % 4 == 3 {
-        events.events.push(Event::new(
-            "retry",
-            start + Duration::from_millis(3),
-            vec![KeyValue::new("attempt", 2i64)],
-            0,
-        ));
-    }
-    let names = [
-        "hook install",
-        "exec apt-get",
-        "config-changed",
-        "http GET /v1/status",
-    ];
-    SpanData {
-        span_context: ctx,
-        parent_span_id: if i == 0 {
-            SpanId::INVALID
-        } else {
-            SpanId::from((batch << 20) | 1)
-        },
-        parent_span_is_remote: false,
-        span_kind: if i == 0 {
-            SpanKind::Server
-        } else {
-            SpanKind::Internal
-        },
-        name: Cow::Borrowed(names[(i % 4) as usize]),
-        start_time: start,
-        end_time: start + Duration::from_micros(1_500 + 37 * i),
-        attributes: vec![
-            KeyValue::new("hook.name", "config-changed"),
-            KeyValue::new("juju.unit", "postgresql/0"),
-            KeyValue::new("process.exit_code", 0i64),
-            KeyValue::new("attempt", (i % 3) as i64),
-            KeyValue::new("duration.ms", 1.5 + i as f64),
-        ],
-        dropped_attributes_count: 0,
-        events,
-        links: SpanLinks::default(),
-        status: if i % 10 == 9 {
-            Status::error("exit code 1")
-        } else {
-            Status::Unset
-        },
-        instrumentation_scope: InstrumentationScope::builder("tracespool-bench")
-            .with_version("0.1.0")
-            .build(),
-    }
-}
-
-fn spans(batch: u64, n: usize) -> Vec<SpanData> {
-    (0..n as u64).map(|i| span(batch, i)).collect()
-}
-
-fn encoder() -> Encoder {
-    let resource = Resource::builder_empty()
-        .with_attributes([
-            KeyValue::new("service.name", "charm-postgresql"),
-            KeyValue::new("service.version", "14.15"),
-            KeyValue::new("host.name", "juju-4f2a1c-0"),
-            KeyValue::new("process.pid", 41_234i64),
-        ])
-        .build();
-    Encoder::new(&resource)
-}
 
 // ---------------------------------------------------------------------------------------------
 // Section 1: flush throughput against a plain replay.

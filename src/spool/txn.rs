@@ -264,7 +264,6 @@ mod tests {
     use crate::spool::format::{SEGMENT_VERSION, encode_segment_header};
     use crate::spool::tests::spool;
 
-
     /// The ledger as a rebuild from the directory finds it, `previous` known or not.
     fn rebuilt(s: &Spool, known: bool) -> Ledger {
         let mut locked = Locked::acquire(s).unwrap();
