@@ -39,8 +39,9 @@
 //! `TRACESPOOL_BENCH_SERVE_SPANS` the items (spans, data points, log records) per request;
 //! `TRACESPOOL_BENCH_SERVE_SIGNALS=metrics,logs` runs only those signals, and
 //! `TRACESPOOL_BENCH_SERVE_LEVELS` / `…_TARGETS` only some levels or targets, and
-//! `TRACESPOOL_BENCH_SERVE_UPSTREAM=URL` has `serve→rotel` forward there instead (a partial run
-//! writes no report). Rotel is found at
+//! `TRACESPOOL_BENCH_SERVE_UPSTREAM=URL` has `serve→rotel` forward there instead, and
+//! `TRACESPOOL_BENCH_SERVE_BIN=PATH` measures another `tracespool` binary (a partial run writes
+//! no report). Rotel is found at
 //! `TRACESPOOL_ROTEL`, else `target/peers/…/rotel-agent` (installed by `.ci/peers`).
 
 mod common;
@@ -91,6 +92,14 @@ const TARGETS_ENV: &str = "TRACESPOOL_BENCH_SERVE_TARGETS";
 /// leftovers of one that was interrupted (and only those: its pid is gone).
 const TMP_PREFIX: &str = "serve-bench-";
 const SERVE_BIN: &str = env!("CARGO_BIN_EXE_tracespool");
+/// Another `tracespool` binary to measure instead of the one cargo built (to compare two
+/// versions in one sitting); such a run writes no report.
+const BIN_ENV: &str = "TRACESPOOL_BENCH_SERVE_BIN";
+
+/// The binary measured: `TRACESPOOL_BENCH_SERVE_BIN`, else the one cargo built for the bench.
+fn serve_bin() -> String {
+    std::env::var(BIN_ENV).unwrap_or_else(|_| SERVE_BIN.to_owned())
+}
 
 /// Items (spans, data points, log records) per request, of every signal.
 const SPANS_ENV: &str = "TRACESPOOL_BENCH_SERVE_SPANS";
@@ -351,7 +360,7 @@ fn main() {
     let tmp = Tmp::new(&target.join("bench-tmp"), TMP_PREFIX);
     let load_start = load_snapshot();
     print_banner("serve", scale.quick);
-    println!("  serve: {SERVE_BIN}");
+    println!("  serve: {}", serve_bin());
     println!("  spools in {}", tmp.base.display());
     println!("  load at start: {load_start}");
 
@@ -400,7 +409,9 @@ fn main() {
             });
         }
     }
-    let mut partial = scale.signals != Signal::ALL || upstream_url != upstream.endpoint();
+    let mut partial = scale.signals != Signal::ALL
+        || upstream_url != upstream.endpoint()
+        || std::env::var_os(BIN_ENV).is_some();
     if upstream_url != upstream.endpoint() {
         println!("  serve→rotel forwards to {upstream_url} ({UPSTREAM_ENV})");
     }
@@ -1548,7 +1559,7 @@ fn sync_probe(tmp: &Tmp, bytes: usize) -> SyncProbe {
 
 /// `tracespool` with none of the caller's OTel or tracespool settings.
 fn tracespool() -> Command {
-    let mut cmd = Command::new(SERVE_BIN);
+    let mut cmd = Command::new(serve_bin());
     for (key, _) in std::env::vars() {
         if key.starts_with("OTEL_")
             || key.starts_with("TRACESPOOL_")

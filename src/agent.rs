@@ -36,6 +36,9 @@ use crate::transport;
 const MAX_GROUP: usize = 256;
 /// How often an idle forwarder looks for batches appended by other processes.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How long the forwarder, woken by a commit, lets further commits gather before it flushes.
+/// Clients were answered at their commit: this delays only the forwarding.
+const GATHER: Duration = Duration::from_millis(20);
 /// How often a forwarder with TLS not ready looks for the certificate files.
 const TLS_POLL: Duration = Duration::from_secs(1);
 /// How soon a forwarder looks again after a failed delivery (which recorded the backoff).
@@ -220,7 +223,11 @@ async fn forwarder(
         };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = committed[signal].notified(), if wake_on_commit => {}
+            _ = committed[signal].notified(), if wake_on_commit => {
+                // Commits that follow meanwhile go out in the same flush: at one request at a
+                // time, a flush per request would cost more than the request itself.
+                tokio::time::sleep(GATHER).await;
+            }
             changed = settings.changed() => {
                 if changed.is_ok() {
                     delivery = delivery_of(&store, signal, &settings.borrow_and_update());
