@@ -34,7 +34,9 @@
 //! size is scaled down: a smoke run whose figures mean nothing, and no report is written. Rotel is
 //! found at `TRACESPOOL_ROTEL`, else `target/peers/…/rotel-agent` (installed by `.ci/peers`); a
 //! quick run without it skips the network sections. `TRACESPOOL_BENCH_SECTIONS=1,3` runs only
-//! the sections named (for profiling); such a run writes no report.
+//! the sections named (for profiling), and `TRACESPOOL_BENCH_DELIVERY_SPOOL_COMPRESSION=none`
+//! spools batches as given instead of compressed (to compare the flush of either); such runs write
+//! no report.
 
 mod common;
 
@@ -63,13 +65,16 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder as TonicEncoder
 use tonic::transport::Endpoint;
 use tracespool::delivery::{Delivery, DeliverySettings, Mode};
 use tracespool::encode::EncodedBatch;
-use tracespool::spool::{Spool, SpoolOptions, SyncPolicy};
+use tracespool::spool::{Encoding, Spool, SpoolOptions, SyncPolicy};
 use tracespool::transport::Protocol;
 
 /// Comma-separated sections to run (`1,3`); all by default. A partial run writes no report.
 const SECTIONS_ENV: &str = "TRACESPOOL_BENCH_SECTIONS";
 /// `0`: section 1 measures OTLP/HTTP only, not OTLP/gRPC.
 const GRPC_ENV: &str = "TRACESPOOL_BENCH_DELIVERY_GRPC";
+/// `none`: the spools store batches as given instead of compressed (the default), to compare
+/// the flush of either; such a run writes no report.
+const COMPRESSION_ENV: &str = "TRACESPOOL_BENCH_DELIVERY_SPOOL_COMPRESSION";
 /// Temporary directories are named `delivery-bench-<pid>-…` so that a later run can remove the
 /// leftovers of one that was interrupted (and only those: its pid is gone).
 const TMP_PREFIX: &str = "delivery-bench-";
@@ -141,7 +146,7 @@ fn main() {
         Ok(v) => v.split(',').filter_map(|s| s.trim().parse().ok()).collect(),
         Err(_) => vec![1, 2, 3],
     };
-    let partial = sections != [1, 2, 3];
+    let partial = sections != [1, 2, 3] || std::env::var_os(COMPRESSION_ENV).is_some();
     let started = Instant::now();
 
     let target = target_dir();
@@ -624,8 +629,13 @@ fn run_chain(
 }
 
 fn opts(sync: SyncPolicy) -> SpoolOptions {
+    let compression = match std::env::var(COMPRESSION_ENV).as_deref() {
+        Ok("none") => Encoding::Identity,
+        _ => SpoolOptions::default().compression,
+    };
     SpoolOptions {
         sync,
+        compression,
         ..SpoolOptions::default()
     }
 }
