@@ -10,7 +10,8 @@
 //!  20  batches u64    records of that segment acknowledged or skipped so far
 //!  28  spans   u64    spans of those records
 //!  36  flags   u32    bit 0: damage was skipped in this segment (quarantine it when done)
-//!  40  reserved u32
+//!  40  reads   u32    the newest segment format its writer reads (0 from a version that kept
+//!                     this word reserved: it read format 1 only, and stepped over format 2)
 //! ```
 //!
 //! The worst a process crash can do is re-deliver the record acknowledged last (its slot was
@@ -21,7 +22,7 @@
 use std::fs::File;
 use std::io;
 
-use super::format::{u32_at, u64_at};
+use super::format::{SEGMENT_VERSION, u32_at, u64_at};
 use super::slots;
 
 const SLOT_LEN: usize = 64;
@@ -37,6 +38,8 @@ pub struct Cursor {
     pub batches: u64,
     pub spans: u64,
     pub flags: u32,
+    /// The newest segment format the process that wrote it reads (see the module doc).
+    pub reads: u32,
 }
 
 impl Cursor {
@@ -54,6 +57,7 @@ impl Cursor {
             b[4 + i * 8..12 + i * 8].copy_from_slice(&v.to_le_bytes());
         }
         b[36..40].copy_from_slice(&self.flags.to_le_bytes());
+        b[40..44].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
         b
     }
 
@@ -65,6 +69,7 @@ impl Cursor {
             batches: u64_at(b, 20),
             spans: u64_at(b, 28),
             flags: u32_at(b, 36),
+            reads: u32_at(b, 40),
         })
     }
 

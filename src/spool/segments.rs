@@ -287,17 +287,17 @@ impl Locked<'_> {
     }
 
     /// Removes sealed segment `id`, fully read through `file`: deleted, or moved to the
-    /// quarantine when damage was skipped in it. A segment a writer dropped meanwhile is gone
-    /// already and changes nothing.
+    /// quarantine when damage was skipped in it. False when a writer dropped it meanwhile: it
+    /// is gone already, and nothing changes.
     pub(super) fn retire(
         &mut self,
         id: u64,
         file: &File,
         read: ReadThrough,
-    ) -> Result<(), SpoolError> {
+    ) -> Result<bool, SpoolError> {
         let path = self.seg_path(id);
         if fs::symlink_metadata(&path).is_err() {
-            return Ok(());
+            return Ok(false);
         }
         let size = file_len(file, &path)?;
         let counts = read_segment_header(file).counts().unwrap_or_default();
@@ -313,7 +313,7 @@ impl Locked<'_> {
         if self.ledger.oldest_id <= id {
             self.ledger.oldest_id = id + 1;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Appends one frame to the active segment at `at` and counts it in the segment header.

@@ -148,6 +148,7 @@ impl<'a> Locked<'a> {
             corrupt_records: prev.corrupt_records,
             torn_records: prev.torn_records,
             rejected_spans: prev.rejected_spans,
+            expired_batches: prev.expired_batches,
             quarantine_bytes,
             deadletter_bytes,
             ..Ledger::default()
@@ -381,11 +382,18 @@ mod tests {
             let mut locked = Locked::acquire(&s).unwrap();
             locked.ledger.dropped_batches = 7;
             locked.ledger.corrupt_records = 3;
+            locked.ledger.expired_batches = 5;
             locked.commit().unwrap();
         }
         let l = rebuilt(&s, true);
-        assert_eq!((l.dropped_batches, l.corrupt_records), (7, 3));
+        assert_eq!(
+            (l.dropped_batches, l.corrupt_records, l.expired_batches),
+            (7, 3, 5)
+        );
         let l = rebuilt(&s, false);
-        assert_eq!((l.dropped_batches, l.corrupt_records), (0, 0));
+        assert_eq!(
+            (l.dropped_batches, l.corrupt_records, l.expired_batches),
+            (0, 0, 0)
+        );
     }
 }
