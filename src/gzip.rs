@@ -46,14 +46,16 @@ pub fn compress(data: &[u8]) -> Vec<u8> {
 }
 
 /// `data` decompressed, if it inflates to at most `limit` bytes (`Ok(None)` past it, without
-/// inflating further: a small body cannot make us hold a large one).
+/// inflating further: a small body cannot make us hold a large one). Every gzip member is
+/// read, as the Collector's decoder (Go's) reads them, so that what a receiver checks is all
+/// that a body it keeps compressed holds.
 ///
 /// # Errors
 ///
-/// `data` is not valid gzip.
+/// `data` is not valid gzip, or something other than a gzip member follows one.
 pub fn decompress(data: &[u8], limit: usize) -> std::io::Result<Option<Vec<u8>>> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(data)
+    flate2::read::MultiGzDecoder::new(data)
         .take(limit as u64 + 1)
         .read_to_end(&mut out)?;
     Ok((out.len() <= limit).then_some(out))
@@ -94,5 +96,16 @@ mod tests {
         assert_eq!(decompress(&gz, data.len()).unwrap(), Some(data.clone()));
         assert_eq!(decompress(&gz, data.len() - 1).unwrap(), None);
         assert!(decompress(b"not gzip", 100).is_err());
+    }
+
+    #[test]
+    fn every_member_is_read_and_anything_else_after_one_is_an_error() {
+        let two = [compress(b"first, "), compress(b"second")].concat();
+        assert_eq!(
+            decompress(&two, 100).unwrap().as_deref(),
+            Some(&b"first, second"[..])
+        );
+        let junk = [compress(b"first"), b"JUNK".to_vec()].concat();
+        assert!(decompress(&junk, 100).is_err());
     }
 }

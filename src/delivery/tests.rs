@@ -71,9 +71,11 @@ impl Upstream for Mock {
         body: Body,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<Accepted, SendError>> {
-        let body = body
-            .into_plain()
-            .expect("the engine sends what decompresses");
+        // As the transports do: what does not decompress is never sent.
+        let body = match body.into_plain() {
+            Ok(body) => body,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
         self.sent.lock().unwrap().push((signal, body));
         let answer = self
             .script
@@ -312,6 +314,34 @@ fn bad_data_goes_to_the_dead_letter_area_and_its_spans_are_counted_rejected() {
     );
     let stats = s.delivery.spool().stats().unwrap();
     assert_eq!((stats.batches, stats.rejected_spans), (0, 1));
+    assert!(stats.deadletter_bytes > 0);
+}
+
+#[test]
+fn a_stored_batch_that_does_not_decompress_is_dead_lettered_without_a_request() {
+    let s = setup(Mock::answering([unavailable(None)]), Duration::from_secs(2));
+    let rt = runtime();
+    // A body said to be gzip that is not: stored as it came, flagged compressed.
+    let broken = EncodedBatch {
+        gzip: Some(Bytes::from_static(b"not gzip at all")),
+        ..EncodedBatch::new(Signal::Traces, Bytes::from(vec![b'x'; 400]), 3)
+    };
+    rt.block_on(s.delivery.export(broken)).unwrap();
+    let before = s.delivery.status().backend;
+    let report = rt.block_on(s.delivery.flush(Mode::Explicit, None)).unwrap();
+    assert_eq!((report.dead_lettered, report.rejected_spans), (1, 3));
+    assert_eq!(
+        s.mock.sent().len(),
+        1,
+        "only the first attempt, refused, was sent"
+    );
+    assert_eq!(
+        s.delivery.status().backend,
+        before,
+        "no answer of the backend's: its state stays"
+    );
+    let stats = s.delivery.spool().stats().unwrap();
+    assert_eq!((stats.batches, stats.rejected_spans), (0, 3));
     assert!(stats.deadletter_bytes > 0);
 }
 

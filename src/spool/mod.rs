@@ -131,7 +131,8 @@ pub struct SpoolOptions {
     /// Total spans stored, if bounded.
     pub max_spans: Option<u64>,
     /// How long after its append a record may still be delivered, if bounded: an older one is
-    /// dropped (and counted) by the next read or append that meets it.
+    /// never delivered. A reader passes it (counted as dropped and expired); an append that
+    /// starts a segment deletes the oldest segments whose every record has expired.
     pub max_age: Option<Duration>,
     /// [`Encoding::Gzip`]: batches are stored gzip-compressed when that saves at least a
     /// tenth; [`Encoding::Identity`]: as given.

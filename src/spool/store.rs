@@ -162,16 +162,17 @@ impl Store {
             .filter(|&s| s != signal)
             .filter_map(|s| self.existing(s).ok().flatten())
             .collect();
+        // Room is made for the batches as they will be stored (compressed, or not).
+        let stored = lane.stored_forms(batches);
         if others.is_empty() || self.opts.max_bytes == 0 {
-            return lane.append_all(batches);
+            return lane.append_stored_within(&stored, self.opts.max_bytes);
         }
-        // At most: stored compressed, a batch takes less.
-        let incoming: u64 = batches
+        let incoming: u64 = stored
             .iter()
-            .map(|b| b.plain.len() as u64 + super::FRAME_HEADER_LEN)
+            .map(|s| s.bytes.len() as u64 + super::FRAME_HEADER_LEN)
             .sum();
         let others_bytes = self.make_room(lane, &others, incoming)?;
-        lane.append_all_within(batches, self.opts.max_bytes.saturating_sub(others_bytes))
+        lane.append_stored_within(&stored, self.opts.max_bytes.saturating_sub(others_bytes))
     }
 
     /// Drops the oldest data of the other signals while they hold older data than `lane` and the

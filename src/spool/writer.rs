@@ -36,6 +36,13 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// A batch in the form it is stored in.
+pub(crate) struct Stored<'b> {
+    pub(crate) bytes: Cow<'b, [u8]>,
+    encoding: Encoding,
+    items: u32,
+}
+
 /// What an append cost others: batches and spans dropped to make room (already counted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AppendOutcome {
@@ -123,17 +130,36 @@ impl Spool {
         batches: &[Batch<'_>],
         limit: u64,
     ) -> Result<Vec<Result<AppendOutcome, AppendError>>, AppendError> {
+        self.append_stored_within(&self.stored_forms(batches), limit)
+    }
+
+    /// `batches` as they will be stored (see [`stored_form`](Spool::stored_form)). Done before
+    /// the lock is taken: other appenders do not wait for the compression.
+    pub(crate) fn stored_forms<'b>(&self, batches: &[Batch<'b>]) -> Vec<Stored<'b>> {
+        batches
+            .iter()
+            .map(|batch| {
+                let (bytes, encoding) = self.stored_form(batch);
+                Stored {
+                    bytes,
+                    encoding,
+                    items: batch.items,
+                }
+            })
+            .collect()
+    }
+
+    /// [`append_all_within`](Spool::append_all_within) of batches in their stored form.
+    pub(crate) fn append_stored_within(
+        &self,
+        stored: &[Stored<'_>],
+        limit: u64,
+    ) -> Result<Vec<Result<AppendOutcome, AppendError>>, AppendError> {
         let limit = limit.min(self.opts.max_bytes);
-        // Compressed before the lock is taken: other appenders do not wait for it.
-        let stored: Vec<(Cow<'_, [u8]>, Encoding)> =
-            batches.iter().map(|b| self.stored_form(b)).collect();
         let mut locked = Locked::acquire(self)?;
         let results = stored
             .iter()
-            .zip(batches)
-            .map(|((payload, encoding), batch)| {
-                self.append_locked(&mut locked, payload, *encoding, batch.items, limit)
-            })
+            .map(|s| self.append_locked(&mut locked, &s.bytes, s.encoding, s.items, limit))
             .collect();
         let synced = locked.sync_written();
         locked.commit()?;
@@ -196,7 +222,6 @@ impl Spool {
         }
 
         let header = FrameHeader::new(payload, span_count, clock::now(), encoding);
-        let before = (locked.ledger.dropped_batches, locked.ledger.dropped_spans);
 
         let target = bounds::segment_target(max_bytes);
         let mut size = match locked.active()? {
@@ -220,6 +245,9 @@ impl Spool {
                 size
             }
         };
+        // What goes from here on goes to make room (expired segments went above, and are
+        // counted as such, not as the price of this batch).
+        let before = (locked.ledger.dropped_batches, locked.ledger.dropped_spans);
 
         // The cursor tells what is already acknowledged: needed to count spans, or to drop.
         let mut cursor = match self.opts.max_spans {
