@@ -60,8 +60,8 @@ pub fn parse_drain_mode(s: &str) -> Result<DrainMode, String> {
 /// What a short-lived run knows once it has delivered its own data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AfterRun {
-    /// The backend answered every request of the run (none was kept for a failure, a backoff,
-    /// a missing endpoint or the budget).
+    /// The backend answered every request of the run with 2xx (none was kept for a failure, a
+    /// backoff, a missing endpoint or the budget, nor refused as bad data).
     pub answered: bool,
     /// Batches the spool still holds, every signal together.
     pub backlog_batches: u64,

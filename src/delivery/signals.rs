@@ -142,10 +142,12 @@ impl Deliveries {
         rng: &mut fastrand::Rng,
     ) -> Option<Duration> {
         let mode = self.settings.traces.drain;
+        // Every request answered 2xx: none kept back, none refused as bad data.
         let answered = !reports.is_empty()
-            && reports
-                .iter()
-                .all(|r| r.as_ref().is_ok_and(|r| r.stopped.is_none()));
+            && reports.iter().all(|r| {
+                r.as_ref()
+                    .is_ok_and(|r| r.stopped.is_none() && r.dead_lettered == 0)
+            });
         let mut after = AfterRun {
             answered,
             backlog_batches: 0,
