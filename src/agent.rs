@@ -29,11 +29,13 @@ use crate::delivery::{Delivery, DeliverySettings, Mode, Stop, delivery_in};
 use crate::encode::EncodedBatch;
 use crate::receiver::{self, ReceiverSettings, Sink, StoreError};
 use crate::signal::{PerSignal, Signal};
-use crate::spool::{AppendOutcome, Batch, Store};
+use crate::spool::{AppendOutcome, Batch, Compress, Store};
 use crate::transport;
 
 /// How many waiting requests one commit takes at most.
 const MAX_GROUP: usize = 256;
+/// Undelivered batches from which serve compresses what it stores (see `compress_now`).
+const COMPRESS_BACKLOG: u64 = 64;
 /// How often an idle forwarder looks for batches appended by other processes.
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How long the forwarder, woken by a commit, lets further commits gather before it flushes.
@@ -113,6 +115,19 @@ async fn committer(
     }
 }
 
+/// What serve compresses at rest: batches received compressed, always (as they came, at no
+/// cost); its own compression only once a backlog waits. While the forwarder keeps up, what is
+/// stored goes out within milliseconds, and compressing it would only slow the intake down
+/// (by a fifth at one client, measured here).
+fn compress_now(store: &Store, signal: Signal) -> Compress {
+    match store.existing(signal) {
+        Ok(Some(lane)) if lane.waiting_batches().is_ok_and(|n| n < COMPRESS_BACKLOG) => {
+            Compress::ReceivedOnly
+        }
+        _ => Compress::Always,
+    }
+}
+
 /// Appends one signal's batches under one lock and one sync, and answers each.
 async fn commit(
     store: &Arc<Store>,
@@ -123,15 +138,17 @@ async fn commit(
     let store = store.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let items: Vec<Batch<'_>> = batches.iter().map(Batch::from).collect();
-        store.append_all(signal, &items).map(|results| {
-            results
-                .into_iter()
-                .map(|r| {
-                    r.and_then(AppendOutcome::accepted)
-                        .map_err(StoreError::failed)
-                })
-                .collect::<Vec<_>>()
-        })
+        store
+            .append_all_compressing(signal, &items, compress_now(&store, signal))
+            .map(|results| {
+                results
+                    .into_iter()
+                    .map(|r| {
+                        r.and_then(AppendOutcome::accepted)
+                            .map_err(StoreError::failed)
+                    })
+                    .collect::<Vec<_>>()
+            })
     })
     .await;
     let failed = match outcome {

@@ -2069,3 +2069,45 @@ fn a_gzip_body_is_stored_as_received_and_sent_as_it_is_when_upstream_takes_gzip(
     );
     assert!(seen[0].body == gz, "sent as stored, not compressed again");
 }
+
+/// The flags word of every frame in the spool's segments, oldest first: 1 for gzip.
+fn frame_flags(spool: &Path) -> Vec<u32> {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    let mut flags = Vec::new();
+    for segment in segments {
+        let bytes = std::fs::read(segment).unwrap();
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        // Frames follow the 32-byte segment header: a 32-byte header each (payload length at
+        // 4, flags at 24), then the payload.
+        let mut at = 32;
+        while at + 32 <= bytes.len() {
+            flags.push(u32_at(at + 24));
+            at += 32 + u32_at(at + 4) as usize;
+        }
+    }
+    flags
+}
+
+#[test]
+fn serve_compresses_what_it_stores_only_once_a_backlog_waits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    // No endpoint: nothing is forwarded, the backlog grows with every request.
+    let mut serve = ServeCmd::new(&spool, None).start(&tmp.path().join("serve.log"));
+    let body = protobuf(&["compressible-span"; 30]);
+    for _ in 0..80 {
+        let resp = post_protobuf(serve.http, &[], &body);
+        assert_eq!(resp.status, 200, "{resp:?}");
+    }
+    serve.stop();
+    let flags = frame_flags(&spool);
+    assert_eq!(flags.len(), 80);
+    // Stored as given while the forwarder could have kept up; compressed from the 65th on.
+    assert!(flags[..64].iter().all(|&f| f == 0), "{flags:?}");
+    assert!(flags[64..].iter().all(|&f| f == 1), "{flags:?}");
+}

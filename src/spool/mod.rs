@@ -93,7 +93,7 @@ pub use error::{AppendError, SpoolError};
 pub use format::Encoding;
 pub use reader::{DEFERRED_ACKS, Reader, Record, VerifyReport};
 pub use store::Store;
-pub use writer::{AppendOutcome, Batch};
+pub use writer::{AppendOutcome, Batch, Compress};
 
 use cursor::Cursor;
 use dir::SpoolDir;
@@ -243,6 +243,15 @@ impl Spool {
     /// [`SpoolError::FlushLeaseHeld`] at once when another reader (in any process) holds it.
     pub fn reader(&self) -> Result<Reader<'_>, SpoolError> {
         Reader::new(self)
+    }
+
+    /// Batches waiting for delivery ([`Stats::batches`] alone). Cost: the ledger and the cursor.
+    pub fn waiting_batches(&self) -> Result<u64, SpoolError> {
+        let cursor = self.read_cursor()?;
+        let locked = Locked::acquire(self)?;
+        let done = locked.consumed(&cursor);
+        let l = &locked.ledger;
+        Ok((l.sealed_batches.saturating_add(l.active_batches)).saturating_sub(done.batches))
     }
 
     /// Counts what the spool holds. Cost: the ledger, the cursor, and one frame header.
@@ -461,6 +470,24 @@ mod tests {
             s.load_delivery_state().unwrap().as_deref(),
             Some(&b"{\"backend\":\"up\"}"[..])
         );
+    }
+
+    #[test]
+    fn the_batches_waiting_are_those_stats_counts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = spool(tmp.path());
+        for i in 0..5u8 {
+            s.append(&[i; 300], 1).unwrap();
+        }
+        assert_eq!(s.waiting_batches().unwrap(), 5);
+        let mut reader = s.reader().unwrap();
+        for _ in 0..2 {
+            let record = reader.next().unwrap().unwrap();
+            reader.ack(&record).unwrap();
+        }
+        drop(reader);
+        assert_eq!(s.waiting_batches().unwrap(), s.stats().unwrap().batches);
+        assert_eq!(s.waiting_batches().unwrap(), 3);
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use super::{AppendError, AppendOutcome, Batch, Spool, SpoolError, SpoolOptions, Stats};
+use super::{AppendError, AppendOutcome, Batch, Compress, Spool, SpoolError, SpoolOptions, Stats};
 use crate::encode::EncodedBatch;
 use crate::signal::{PerSignal, Signal};
 
@@ -156,6 +156,20 @@ impl Store {
         signal: Signal,
         batches: &[Batch<'_>],
     ) -> Result<Vec<Result<AppendOutcome, AppendError>>, AppendError> {
+        self.append_all_compressing(signal, batches, Compress::Always)
+    }
+
+    /// [`append_all`](Store::append_all), compressing as `compress` says.
+    ///
+    /// # Errors
+    ///
+    /// As [`Spool::append_all`].
+    pub fn append_all_compressing(
+        &self,
+        signal: Signal,
+        batches: &[Batch<'_>],
+        compress: Compress,
+    ) -> Result<Vec<Result<AppendOutcome, AppendError>>, AppendError> {
         let lane = self.lane(signal)?;
         let others: Vec<&Arc<Spool>> = Signal::ALL
             .into_iter()
@@ -163,7 +177,7 @@ impl Store {
             .filter_map(|s| self.existing(s).ok().flatten())
             .collect();
         // Room is made for the batches as they will be stored (compressed, or not).
-        let stored = lane.stored_forms(batches);
+        let stored = lane.stored_forms(batches, compress);
         if others.is_empty() || self.opts.max_bytes == 0 {
             return lane.append_stored_within(&stored, self.opts.max_bytes);
         }

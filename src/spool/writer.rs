@@ -36,6 +36,17 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// Which batches an append compresses, in a spool that compresses at rest (one that does not
+/// compresses nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compress {
+    /// Every batch worth it: it is likely to wait (the default).
+    Always,
+    /// Only keep the gzip form a batch came with (that costs nothing): for batches that are
+    /// about to be forwarded, where compressing would only slow the intake down.
+    ReceivedOnly,
+}
+
 /// A batch in the form it is stored in.
 pub(crate) struct Stored<'b> {
     pub(crate) bytes: Cow<'b, [u8]>,
@@ -130,16 +141,20 @@ impl Spool {
         batches: &[Batch<'_>],
         limit: u64,
     ) -> Result<Vec<Result<AppendOutcome, AppendError>>, AppendError> {
-        self.append_stored_within(&self.stored_forms(batches), limit)
+        self.append_stored_within(&self.stored_forms(batches, Compress::Always), limit)
     }
 
     /// `batches` as they will be stored (see [`stored_form`](Spool::stored_form)). Done before
     /// the lock is taken: other appenders do not wait for the compression.
-    pub(crate) fn stored_forms<'b>(&self, batches: &[Batch<'b>]) -> Vec<Stored<'b>> {
+    pub(crate) fn stored_forms<'b>(
+        &self,
+        batches: &[Batch<'b>],
+        compress: Compress,
+    ) -> Vec<Stored<'b>> {
         batches
             .iter()
             .map(|batch| {
-                let (bytes, encoding) = self.stored_form(batch);
+                let (bytes, encoding) = self.stored_form(batch, compress);
                 Stored {
                     bytes,
                     encoding,
@@ -170,15 +185,17 @@ impl Spool {
     }
 
     /// The bytes a batch is stored as: gzip-compressed when the spool compresses and that
-    /// saves at least a tenth (the batch's own gzip form when it came with one), else as given.
-    fn stored_form<'b>(&self, batch: &Batch<'b>) -> (Cow<'b, [u8]>, Encoding) {
+    /// saves at least a tenth (the batch's own gzip form when it came with one; compressed
+    /// here as `compress` says), else as given.
+    fn stored_form<'b>(&self, batch: &Batch<'b>, compress: Compress) -> (Cow<'b, [u8]>, Encoding) {
         let plain = batch.plain;
         if self.opts.compression != Encoding::Gzip || plain.len() < MIN_COMPRESSED {
             return (Cow::Borrowed(plain), Encoding::Identity);
         }
-        let gz = match batch.gzip {
-            Some(gz) => Cow::Borrowed(gz),
-            None => Cow::Owned(gzip::compress(plain)),
+        let gz = match (batch.gzip, compress) {
+            (Some(gz), _) => Cow::Borrowed(gz),
+            (None, Compress::Always) => Cow::Owned(gzip::compress(plain)),
+            (None, Compress::ReceivedOnly) => return (Cow::Borrowed(plain), Encoding::Identity),
         };
         // At least a tenth smaller, or not worth decompressing later.
         if gz.len().saturating_mul(10) <= plain.len().saturating_mul(9) {
