@@ -52,7 +52,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::uri::PathAndQuery;
 use http::{Request, Uri};
@@ -61,12 +61,12 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder as TonicEncoder};
 use tonic::transport::Endpoint;
 use tracespool::delivery::{Delivery, DeliverySettings, Mode};
 use tracespool::encode::EncodedBatch;
 use tracespool::spool::{Encoding, Spool, SpoolOptions, SyncPolicy};
 use tracespool::transport::Protocol;
+use tracespool::transport::grpc::RawCodec;
 
 /// Comma-separated sections to run (`1,3`); all by default. A partial run writes no report.
 const SECTIONS_ENV: &str = "TRACESPOOL_BENCH_SECTIONS";
@@ -730,47 +730,6 @@ fn replay_grpc(endpoint: &str, bodies: &[Bytes], sync: Option<&fs::File>) -> (f6
         }
         (start.elapsed().as_secs_f64(), thread_cpu() - cpu)
     })
-}
-
-/// A tonic codec that sends bytes as they are and hands the answer back undecoded.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
-
-#[derive(Debug)]
-struct Raw;
-
-impl TonicEncoder for Raw {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for Raw {
-    type Item = Bytes;
-    type Error = tonic::Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, tonic::Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = Raw;
-    type Decoder = Raw;
-
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
 }
 
 /// `Delivery::flush` (explicit) of a filled spool over `wire`; seconds for the call (wall, this

@@ -1,6 +1,6 @@
 //! The `exec` and `span` commands, driven as a user drives them: the built binary, a real
-//! collector (rotel), the Python OpenTelemetry SDK as a child, and a fault server
-//! (CONTRACT §1–§3, §5).
+//! collector (rotel), the Python OpenTelemetry SDK as a child, and a fault server: the
+//! configuration, the commands, and the time budget and shared backoff, as the README states them.
 
 mod common;
 

@@ -1,4 +1,5 @@
-//! `tracespool serve` (CONTRACT §3 `serve`, §4–§6) against real peers: the Python SDK over
+//! `tracespool serve` (its answers, what a backend's answer means, the budget and the delivery
+//! guarantees, as the README states them) against real peers: the Python SDK over
 //! http/protobuf and gRPC, hand-written OTLP/JSON and raw HTTP requests → serve → rotel.
 //!
 //! Every span carries a unique name, so "exactly once" is a count of names at rotel. Raw HTTP
@@ -1490,7 +1491,7 @@ fn a_full_disk_gets_503_or_unavailable_and_serving_resumes_when_there_is_room() 
 
 #[test]
 fn with_spooling_disabled_serve_acknowledges_nothing() {
-    // `--max-bytes 0` disables spooling (CONTRACT §1): serve can store nothing, so it may either
+    // `--max-bytes 0` disables spooling: serve can store nothing, so it may either
     // refuse to start (exit 2, naming the setting) or refuse every batch (503 / UNAVAILABLE),
     // but never answer "stored".
     let rotel = Rotel::start();
