@@ -151,18 +151,20 @@ fn with_drain_inline_the_hook_sends_the_backlog_first_itself_and_with_off_it_lea
     );
 }
 
-#[test]
-fn a_drain_killed_mid_way_loses_nothing_and_the_next_flush_sends_at_most_one_batch_again() {
-    // Each answer takes 20 ms: 200 batches take the drain 4 s or more.
+/// A backend answering every request after 20 ms, a spool of `backlog` one-span batches, and a
+/// hook that has started the drain: returned once the backend has had `under_way` requests.
+fn slow_drain_under_way(
+    tmp: &tempfile::TempDir,
+    backlog: usize,
+    under_way: usize,
+) -> (FaultServer, PathBuf, Vec<String>) {
     let server = FaultServer::start(Answer::Late(
         Duration::from_millis(20),
         Box::new(Answer::status(200)),
     ));
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = spool_dir(&tmp);
-    let old = numbered("old", 200);
+    let dir = spool_dir(tmp);
+    let old = numbered("old", backlog);
     spool_backlog(&dir, &old);
-
     let out = run(
         &dir,
         &server.endpoint(),
@@ -170,9 +172,17 @@ fn a_drain_killed_mid_way_loses_nothing_and_the_next_flush_sends_at_most_one_bat
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        common::eventually(10 * SECOND, || server.requests().len() >= 30),
+        common::eventually(10 * SECOND, || server.requests().len() >= under_way),
         "the drain is under way"
     );
+    (server, dir, old)
+}
+
+#[test]
+fn a_drain_killed_mid_way_loses_nothing_and_the_next_flush_sends_at_most_one_batch_again() {
+    // 200 batches take the drain 4 s or more.
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, dir, old) = slow_drain_under_way(&tmp, 200, 30);
     let drainers = tracespool_processes(&dir);
     assert_eq!(drainers.len(), 1, "one drain: {drainers:?}");
     common::signal(drainers[0], 9);
@@ -305,22 +315,9 @@ fn a_bad_drain_setting_in_the_environment_or_file_is_said_once_and_the_command_s
 
 #[test]
 fn while_a_drain_holds_the_spool_a_hook_starts_no_second_one_and_flush_waits_for_it() {
-    // Each answer takes 20 ms: the drain of 100 batches takes 2 s or more.
-    let server = FaultServer::start(Answer::Late(
-        Duration::from_millis(20),
-        Box::new(Answer::status(200)),
-    ));
+    // The drain of 100 batches takes 2 s or more.
     let tmp = tempfile::tempdir().unwrap();
-    let dir = spool_dir(&tmp);
-    let old = numbered("old", 100);
-    spool_backlog(&dir, &old);
-    let out = run(
-        &dir,
-        &server.endpoint(),
-        &["exec", "--name", "hook", "--", "true"],
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(common::eventually(5 * SECOND, || server.requests().len() >= 10));
+    let (server, dir, _) = slow_drain_under_way(&tmp, 100, 10);
     let drainers = tracespool_processes(&dir);
     assert_eq!(drainers.len(), 1, "the drain is at work");
 
