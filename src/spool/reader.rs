@@ -30,7 +30,7 @@ use super::format::{
     SegmentCounts, SegmentHeader, is_frame_prefix,
 };
 use super::segments::{self, Leftovers, ReadThrough, SegmentFile};
-use super::txn::Locked;
+use super::txn::{Locked, Lost};
 use super::{Spool, dir};
 
 /// One stored batch, as returned by [`Reader::next`].
@@ -359,10 +359,7 @@ impl<'a> Reader<'a> {
         let counted = (|| {
             let mut locked = Locked::acquire(self.spool)?;
             if passed.segment >= locked.ledger.oldest_id {
-                locked.ledger.dropped_batches += passed.batches;
-                locked.ledger.dropped_spans += passed.spans;
-                locked.ledger.expired_batches += passed.batches;
-                locked.counters_dirty = true;
+                locked.count_dropped(passed.batches, passed.spans, Lost::Expired);
                 locked.commit()?;
             }
             Ok(())
@@ -731,11 +728,11 @@ impl<'a> Reader<'a> {
             // Counted only by whoever removes it: a writer may have dropped it (and counted it)
             // since its header was read.
             if locked.retire(id, file, read)? {
-                let unread = counts.batches.saturating_sub(self.cursor.batches);
-                locked.ledger.dropped_batches += unread;
-                locked.ledger.dropped_spans += counts.spans.saturating_sub(self.cursor.spans);
-                locked.ledger.expired_batches += unread;
-                locked.counters_dirty = true;
+                locked.count_dropped(
+                    counts.batches.saturating_sub(self.cursor.batches),
+                    counts.spans.saturating_sub(self.cursor.spans),
+                    Lost::Expired,
+                );
             }
             locked.commit()?;
         }

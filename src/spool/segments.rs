@@ -28,7 +28,7 @@ use super::format::{
     decode_segment_header, encode_counts, encode_segment_header,
 };
 use super::sys;
-use super::txn::Locked;
+use super::txn::{Locked, Lost};
 
 /// How a segment read to its end went, which decides where it goes when retired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,18 +260,19 @@ impl Locked<'_> {
         } else {
             SegmentCounts::default()
         };
-        let unread = counts.batches.saturating_sub(consumed.batches);
-        self.ledger.dropped_batches += unread;
-        self.ledger.dropped_spans += counts.spans.saturating_sub(consumed.spans);
-        if self
-            .spool
-            .opts
-            .max_age
-            .is_some_and(|max_age| bounds::segment_expired(counts.newest, clock::now(), max_age))
-        {
-            self.ledger.expired_batches += unread;
-        }
-        self.counters_dirty = true;
+        let expired =
+            self.spool.opts.max_age.is_some_and(|max_age| {
+                bounds::segment_expired(counts.newest, clock::now(), max_age)
+            });
+        self.count_dropped(
+            counts.batches.saturating_sub(consumed.batches),
+            counts.spans.saturating_sub(consumed.spans),
+            if expired {
+                Lost::Expired
+            } else {
+                Lost::Dropped
+            },
+        );
         if id == self.ledger.active_id {
             // Nothing sealed is left: totals still above zero counted files that vanished
             // (a cleaner, a user), and must not make room look taken forever.

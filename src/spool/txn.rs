@@ -37,6 +37,15 @@ use super::ledger::Ledger;
 use super::segments::{self, Leftovers};
 use super::sys;
 
+/// Why batches are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lost {
+    /// To make room, or because spooling is disabled.
+    Dropped,
+    /// Older than `max_age`.
+    Expired,
+}
+
 /// Per-process state behind the spool's mutex.
 #[derive(Debug)]
 pub(super) struct Inner {
@@ -240,6 +249,18 @@ impl<'a> Locked<'a> {
                 .saturating_add(l.active_spans)
                 .saturating_sub(consumed),
         }
+    }
+
+    /// Counts `batches` of `spans` that will never be delivered as dropped, and as expired too
+    /// when they went for their age.
+    pub(super) fn count_dropped(&mut self, batches: u64, spans: u64, lost: Lost) {
+        let l = &mut self.ledger;
+        l.dropped_batches = l.dropped_batches.saturating_add(batches);
+        l.dropped_spans = l.dropped_spans.saturating_add(spans);
+        if lost == Lost::Expired {
+            l.expired_batches = l.expired_batches.saturating_add(batches);
+        }
+        self.counters_dirty = true;
     }
 
     /// What the cursor has acknowledged of the segment it is in, if that segment is live.

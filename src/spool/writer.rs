@@ -8,7 +8,7 @@ use super::clock;
 use super::dir::segment_name;
 use super::error::AppendError;
 use super::format::{Encoding, FrameHeader, SEGMENT_HEADER_LEN};
-use super::txn::Locked;
+use super::txn::{Locked, Lost};
 use crate::gzip;
 
 /// Payloads shorter than this are stored as they are: gzip's own framing (18 bytes) leaves too
@@ -215,9 +215,7 @@ impl Spool {
     ) -> Result<AppendOutcome, AppendError> {
         let max_bytes = self.opts.max_bytes;
         if max_bytes == 0 {
-            locked.ledger.dropped_batches += 1;
-            locked.ledger.dropped_spans += u64::from(span_count);
-            locked.counters_dirty = true;
+            locked.count_dropped(1, span_count.into(), Lost::Dropped);
             return Ok(AppendOutcome {
                 stored: false,
                 dropped_batches: 1,
