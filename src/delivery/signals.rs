@@ -158,7 +158,8 @@ impl Deliveries {
                 .into_iter()
                 .filter_map(|signal| self.store.existing(signal).ok().flatten());
             for lane in lanes {
-                after.backlog_batches += lane.stats().map_or(0, |s| s.batches);
+                // The count alone: a hook's path (stats would also read a segment for the age).
+                after.backlog_batches += lane.waiting_batches().unwrap_or(0);
                 after.lease_held |= matches!(lane.reader(), Err(SpoolError::FlushLeaseHeld { .. }));
             }
         }
