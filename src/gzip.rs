@@ -61,6 +61,20 @@ pub fn decompress(data: &[u8], limit: usize) -> std::io::Result<Option<Vec<u8>>>
     Ok((out.len() <= limit).then_some(out))
 }
 
+/// A stored batch decompressed: at most 4 GiB, the most a frame's payload can say it holds.
+///
+/// # Errors
+///
+/// Not valid gzip, or larger than that decompressed (`InvalidData`).
+pub fn decompress_stored(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    decompress(data, u32::MAX as usize)?.ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "larger than 4 GiB decompressed",
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

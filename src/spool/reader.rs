@@ -57,13 +57,7 @@ impl Record {
     pub fn plain(&self) -> std::io::Result<Bytes> {
         match self.encoding {
             Encoding::Identity => Ok(self.payload.clone()),
-            Encoding::Gzip => match crate::gzip::decompress(&self.payload, u32::MAX as usize)? {
-                Some(plain) => Ok(Bytes::from(plain)),
-                None => Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "larger than 4 GiB decompressed",
-                )),
-            },
+            Encoding::Gzip => crate::gzip::decompress_stored(&self.payload).map(Bytes::from),
         }
     }
 

@@ -130,15 +130,11 @@ impl Body {
     pub fn into_plain(self) -> Result<Bytes, SendError> {
         match (self.plain, self.gzip) {
             (Some(plain), _) => Ok(plain),
-            (None, Some(gz)) => match crate::gzip::decompress(&gz, u32::MAX as usize) {
-                Ok(Some(plain)) => Ok(Bytes::from(plain)),
-                Ok(None) => Err(SendError::Undecodable {
-                    source: Arc::new(std::io::Error::other("larger than 4 GiB decompressed")),
-                }),
-                Err(e) => Err(SendError::Undecodable {
+            (None, Some(gz)) => crate::gzip::decompress_stored(&gz)
+                .map(Bytes::from)
+                .map_err(|e| SendError::Undecodable {
                     source: Arc::new(e),
                 }),
-            },
             (None, None) => Ok(Bytes::new()),
         }
     }
