@@ -102,6 +102,22 @@ pub fn encode_segment_header(counts: SegmentCounts) -> [u8; SEGMENT_HEADER_LEN a
     b
 }
 
+/// A segment header of another format `version` (an older or a newer tracespool's), for tests.
+#[cfg(test)]
+pub fn encode_segment_header_of(
+    version: u32,
+    batches: u64,
+    spans: u64,
+) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut b = encode_segment_header(SegmentCounts {
+        batches,
+        spans,
+        newest: 0,
+    });
+    b[8..12].copy_from_slice(&version.to_le_bytes());
+    b
+}
+
 /// The last 20 bytes of the segment header (newest, batches, spans), rewritten in place after
 /// each append.
 pub const COUNTS_OFFSET: u64 = 12;

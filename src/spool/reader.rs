@@ -1032,19 +1032,14 @@ mod tests {
 
     #[test]
     fn a_current_format_segment_an_older_version_stepped_over_is_delivered_not_dropped() {
-        use crate::spool::format::encode_segment_header;
+        use crate::spool::format::encode_segment_header_of;
         clock::reset();
         let tmp = tempfile::tempdir().unwrap();
         let s = crate::spool::tests::spool(tmp.path());
         s.append(b"in a version 2 segment", 1).unwrap();
         let v2 = Locked::acquire(&s).unwrap().ledger.active_id;
         // An older tracespool rotated past it into a segment of its own format...
-        let mut header = encode_segment_header(SegmentCounts {
-            batches: 1,
-            spans: 1,
-            newest: 0,
-        });
-        header[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let header = encode_segment_header_of(1, 1, 1);
         let payload = b"in a version 1 segment";
         let frame = FrameHeader::new(payload, 1, SystemTime::now(), Encoding::Identity).encode();
         std::fs::write(

@@ -283,7 +283,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::spool::format::{SEGMENT_VERSION, encode_segment_header};
+    use crate::spool::format::{SEGMENT_VERSION, encode_segment_header, encode_segment_header_of};
     use crate::spool::tests::spool;
 
     /// The ledger as a rebuild from the directory finds it, `previous` known or not.
@@ -367,12 +367,7 @@ mod tests {
         let s = spool(tmp.path());
         s.append(b"abc", 2).unwrap();
         let id = Locked::acquire(&s).unwrap().ledger.active_id;
-        let mut header = encode_segment_header(SegmentCounts {
-            batches: 5,
-            spans: 50,
-            newest: 0,
-        });
-        header[8..12].copy_from_slice(&(SEGMENT_VERSION + 1).to_le_bytes());
+        let header = encode_segment_header_of(SEGMENT_VERSION + 1, 5, 50);
         write_segment(tmp.path(), id + 1, &header);
         let l = rebuilt(&s, true);
         assert_eq!(l.sealed_batches + l.active_batches, 1, "{l:?}");
