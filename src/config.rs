@@ -229,6 +229,54 @@ pub struct Config {
     pub resource: Vec<(String, String)>,
     /// `OTEL_SDK_DISABLED=true`: no telemetry at all.
     pub disabled: bool,
+    /// Where each setting came from.
+    pub origins: Origins,
+}
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Flag,
+    Env(String),
+    File(PathBuf),
+    Default,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Flag => f.write_str("flag"),
+            Origin::Env(var) => write!(f, "env {var}"),
+            Origin::File(path) => write!(f, "file {}", path.display()),
+            Origin::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// The origin of every resolved setting, in the order they were resolved, by name: the config
+/// file's key; `metrics_` or `logs_` in front for those signals' delivery settings (`protocol`
+/// is the traces one, `metrics_protocol` the metrics one); `resource.KEY` for each resource
+/// attribute.
+#[derive(Debug, Clone, Default)]
+pub struct Origins(Vec<(String, Origin)>);
+
+impl Origins {
+    fn note(&mut self, name: impl Into<String>, origin: Origin) {
+        let name = name.into();
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = origin,
+            None => self.0.push((name, origin)),
+        }
+    }
+
+    /// Where the setting `name` came from; `None` for a name that is no setting.
+    pub fn get(&self, name: &str) -> Option<&Origin> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, o)| o)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Origin)> {
+        self.0.iter().map(|(n, o)| (n.as_str(), o))
+    }
 }
 
 /// An invalid value in a source other than the command line: reported once, then ignored.
@@ -418,6 +466,9 @@ struct Sources<'a> {
     file: Option<&'a toml::Table>,
     file_name: String,
     warnings: Vec<Warning>,
+    /// Where the value the last [`Sources::env`] or [`Sources::file`] returned came from.
+    hit: Option<Origin>,
+    origins: Origins,
 }
 
 /// Keys the config file may hold.
@@ -470,6 +521,8 @@ impl<'a> Sources<'a> {
             file: None,
             file_name: String::new(),
             warnings: Vec::new(),
+            hit: None,
+            origins: Origins::default(),
         };
         let Some(file) = file else { return sources };
         sources.file_name = file.path.display().to_string();
@@ -516,7 +569,10 @@ impl<'a> Sources<'a> {
                 continue;
             };
             match parse(value) {
-                Ok(v) => return Some(v),
+                Ok(v) => {
+                    self.hit = Some(Origin::Env((*key).to_owned()));
+                    return Some(v);
+                }
                 Err(reason) => {
                     let warning = Warning {
                         source: (*key).to_owned(),
@@ -538,7 +594,10 @@ impl<'a> Sources<'a> {
     ) -> Option<T> {
         let value = self.file?.get(key)?;
         match parse(value) {
-            Ok(v) => Some(v),
+            Ok(v) => {
+                self.hit = Some(Origin::File(PathBuf::from(&self.file_name)));
+                Some(v)
+            }
             Err(reason) => {
                 let warning = Warning {
                     source: format!("{} key {key}", self.file_name),
@@ -549,6 +608,30 @@ impl<'a> Sources<'a> {
                 None
             }
         }
+    }
+
+    /// The setting `name`: the flag when given, else the first value `lower` finds in the
+    /// environment or the file; where it came from is noted under `name`.
+    fn pick<T>(
+        &mut self,
+        name: impl Into<String>,
+        flag: Option<T>,
+        lower: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<T> {
+        let (value, origin) = match flag {
+            Some(v) => (Some(v), Origin::Flag),
+            None => {
+                self.hit = None;
+                let value = lower(self);
+                let origin = match value {
+                    Some(_) => self.hit.take().unwrap_or(Origin::Default),
+                    None => Origin::Default,
+                };
+                (value, origin)
+            }
+        };
+        self.origins.note(name, origin);
+        value
     }
 
     /// A string setting in the file, parsed like its environment variable.
@@ -582,47 +665,56 @@ impl Sources<'_> {
             ]
         };
 
+        // Each signal's settings are named by the config file's key, with `metrics_` or
+        // `logs_` in front for those signals.
+        let name = |key: &str| match signal {
+            Signal::Traces => key.to_owned(),
+            other => format!("{}_{key}", other.as_str()),
+        };
         let (flag, file_key) = match signal {
             Signal::Traces => (&flags.endpoint, "endpoint"),
             Signal::Metrics => (&flags.metrics_endpoint, "metrics_endpoint"),
             Signal::Logs => (&flags.logs_endpoint, "logs_endpoint"),
         };
-        let endpoint = flag.clone().or_else(|| {
+        let endpoint = self.pick(name("endpoint"), flag.clone(), |src| {
             let [own, base] = names("ENDPOINT");
-            self.env(&[own.as_str()], parse_endpoint)
-                .or_else(|| self.env(&[base.as_str()], |v| endpoint_from_base(v, signal)))
-                .or_else(|| self.file_str(file_key, parse_endpoint))
+            src.env(&[own.as_str()], parse_endpoint)
+                .or_else(|| src.env(&[base.as_str()], |v| endpoint_from_base(v, signal)))
+                .or_else(|| src.file_str(file_key, parse_endpoint))
         });
-        let timeout_ms = flags
-            .timeout
-            .or_else(|| self.env(&both(&names("TIMEOUT")), parse_millis))
-            .or_else(|| self.file("timeout_ms", as_count));
+        let timeout_ms = self.pick(name("timeout_ms"), flags.timeout, |src| {
+            src.env(&both(&names("TIMEOUT")), parse_millis)
+                .or_else(|| src.file("timeout_ms", as_count))
+        });
         let mut path = |what: &str, file_key: &str, flag: &Option<PathBuf>| {
-            flag.clone()
-                .or_else(|| self.env(&both(&names(what)), |v| Ok(PathBuf::from(v))))
-                .or_else(|| self.file_str(file_key, |v| Ok(PathBuf::from(v))))
+            self.pick(name(file_key), flag.clone(), |src| {
+                src.env(&both(&names(what)), |v| Ok(PathBuf::from(v)))
+                    .or_else(|| src.file_str(file_key, |v| Ok(PathBuf::from(v))))
+            })
         };
         let tls = TlsFiles {
             ca_file: path("CERTIFICATE", "ca_file", &flags.ca_file),
             client_cert: path("CLIENT_CERTIFICATE", "client_cert", &flags.client_cert),
             client_key: path("CLIENT_KEY", "client_key", &flags.client_key),
         };
-        let headers = if flags.headers.is_empty() {
-            self.env(&both(&names("HEADERS")), parse_header_list)
-                .or_else(|| self.file("headers", |v| headers(&as_pairs(v)?)))
-                .unwrap_or_default()
-        } else {
-            flags.headers.clone()
-        };
-        let compression = flags
-            .compression
-            .or_else(|| self.env(&both(&names("COMPRESSION")), parse_compression))
-            .or_else(|| self.file_str("compression", parse_compression))
+        let given = (!flags.headers.is_empty()).then(|| flags.headers.clone());
+        let headers = self
+            .pick(name("headers"), given, |src| {
+                src.env(&both(&names("HEADERS")), parse_header_list)
+                    .or_else(|| src.file("headers", |v| headers(&as_pairs(v)?)))
+            })
             .unwrap_or_default();
-        let protocol = flags
-            .protocol
-            .or_else(|| self.env(&both(&names("PROTOCOL")), parse_protocol))
-            .or_else(|| self.file_str("protocol", parse_protocol))
+        let compression = self
+            .pick(name("compression"), flags.compression, |src| {
+                src.env(&both(&names("COMPRESSION")), parse_compression)
+                    .or_else(|| src.file_str("compression", parse_compression))
+            })
+            .unwrap_or_default();
+        let protocol = self
+            .pick(name("protocol"), flags.protocol, |src| {
+                src.env(&both(&names("PROTOCOL")), parse_protocol)
+                    .or_else(|| src.file_str("protocol", parse_protocol))
+            })
             .unwrap_or_default();
         DeliverySettings {
             endpoint,
@@ -684,50 +776,54 @@ impl Config {
                 .map_err(|_| "expected a whole number".to_owned())
         };
 
-        let max_bytes = flags
-            .max_bytes
-            .or_else(|| src.env(&["TRACESPOOL_MAX_BYTES"], size))
-            .or_else(|| {
-                src.file("max_bytes", |v| match v.as_str() {
-                    Some(s) => size(s),
-                    None => as_count(v),
+        let max_bytes = src
+            .pick("max_bytes", flags.max_bytes, |src| {
+                src.env(&["TRACESPOOL_MAX_BYTES"], size).or_else(|| {
+                    src.file("max_bytes", |v| match v.as_str() {
+                        Some(s) => size(s),
+                        None => as_count(v),
+                    })
                 })
             })
             .unwrap_or(DEFAULT_MAX_BYTES);
-        let max_spans = flags
-            .max_spans
-            .or_else(|| src.env(&["TRACESPOOL_MAX_SPANS"], count))
-            .or_else(|| src.file("max_spans", as_count));
-        let max_age = flags
-            .max_age
-            .or_else(|| src.env(&["TRACESPOOL_MAX_AGE"], duration))
-            .or_else(|| src.file_str("max_age", duration));
-        let compression = flags
-            .spool_compression
-            .or_else(|| src.env(&["TRACESPOOL_SPOOL_COMPRESSION"], parse_spool_compression))
-            .or_else(|| src.file_str("spool_compression", parse_spool_compression))
+        let max_spans = src.pick("max_spans", flags.max_spans, |src| {
+            src.env(&["TRACESPOOL_MAX_SPANS"], count)
+                .or_else(|| src.file("max_spans", as_count))
+        });
+        let max_age = src.pick("max_age", flags.max_age, |src| {
+            src.env(&["TRACESPOOL_MAX_AGE"], duration)
+                .or_else(|| src.file_str("max_age", duration))
+        });
+        let compression = src
+            .pick("spool_compression", flags.spool_compression, |src| {
+                src.env(&["TRACESPOOL_SPOOL_COMPRESSION"], parse_spool_compression)
+                    .or_else(|| src.file_str("spool_compression", parse_spool_compression))
+            })
             .unwrap_or(SpoolOptions::default().compression);
-        let spool_dir = flags
-            .spool_dir
-            .clone()
-            .or_else(|| src.get("TRACESPOOL_DIR").map(PathBuf::from))
-            .or_else(|| src.file_str("spool_dir", |v| Ok(PathBuf::from(v))))
+        let spool_dir = src
+            .pick("spool_dir", flags.spool_dir.clone(), |src| {
+                src.env(&["TRACESPOOL_DIR"], |v| Ok(PathBuf::from(v)))
+                    .or_else(|| src.file_str("spool_dir", |v| Ok(PathBuf::from(v))))
+            })
             .unwrap_or_else(|| default_spool_dir(vars));
 
-        let budget = flags
-            .budget
-            .or_else(|| src.env(&["TRACESPOOL_BUDGET"], duration))
-            .or_else(|| src.file_str("budget", duration))
+        let budget = src
+            .pick("budget", flags.budget, |src| {
+                src.env(&["TRACESPOOL_BUDGET"], duration)
+                    .or_else(|| src.file_str("budget", duration))
+            })
             .unwrap_or(DEFAULT_BUDGET);
-        let drain = flags
-            .drain
-            .or_else(|| src.env(&["TRACESPOOL_DRAIN"], parse_drain_mode))
-            .or_else(|| src.file_str("drain", parse_drain_mode))
+        let drain = src
+            .pick("drain", flags.drain, |src| {
+                src.env(&["TRACESPOOL_DRAIN"], parse_drain_mode)
+                    .or_else(|| src.file_str("drain", parse_drain_mode))
+            })
             .unwrap_or_default();
-        let drain_budget = flags
-            .drain_budget
-            .or_else(|| src.env(&["TRACESPOOL_DRAIN_BUDGET"], duration))
-            .or_else(|| src.file_str("drain_budget", duration))
+        let drain_budget = src
+            .pick("drain_budget", flags.drain_budget, |src| {
+                src.env(&["TRACESPOOL_DRAIN_BUDGET"], duration)
+                    .or_else(|| src.file_str("drain_budget", duration))
+            })
             .unwrap_or(DEFAULT_DRAIN_BUDGET);
         let mut delivery =
             PerSignal::from_fn(|signal| src.delivery(flags, signal, budget, (drain, drain_budget)));
@@ -746,20 +842,36 @@ impl Config {
             }
         }
 
-        let resource = merge([
-            src.file("resource", as_pairs).unwrap_or_default(),
-            src.env(&["OTEL_RESOURCE_ATTRIBUTES"], parse_resource_list)
-                .unwrap_or_default(),
-            flags.resource.clone(),
-        ]);
-        let service_name = flags
-            .service
-            .clone()
-            .or_else(|| src.get("OTEL_SERVICE_NAME").map(str::to_owned))
-            .or_else(|| src.file_str("service_name", |v| Ok(v.to_owned())));
+        let layers = [
+            (
+                src.file("resource", as_pairs).unwrap_or_default(),
+                Origin::File(PathBuf::from(&src.file_name)),
+            ),
+            (
+                src.env(&["OTEL_RESOURCE_ATTRIBUTES"], parse_resource_list)
+                    .unwrap_or_default(),
+                Origin::Env("OTEL_RESOURCE_ATTRIBUTES".into()),
+            ),
+            (flags.resource.clone(), Origin::Flag),
+        ];
+        // Attributes merge key by key, so each key has its own source.
+        for (pairs, origin) in &layers {
+            for (key, _) in pairs {
+                src.origins.note(format!("resource.{key}"), origin.clone());
+            }
+        }
+        let resource = merge(layers.into_iter().map(|(pairs, _)| pairs));
+        let service_name = src.pick("service_name", flags.service.clone(), |src| {
+            src.env(&["OTEL_SERVICE_NAME"], |v| Ok(v.to_owned()))
+                .or_else(|| src.file_str("service_name", |v| Ok(v.to_owned())))
+        });
         let disabled = src
-            .get("OTEL_SDK_DISABLED")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+            .pick("disabled", None, |src| {
+                src.env(&["OTEL_SDK_DISABLED"], |v| {
+                    Ok(v.trim().eq_ignore_ascii_case("true"))
+                })
+            })
+            .unwrap_or(false);
 
         let config = Config {
             spool_dir,
@@ -774,6 +886,7 @@ impl Config {
             service_name,
             resource,
             disabled,
+            origins: src.origins,
         };
         (config, src.warnings)
     }

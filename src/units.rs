@@ -2,7 +2,10 @@
 //!
 //! - Size: an integer (bytes), or a number with `B`, `KiB`, `MiB`, `GiB` (powers of 1024) or
 //!   `KB`, `MB`, `GB` (powers of 1000). `0` is allowed (it disables spooling).
-//! - Duration: a number with `ms`, `s` or `m`, e.g. `500ms`, `2s`, `1.5s`, `1m`.
+//! - Duration: a number with `ms`, `s`, `m`, `h` or `d`, e.g. `500ms`, `2s`, `1.5s`, `1m`, `18h`.
+//!
+//! Shown back: a size in binary units with at most one decimal (`256 B`, `1.5 KiB`, `64 MiB`),
+//! a duration in the largest unit that keeps it whole (`500ms`, `2s`, `18h`), which parses back.
 
 use std::time::Duration;
 
@@ -89,6 +92,34 @@ pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
     Ok(Duration::from_secs_f64(millis / 1_000.0))
 }
 
+/// A byte size for people: `256 B`, `1.5 KiB`, `64 MiB`, `2 GiB`.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let shown = format!("{value:.1}");
+    let shown = shown.strip_suffix(".0").unwrap_or(&shown);
+    format!("{shown} {}", UNITS[unit])
+}
+
+/// A duration as [`parse_duration`] reads it, in the largest unit that keeps it whole.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, per) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms != 0 && ms % per == 0 {
+            return format!("{}{unit}", ms / per);
+        }
+    }
+    format!("{ms}ms")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +137,20 @@ mod tests {
         assert_eq!(parse_size("1GB"), Ok(1_000_000_000));
         assert_eq!(parse_size("1.5KiB"), Ok(1_536));
         assert_eq!(parse_size(" 8 MiB "), Ok(8 << 20));
+    }
+
+    #[test]
+    fn sizes_and_durations_are_shown_in_the_units_they_are_read_in() {
+        assert_eq!(format_size(0), "0 B");
+        assert_eq!(format_size(256), "256 B");
+        assert_eq!(format_size(1023), "1023 B");
+        assert_eq!(format_size(1536), "1.5 KiB");
+        assert_eq!(format_size(64 << 20), "64 MiB");
+        assert_eq!(format_size((64 << 20) - 1), "64 MiB");
+        assert_eq!(format_size(5 << 30), "5 GiB");
+        for d in ["500ms", "2s", "90s", "1m", "18h", "7d", "0ms", "1500ms"] {
+            assert_eq!(format_duration(parse_duration(d).unwrap()), d);
+        }
     }
 
     #[test]

@@ -830,12 +830,19 @@ fn a_bad_flag_is_a_usage_error_and_the_command_does_not_run() {
         &["--max-bytes", "lots", "exec", "--"],
         &["exec", "--kind", "sideways", "--"],
         &["--endpoint", "ftp://127.0.0.1/", "exec", "--"],
+        // A typo'd option of exec's own, before the command: not the command.
+        &["exec", "--nmae", "x", "--"],
+        &["exec", "--nmae", "x"],
+        &["exec", "-n"],
     ] {
         let out = run(ts(&spool).args(args).arg("touch").arg(&marker));
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(!out.stderr.is_empty(), "{args:?}: a usage message");
         assert!(!marker.exists(), "{args:?}: the command ran");
     }
+    // From the command on, every word is the command's, those that look like ours included.
+    let out = run(ts(&spool).args(["exec", "sh", "-c", "exit 4", "--name", "-v"]));
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
 }
 
 // ---------------------------------------------------------------------------------------------

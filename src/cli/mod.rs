@@ -3,6 +3,7 @@
 //! `main` calls [`parse`] then [`run`]; each command lives in its own file and returns an exit
 //! code or a [`CliError`], printed once here as `tracespool: …`.
 
+mod config;
 mod drainer;
 mod serve;
 mod status;
@@ -14,7 +15,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, ConfigFile, Flags};
+use std::path::PathBuf;
+
+use crate::config::{Config, ConfigFile, Flags, Origin, Warning};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +62,12 @@ pub enum Command {
     },
     /// Run the agent: OTLP receivers on loopback that spool, and a forwarder that delivers
     Serve(serve::ServeArgs),
+    /// Show the effective settings and where each came from (secrets as ***)
+    Config {
+        /// Exactly one JSON object on stdout
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Parses the command line; on a usage error prints it and exits 2 (nothing runs).
@@ -113,20 +122,27 @@ fn env_map() -> HashMap<String, String> {
         .collect()
 }
 
+/// The config file named by `--config` or `TRACESPOOL_CONFIG`, and which named it.
+fn config_path(flags: &Flags, env: &HashMap<String, String>) -> Option<(PathBuf, Origin)> {
+    match &flags.config {
+        Some(path) => Some((path.clone(), Origin::Flag)),
+        None => env
+            .get("TRACESPOOL_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(|v| (v.into(), Origin::Env("TRACESPOOL_CONFIG".into()))),
+    }
+}
+
 /// Reads the config file named by `--config` or `TRACESPOOL_CONFIG`, if any.
 fn config_file(flags: &Flags, env: &HashMap<String, String>) -> Option<ConfigFile> {
-    let path = flags.config.clone().or_else(|| {
-        env.get("TRACESPOOL_CONFIG")
-            .filter(|v| !v.is_empty())
-            .map(Into::into)
-    })?;
+    let (path, _) = config_path(flags, env)?;
     let text = std::fs::read_to_string(&path).map_err(|e| e.to_string());
     Some(ConfigFile::new(path, text))
 }
 
 /// The configuration from the flags, the environment and the config file as they are now, its
-/// warnings said (once each).
-fn resolve(flags: &Flags) -> Config {
+/// warnings said (once each) and returned.
+fn resolve(flags: &Flags) -> (Config, Vec<Warning>) {
     let env = env_map();
     let file = config_file(flags, &env);
     settle(flags, &env, file.as_ref())
@@ -146,22 +162,32 @@ fn reload(flags: &Flags) -> Option<Config> {
         );
         return None;
     }
-    Some(settle(flags, &env, file.as_ref()))
+    Some(settle(flags, &env, file.as_ref()).0)
 }
 
 /// [`Config::resolve`], its warnings said (once each).
-fn settle(flags: &Flags, env: &HashMap<String, String>, file: Option<&ConfigFile>) -> Config {
+fn settle(
+    flags: &Flags,
+    env: &HashMap<String, String>,
+    file: Option<&ConfigFile>,
+) -> (Config, Vec<Warning>) {
     let (config, warnings) = Config::resolve(flags, env, file);
     for w in &warnings {
         say!("{w}");
     }
-    config
+    (config, warnings)
 }
 
 pub fn run(cli: Cli) -> ExitCode {
     init_logging(cli.verbose);
-    let config = resolve(&cli.flags);
+    let (config, warnings) = resolve(&cli.flags);
     let result = match cli.command {
+        // Settings are shown whatever they say, OTEL_SDK_DISABLED included.
+        Command::Config { json } => {
+            let path = config_path(&cli.flags, &env_map());
+            let path = path.as_ref().map(|(p, o)| (p.as_path(), o.clone()));
+            config::config(&config, path, &warnings, json)
+        }
         // `exec` never fails on our account: its exit code is the child's.
         Command::Exec(args) => return trace::exec(&config, &cli.flags, args),
         Command::Flush {

@@ -11,6 +11,7 @@ use crate::hook::open_deliveries;
 use crate::signal::Signal;
 use crate::spool::{Stats, VerifyReport};
 use crate::transport::shown;
+use crate::units::format_size;
 
 /// One signal, for `status`.
 #[derive(Debug, Default)]
@@ -59,6 +60,7 @@ struct SignalJson {
     endpoint: Option<String>,
     batches: u64,
     bytes: u64,
+    disk_bytes: u64,
     backend: &'static str,
     retry_at: Option<f64>,
     last_error: Option<String>,
@@ -72,7 +74,10 @@ struct StatusJson {
     spans: u64,
     data_points: u64,
     log_records: u64,
+    /// What is still to deliver, as stored.
     bytes: u64,
+    /// What the data files take.
+    disk_bytes: u64,
     max_bytes: u64,
     max_spans: Option<u64>,
     oldest_age_seconds: Option<f64>,
@@ -101,6 +106,17 @@ struct StatusJson {
 /// `n` with the singular or plural of its unit: "1 batch", "2 batches".
 fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Seconds for people: `42s`, `3m 5s`, `2h 10m`, `3d 4h`.
+fn format_age(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m {}s", s / 60, s % 60),
+        3600..86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
 }
 
 /// `n` items of `signal`: "1 span", "3 data points", "2 log records".
@@ -260,6 +276,7 @@ fn status_json(
                     endpoint: v.endpoint.clone(),
                     batches: v.stats.batches,
                     bytes: v.stats.bytes,
+                    disk_bytes: v.stats.disk_bytes,
                     backend: v.backend(),
                     retry_at: backend.and_then(|b| b.retry_at),
                     last_error: backend.and_then(|b| b.last_error.clone()),
@@ -275,6 +292,7 @@ fn status_json(
         data_points: metrics.stats.spans,
         log_records: logs.stats.spans,
         bytes: sum(|s| s.bytes),
+        disk_bytes: sum(|s| s.disk_bytes),
         max_bytes: config.spool.max_bytes,
         max_spans: config.spool.max_spans,
         oldest_age_seconds: age_seconds(oldest),
@@ -311,11 +329,17 @@ fn write_status(
 ) -> std::io::Result<()> {
     writeln!(out, "spool      {}", config.spool_dir.display())?;
     let bytes: u64 = views.iter().map(|(_, v)| v.stats.bytes).sum();
-    writeln!(
+    let disk: u64 = views.iter().map(|(_, v)| v.stats.disk_bytes).sum();
+    write!(
         out,
-        "holds      {bytes} bytes of {}",
-        config.spool.max_bytes
+        "holds      {} of {}",
+        format_size(bytes),
+        format_size(config.spool.max_bytes)
     )?;
+    if disk != bytes {
+        write!(out, " ({} on disk)", format_size(disk))?;
+    }
+    writeln!(out)?;
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
@@ -328,7 +352,7 @@ fn write_status(
             batches(stats.batches, &[(*signal, stats.spans)])
         )?;
         if let Some(age) = age_seconds(stats.oldest_write) {
-            write!(out, ", oldest {age:.0}s old")?;
+            write!(out, ", oldest {} old", format_age(age))?;
         }
         match &view.endpoint {
             None => write!(out, "; no endpoint configured: spooling only")?,
@@ -336,7 +360,7 @@ fn write_status(
                 write!(out, "; {endpoint}: {}", view.backend())?;
                 let backend = view.backend.as_ref();
                 if let Some(t) = backend.and_then(|b| b.retry_at).filter(|t| *t > now) {
-                    write!(out, ", next attempt in {:.0}s", t - now)?;
+                    write!(out, ", next attempt in {}", format_age(t - now))?;
                 }
                 if let Some(e) = backend.and_then(|b| b.last_error.as_ref()) {
                     write!(out, "; last error {e}")?;
@@ -361,16 +385,16 @@ fn write_status(
     if let Some(r) = report {
         writeln!(
             out,
-            "verify     {} records, {} corrupt, {} torn{}",
-            r.records,
+            "verify     {}, {} corrupt, {} torn{}",
+            count(r.records, "record", "records"),
             r.corrupt_records,
             r.torn_records,
             if r.unsupported_segments.is_empty() {
                 String::new()
             } else {
                 format!(
-                    ", {} segments of a newer format left alone",
-                    r.unsupported_segments.len()
+                    ", {} of a newer format left alone",
+                    count(r.unsupported_segments.len() as u64, "segment", "segments")
                 )
             }
         )?;
@@ -398,5 +422,14 @@ mod tests {
         );
         assert_eq!(batches(1, &[(Signal::Logs, 1)]), "1 batch (1 log record)");
         assert_eq!(batches(0, &[]), "0 batches (0 spans)");
+    }
+
+    #[test]
+    fn ages_are_said_in_the_two_largest_units() {
+        assert_eq!(format_age(0.4), "0s");
+        assert_eq!(format_age(59.0), "59s");
+        assert_eq!(format_age(185.0), "3m 5s");
+        assert_eq!(format_age(7_800.0), "2h 10m");
+        assert_eq!(format_age(3.0 * 86_400.0 + 4.0 * 3600.0), "3d 4h");
     }
 }

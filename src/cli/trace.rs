@@ -35,13 +35,10 @@ pub struct ExecArgs {
     /// Leave the command's OTEL_EXPORTER_OTLP_* variables alone (no capture of its own spans)
     #[arg(long)]
     no_capture: bool,
-    /// The command to run, and its arguments
-    #[arg(
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    /// The command to run, and its arguments. Everything from CMD on is the command's, flags
+    /// included; before CMD, a word starting with `-` that is not one of ours is a usage error
+    /// (a typo'd option must not run as the command).
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     command: Vec<OsString>,
 }
 
