@@ -165,7 +165,10 @@ fn config_shows_secrets_as_stars_and_a_bad_value_as_a_warning_and_the_next_sourc
         "https://collector/v1/traces?***"
     );
     // The bad size is said once, on stderr and in the JSON, and the default applies.
-    assert_eq!(setting(&config, "max_bytes"), (&Value::from(64u64 << 20), "default"));
+    assert_eq!(
+        setting(&config, "max_bytes"),
+        (&Value::from(64u64 << 20), "default")
+    );
     let warnings = config["warnings"].as_array().unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].as_str().unwrap().contains("max_bytes"));
@@ -182,7 +185,8 @@ fn config_shows_secrets_as_stars_and_a_bad_value_as_a_warning_and_the_next_sourc
     assert!(
         plain_text
             .lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["max_bytes", "64", "MiB", "default"]),
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["max_bytes", "64", "MiB", "default"]),
         "{plain_text}"
     );
 }
@@ -200,7 +204,10 @@ fn status_says_sizes_in_binary_units_and_counts_in_agreeing_forms() {
         "{text}"
     );
     assert!(text.contains("traces     1 batch (1 span)"), "{text}");
-    assert!(text.contains("logs       0 batches (0 log records)"), "{text}");
+    assert!(
+        text.contains("logs       0 batches (0 log records)"),
+        "{text}"
+    );
 
     run(ts(tmp.path()).args(["span", "--name", "two"]));
     let out = run(ts(tmp.path()).args(["--max-bytes", "1536", "status"]));

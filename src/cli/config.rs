@@ -206,7 +206,10 @@ mod tests {
     fn every_setting_the_resolver_notes_has_a_value_to_show() {
         let vars: HashMap<String, String> = [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://h:4318"),
-            ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://h:4318/m?k=secret"),
+            (
+                "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                "http://h:4318/m?k=secret",
+            ),
             ("OTEL_RESOURCE_ATTRIBUTES", "a=1,b=2"),
             ("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "x-token=hunter2"),
         ]
@@ -223,7 +226,10 @@ mod tests {
         // 10 spool and process settings, 8 per signal, and the two resource attributes.
         assert_eq!(names, 10 + 3 * 8 + 2);
         assert_eq!(value(&config, "logs_headers").unwrap().text, "x-token=***");
-        assert_eq!(value(&config, "endpoint").unwrap().text, "http://h:4318/v1/traces");
+        assert_eq!(
+            value(&config, "endpoint").unwrap().text,
+            "http://h:4318/v1/traces"
+        );
         assert_eq!(
             value(&config, "metrics_endpoint").unwrap().text,
             "http://h:4318/m?***"
