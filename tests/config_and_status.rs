@@ -115,7 +115,7 @@ fn config_names_the_source_of_every_setting_flag_env_file_or_default() {
     assert_eq!(config["warnings"], Value::Array(vec![]));
 
     // Nothing named by a flag or a variable: every setting is the default.
-    let config = config_json(&mut tracespool().env("HOME", tmp.path()));
+    let config = config_json(tracespool().env("HOME", tmp.path()));
     for (name, entry) in config.as_object().unwrap() {
         if name != "warnings" {
             assert_eq!(entry["source"], "default", "{name}: {entry}");
