@@ -179,3 +179,83 @@ fn the_pytango_example_sends_traces_and_logs_over_grpc_through_the_capture() {
     // Delivered by the run itself, over gRPC.
     assert_eq!(common::status_json(spool.path(), &[])["batches"], 0);
 }
+
+/// The directory of the built `tracespool`.
+fn tracespool_bin_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_tracespool"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// `PATH` with the built `tracespool` first.
+fn path_with_tracespool() -> String {
+    format!(
+        "{}:{}",
+        tracespool_bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// The collector's base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` takes it.
+fn base_url(rotel: &common::Rotel) -> String {
+    format!("http://127.0.0.1:{}", rotel.http_port)
+}
+
+/// Asserts that `child` is a child of `parent`, in its trace.
+fn assert_child_of(child: &common::SeenSpan, parent: &common::SeenSpan) {
+    assert_eq!(
+        (&child.trace_id, &child.parent_id),
+        (&parent.trace_id, &parent.id),
+        "{:?} is no child of {:?}",
+        child.name,
+        parent.name
+    );
+}
+
+/// Asserts that a command succeeded, saying what it printed when it did not.
+fn assert_ran(what: &str, out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{what}: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_juju_dispatch_makes_the_charms_spans_children_of_the_hooks_span() {
+    let rotel = common::Rotel::start();
+    let spool = tempfile::tempdir().unwrap();
+    let out = common::clean_command(example("juju/dispatch"))
+        .current_dir(example("juju"))
+        .env("PATH", path_with_tracespool_and_python())
+        .env("TRACESPOOL_DIR", spool.path())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", base_url(&rotel))
+        .env("JUJU_DISPATCH_PATH", "hooks/install")
+        .env("JUJU_HOOK_NAME", "install")
+        .env("JUJU_UNIT_NAME", "app/0")
+        .env("JUJU_MODEL_NAME", "m")
+        .output()
+        .unwrap();
+    assert_ran("dispatch", &out);
+    assert!(
+        out.stderr.is_empty(),
+        "no export error: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let hook = rotel.named("hooks/install");
+    let main = rotel.named("ops.main");
+    let handler = rotel.named("DemoCharm._on_install");
+    assert_child_of(&main, &hook);
+    assert_child_of(&handler, &main);
+    assert_eq!(hook.service(), Some("app"));
+    assert_eq!(main.service(), Some("app"));
+    assert_eq!(
+        hook.attributes.get("juju.unit").map(String::as_str),
+        Some("app/0")
+    );
+    assert_eq!(common::status_json(spool.path(), &[])["batches"], 0);
+}
