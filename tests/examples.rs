@@ -259,3 +259,92 @@ fn the_juju_dispatch_makes_the_charms_spans_children_of_the_hooks_span() {
     );
     assert_eq!(common::status_json(spool.path(), &[])["batches"], 0);
 }
+
+/// What an `/etc/cron.d` file says: its variables, and each job's command.
+fn cron_file(text: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let mut vars = Vec::new();
+    let mut commands = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let first = line.split_whitespace().next().unwrap();
+        if let Some((key, value)) = first.split_once('=') {
+            assert_eq!(first, line, "a variable line holds one word: {line}");
+            vars.push((key.to_owned(), value.to_owned()));
+        } else {
+            // Five time fields and the user, then the command.
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            assert!(fields.len() > 6, "a job line: {line}");
+            commands.push(fields[6..].join(" "));
+        }
+    }
+    (vars, commands)
+}
+
+#[test]
+fn the_cron_lines_spool_the_job_when_the_collector_is_down_and_the_flush_line_delivers_it() {
+    let (vars, commands) =
+        cron_file(&std::fs::read_to_string(example("cron/tracespool.cron")).unwrap());
+    let [job, flush] = &commands[..] else {
+        panic!("two jobs: {commands:?}")
+    };
+    assert!(job.starts_with("tracespool exec --name nightly-backup -- /usr/local/bin/backup.sh"));
+    let home = tempfile::tempdir().unwrap();
+    let spool = home.path().join("spool");
+    let backup = home.path().join("backup.sh");
+    std::fs::write(&backup, "#!/bin/sh\necho done > \"$HOME/backup-ran\"\n").unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&backup)
+        .status()
+        .unwrap();
+    let job = job.replace("/usr/local/bin/backup.sh", backup.to_str().unwrap());
+
+    // cron's environment: HOME, LOGNAME, SHELL, its own PATH, then the file's variables; here
+    // the file's /usr/local/bin is the build's, its collector ours, its spool a temporary one.
+    let run = |command: &str, endpoint: &str| {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(command)
+            .env_clear()
+            .env("HOME", home.path())
+            .env("LOGNAME", "root")
+            .env("SHELL", "/bin/sh")
+            .env("PATH", "/usr/bin:/bin");
+        for (key, value) in &vars {
+            match key.as_str() {
+                "PATH" => {
+                    let bin = tracespool_bin_dir();
+                    cmd.env(key, value.replace("/usr/local/bin", bin.to_str().unwrap()))
+                }
+                "OTEL_EXPORTER_OTLP_ENDPOINT" => cmd.env(key, endpoint),
+                // The collector here speaks plain HTTP.
+                "OTEL_EXPORTER_OTLP_CERTIFICATE" => &mut cmd,
+                "TRACESPOOL_DIR" => cmd.env(key, &spool),
+                _ => cmd.env(key, value),
+            };
+        }
+        cmd.current_dir(home.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    let down = format!("http://127.0.0.1:{}", common::free_port());
+    let out = run(&job, &down);
+    assert_ran("the backup line", &out);
+    assert!(home.path().join("backup-ran").exists(), "the backup ran");
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "silent about a down collector: {out:?}"
+    );
+    assert_eq!(common::status_json(&spool, &[])["spans"], 1);
+
+    let rotel = common::Rotel::start();
+    let out = run(flush, &base_url(&rotel));
+    assert_ran("the flush line", &out);
+    let span = rotel.named("nightly-backup");
+    assert_eq!(span.attr("process.exit.code"), Some("Int(0)"));
+    assert_eq!(common::status_json(&spool, &[])["batches"], 0);
+}
