@@ -348,3 +348,74 @@ fn the_cron_lines_spool_the_job_when_the_collector_is_down_and_the_flush_line_de
     assert_eq!(span.attr("process.exit.code"), Some("Int(0)"));
     assert_eq!(common::status_json(&spool, &[])["batches"], 0);
 }
+
+#[test]
+fn the_git_pre_commit_hook_puts_each_commits_checks_in_a_span_and_keeps_their_verdict() {
+    let rotel = common::Rotel::start();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("shop");
+    let spool = dir.path().join("spool");
+    let git = |args: &[&str]| {
+        common::clean_command("git")
+            .current_dir(&repo)
+            .args(["-c", "user.name=Dev", "-c", "user.email=dev@example.com"])
+            .args(args)
+            .env("HOME", dir.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("PATH", path_with_tracespool())
+            .env("TRACESPOOL_DIR", &spool)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", base_url(&rotel))
+            .output()
+            .unwrap()
+    };
+    std::fs::create_dir_all(repo.join("scripts")).unwrap();
+    assert_ran("git init", &git(&["init", "-q"]));
+    std::fs::copy(
+        example("git/pre-commit"),
+        repo.join(".git/hooks/pre-commit"),
+    )
+    .unwrap();
+    let checks = repo.join("scripts/checks.sh");
+    std::fs::write(&checks, "#!/bin/sh\necho 'checks: not yet' >&2\nexit 1\n").unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&checks)
+        .arg(repo.join(".git/hooks/pre-commit"))
+        .status()
+        .unwrap();
+    std::fs::write(repo.join("README"), "shop\n").unwrap();
+    assert_ran("git add", &git(&["add", "README", "scripts"]));
+
+    let refused = git(&["commit", "-q", "-m", "first"]);
+    assert!(
+        !refused.status.success(),
+        "the failing checks refuse the commit"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("checks: not yet"));
+    assert!(
+        !git(&["rev-parse", "-q", "--verify", "HEAD"])
+            .status
+            .success()
+    );
+    let failed = rotel.named("pre-commit");
+    assert_eq!(
+        (failed.status_code.as_str(), failed.status_message.as_str()),
+        ("STATUS_CODE_ERROR", "exit code 1")
+    );
+    assert_eq!(
+        failed.attributes.get("git.repo").map(String::as_str),
+        Some("shop")
+    );
+
+    std::fs::write(&checks, "#!/bin/sh\nexit 0\n").unwrap();
+    assert_ran("git commit", &git(&["commit", "-q", "-m", "first"]));
+    assert_ran("HEAD", &git(&["rev-parse", "-q", "--verify", "HEAD"]));
+    let spans = rotel.exactly(2);
+    let passed: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "pre-commit" && s.id != failed.id)
+        .collect();
+    assert_eq!(passed.len(), 1, "{spans:#?}");
+    assert_eq!(passed[0].attr("process.exit.code"), Some("Int(0)"));
+    assert_ne!(passed[0].trace_id, failed.trace_id, "one trace per commit");
+}
