@@ -419,3 +419,74 @@ fn the_git_pre_commit_hook_puts_each_commits_checks_in_a_span_and_keeps_their_ve
     assert_eq!(passed[0].attr("process.exit.code"), Some("Int(0)"));
     assert_ne!(passed[0].trace_id, failed.trace_id, "one trace per commit");
 }
+
+#[test]
+fn the_ci_pipeline_script_puts_every_step_under_the_pipeline_span_and_flushes() {
+    let rotel = common::Rotel::start();
+    let spool = tempfile::tempdir().unwrap();
+    let out = common::clean_command(example("ci/pipeline.sh"))
+        .env("PATH", path_with_tracespool())
+        .env("TRACESPOOL_DIR", spool.path())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", base_url(&rotel))
+        .env("PIPELINE_NAME", "pipeline #7")
+        .env("LINT", "true")
+        .env("BUILD", "echo built")
+        .env("TEST", "exit 4")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "the failing step's exit code: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "built\n");
+
+    let pipeline = rotel.named("pipeline #7");
+    assert_eq!(
+        pipeline.parent_id, "",
+        "the pipeline span is a root: {pipeline:#?}"
+    );
+    for step in ["lint", "build", "test"] {
+        assert_child_of(&rotel.named(step), &pipeline);
+    }
+    let test = rotel.named("test");
+    assert_eq!(
+        (test.status_code.as_str(), test.status_message.as_str()),
+        ("STATUS_CODE_ERROR", "exit code 4")
+    );
+    assert_eq!(rotel.exactly(4).len(), 4);
+    assert_eq!(common::status_json(spool.path(), &[])["batches"], 0);
+}
+
+#[test]
+fn the_ci_snippets_are_well_formed_yaml_that_trace_every_step() {
+    // PyYAML from the test peers' venv: each file parses, and its steps are what the guide says
+    // (a pipeline span's TRACEPARENT handed on, every step under `tracespool exec`, a flush).
+    let check = r#"
+import sys, yaml
+github = yaml.safe_load(open(sys.argv[1]))
+steps = github["jobs"]["build"]["steps"]
+runs = [s.get("run", "") for s in steps]
+assert "--print-traceparent" in runs[1] and '>> "$GITHUB_ENV"' in runs[1], runs[1]
+assert all(r.startswith("tracespool exec --name ") for r in runs[2:-1]), runs
+assert steps[-1]["if"] == "always()" and runs[-1].startswith("tracespool flush"), steps[-1]
+gitlab = yaml.safe_load(open(sys.argv[2]))
+span = gitlab["pipeline-span"]
+assert span["script"][0].endswith("--print-traceparent > trace.env"), span
+assert span["artifacts"]["reports"]["dotenv"] == "trace.env", span
+jobs = [j for n, j in gitlab.items() if isinstance(j, dict) and "stage" in j and n != "pipeline-span"]
+assert len(jobs) == 3 and all(j["script"][0].startswith("tracespool exec --name ") for j in jobs), jobs
+assert gitlab["default"]["after_script"][0].startswith("tracespool flush"), gitlab["default"]
+print("ok")
+"#;
+    let out = Command::new(common::python())
+        .arg("-c")
+        .arg(check)
+        .arg(example("ci/github-actions.yml"))
+        .arg(example("ci/gitlab-ci.yml"))
+        .output()
+        .unwrap();
+    assert_ran("the YAML check", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+}
