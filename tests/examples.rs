@@ -490,3 +490,118 @@ print("ok")
     assert_ran("the YAML check", &out);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
 }
+
+fn salt_call() -> std::path::PathBuf {
+    common::peer("TRACESPOOL_SALT_CALL", "target/peers/salt/bin/salt-call")
+}
+
+/// A masterless minion in `dir` (`salt-call --local -c <returned dir>`): the example's state
+/// tree, and a pillar whose `backup:command` is `true` (the example's backup script is not here).
+fn salt_minion(dir: &Path) -> std::path::PathBuf {
+    let conf = dir.join("conf");
+    let pillar = dir.join("pillar");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(&pillar).unwrap();
+    std::fs::write(pillar.join("top.sls"), "base:\n  '*':\n    - backup\n").unwrap();
+    std::fs::write(pillar.join("backup.sls"), "backup:\n  command: /bin/true\n").unwrap();
+    std::fs::write(
+        conf.join("minion"),
+        format!(
+            "id: web1\nfile_client: local\nroot_dir: {}\nfile_roots:\n  base:\n    - {}\npillar_roots:\n  base:\n    - {}\n",
+            dir.join("root").display(),
+            example("salt/states").display(),
+            pillar.display()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+/// `salt-call --local state.apply backup ARGS...` under `tracespool exec`, sending to `rotel`;
+/// asserts that the state succeeded and returns what salt-call printed.
+fn salt_call_state_apply_backup(rotel: &common::Rotel, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = salt_minion(dir.path());
+    let out = common::tracespool()
+        .args(["exec", "--name", "salt-call state.apply backup", "--"])
+        .arg(salt_call())
+        .args(["--local", "--retcode-passthrough", "-c"])
+        .arg(&conf)
+        .args(["state.apply", "backup"])
+        .args(args)
+        .env("PATH", path_with_tracespool())
+        .env("TRACESPOOL_DIR", dir.path().join("spool"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", base_url(rotel))
+        .output()
+        .unwrap();
+    assert_ran("salt-call", &out);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains("Succeeded: 1"), "{stdout}");
+    stdout
+}
+
+#[test]
+fn salt_call_runs_the_states_command_in_a_span_under_the_runs_span() {
+    let rotel = common::Rotel::start();
+    salt_call_state_apply_backup(&rotel, &[]);
+    let run = rotel.named("salt-call state.apply backup");
+    let state = rotel.named("nightly-backup");
+    assert_child_of(&state, &run);
+    assert_eq!(
+        state.attributes.get("salt.minion").map(String::as_str),
+        Some("web1")
+    );
+}
+
+#[test]
+fn the_salt_ssh_wrapper_hands_traceparent_to_the_target_in_the_pillar() {
+    let rotel = common::Rotel::start();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = salt_minion(dir.path());
+    // salt-ssh's stand-in: the target's side starts, as over ssh, with a fresh environment (no
+    // TRACEPARENT, no capture endpoint) and its own collector settings and spool, and runs the
+    // state as the thin shim would, with salt-call.
+    let target = format!(
+        "env -i PATH={} HOME={} OTEL_EXPORTER_OTLP_ENDPOINT={} TRACESPOOL_DIR={} {} --local --retcode-passthrough -c {}",
+        path_with_tracespool(),
+        dir.path().display(),
+        base_url(&rotel),
+        dir.path().join("target-spool").display(),
+        salt_call().display(),
+        conf.display()
+    );
+    let out = common::clean_command(example("salt/salt-ssh-traced"))
+        .args(["state.apply", "backup"])
+        .env("SALT_SSH", target)
+        .env("PATH", path_with_tracespool())
+        .env("TRACESPOOL_DIR", dir.path().join("master-spool"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", base_url(&rotel))
+        .output()
+        .unwrap();
+    assert_ran("salt-ssh-traced", &out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Succeeded: 1"));
+
+    let master = rotel.named("salt-ssh");
+    let state = rotel.named("nightly-backup");
+    assert_child_of(&state, &master);
+    assert_eq!(
+        master.attributes.get("salt.args").map(String::as_str),
+        Some("state.apply backup")
+    );
+}
+
+#[test]
+fn the_salt_pillars_sampler_and_sampler_arg_reach_the_states_command_as_otel_traces_sampler() {
+    let rotel = common::Rotel::start();
+    let out = salt_call_state_apply_backup(
+        &rotel,
+        &[concat!(
+            r#"pillar={"tracing": {"sampler": "traceidratio", "sampler_arg": 0.25}, "#,
+            r#""backup": {"command": "sh -c 'echo sampler=$OTEL_TRACES_SAMPLER:$OTEL_TRACES_SAMPLER_ARG'"}}"#
+        )],
+    );
+    assert!(
+        out.contains("sampler=traceidratio:0.25"),
+        "the command's environment: {out}"
+    );
+}
