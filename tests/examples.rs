@@ -460,6 +460,26 @@ fn the_ci_pipeline_script_puts_every_step_under_the_pipeline_span_and_flushes() 
 }
 
 #[test]
+fn the_ci_pipeline_script_runs_its_steps_untraced_when_tracing_is_off() {
+    let spool = tempfile::tempdir().unwrap();
+    let out = common::clean_command(example("ci/pipeline.sh"))
+        .env("PATH", path_with_tracespool())
+        .env("TRACESPOOL_DIR", spool.path().join("spool"))
+        .env("OTEL_SDK_DISABLED", "true")
+        .env("LINT", "true")
+        .env("BUILD", "echo built")
+        .env("TEST", "echo \"tested ${TRACEPARENT:-untraced}\"")
+        .output()
+        .unwrap();
+    assert_ran("pipeline.sh", &out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "built\ntested untraced\n"
+    );
+    assert!(!spool.path().join("spool").exists(), "no spool made");
+}
+
+#[test]
 fn the_ci_snippets_are_well_formed_yaml_that_trace_every_step() {
     // PyYAML from the test peers' venv: each file parses, and its steps are what the guide says
     // (a pipeline span's TRACEPARENT handed on, every step under `tracespool exec`, a flush).

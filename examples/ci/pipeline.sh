@@ -10,9 +10,11 @@
 set -eu
 
 # The pipeline's span: recorded now, with no length (the steps carry the durations); its
-# TRACEPARENT, printed as one `TRACEPARENT=...` line, is exported for every step.
-export "$(tracespool span --name "${PIPELINE_NAME:-pipeline}" --attr ci.pipeline.source=local \
-    --print-traceparent)"
+# TRACEPARENT, printed as one `TRACEPARENT=...` line, is exported for every step. With tracing
+# off (OTEL_SDK_DISABLED=true) nothing is printed, and the steps run untraced.
+traceparent=$(tracespool span --name "${PIPELINE_NAME:-pipeline}" \
+    --attr ci.pipeline.source=local --print-traceparent)
+[ -z "$traceparent" ] || export "$traceparent"
 
 # Whatever the steps did, what they left in the spool is sent before the pipeline ends (a CI
 # runner is thrown away afterwards). Nothing to send, or no collector: still exit as the steps did.
