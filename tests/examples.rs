@@ -179,3 +179,449 @@ fn the_pytango_example_sends_traces_and_logs_over_grpc_through_the_capture() {
     // Delivered by the run itself, over gRPC.
     assert_eq!(common::status_json(spool.path(), &[])["batches"], 0);
 }
+
+/// The directory of the built `tracespool`.
+fn tracespool_bin_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_tracespool"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// `PATH` with the built `tracespool` first.
+fn path_with_tracespool() -> String {
+    format!(
+        "{}:{}",
+        tracespool_bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// The collector's base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` takes it.
+fn base_url(rotel: &common::Rotel) -> String {
+    format!("http://127.0.0.1:{}", rotel.http_port)
+}
+
+/// Asserts that `child` is a child of `parent`, in its trace.
+fn assert_child_of(child: &common::SeenSpan, parent: &common::SeenSpan) {
+    assert_eq!(
+        (&child.trace_id, &child.parent_id),
+        (&parent.trace_id, &parent.id),
+        "{:?} is no child of {:?}",
+        child.name,
+        parent.name
+    );
+}
+
+/// Asserts that a command succeeded, saying what it printed when it did not.
+fn assert_ran(what: &str, out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{what}: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_juju_dispatch_makes_the_charms_spans_children_of_the_hooks_span() {
+    let rotel = common::Rotel::start();
+    let spool = tempfile::tempdir().unwrap();
+    let out = common::clean_command(example("juju/dispatch"))
+        .current_dir(example("juju"))
+        .env("PATH", path_with_tracespool_and_python())
+        .env("TRACESPOOL_DIR", spool.path())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", base_url(&rotel))
+        .env("JUJU_DISPATCH_PATH", "hooks/install")
+        .env("JUJU_HOOK_NAME", "install")
+        .env("JUJU_UNIT_NAME", "app/0")
+        .env("JUJU_MODEL_NAME", "m")
+        .output()
+        .unwrap();
+    assert_ran("dispatch", &out);
+    assert!(
+        out.stderr.is_empty(),
+        "no export error: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let hook = rotel.named("hooks/install");
+    let main = rotel.named("ops.main");
+    let handler = rotel.named("DemoCharm._on_install");
+    assert_child_of(&main, &hook);
+    assert_child_of(&handler, &main);
+    assert_eq!(hook.service(), Some("app"));
+    assert_eq!(main.service(), Some("app"));
+    assert_eq!(
+        hook.attributes.get("juju.unit").map(String::as_str),
+        Some("app/0")
+    );
+    assert_eq!(common::status_json(spool.path(), &[])["batches"], 0);
+}
+
+/// What an `/etc/cron.d` file says: its variables, and each job's command.
+fn cron_file(text: &str) -> (Vec<(String, String)>, Vec<String>) {
+    let mut vars = Vec::new();
+    let mut commands = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let first = line.split_whitespace().next().unwrap();
+        if let Some((key, value)) = first.split_once('=') {
+            assert_eq!(first, line, "a variable line holds one word: {line}");
+            vars.push((key.to_owned(), value.to_owned()));
+        } else {
+            // Five time fields and the user, then the command.
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            assert!(fields.len() > 6, "a job line: {line}");
+            commands.push(fields[6..].join(" "));
+        }
+    }
+    (vars, commands)
+}
+
+#[test]
+fn the_cron_lines_spool_the_job_when_the_collector_is_down_and_the_flush_line_delivers_it() {
+    let (vars, commands) =
+        cron_file(&std::fs::read_to_string(example("cron/tracespool.cron")).unwrap());
+    let [job, flush] = &commands[..] else {
+        panic!("two jobs: {commands:?}")
+    };
+    assert!(job.starts_with("tracespool exec --name nightly-backup -- /usr/local/bin/backup.sh"));
+    let home = tempfile::tempdir().unwrap();
+    let spool = home.path().join("spool");
+    let backup = home.path().join("backup.sh");
+    std::fs::write(&backup, "#!/bin/sh\necho done > \"$HOME/backup-ran\"\n").unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&backup)
+        .status()
+        .unwrap();
+    let job = job.replace("/usr/local/bin/backup.sh", backup.to_str().unwrap());
+
+    // cron's environment: HOME, LOGNAME, SHELL, its own PATH, then the file's variables; here
+    // the file's /usr/local/bin is the build's, its collector ours, its spool a temporary one.
+    let run = |command: &str, endpoint: &str| {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(command)
+            .env_clear()
+            .env("HOME", home.path())
+            .env("LOGNAME", "root")
+            .env("SHELL", "/bin/sh")
+            .env("PATH", "/usr/bin:/bin");
+        for (key, value) in &vars {
+            match key.as_str() {
+                "PATH" => {
+                    let bin = tracespool_bin_dir();
+                    cmd.env(key, value.replace("/usr/local/bin", bin.to_str().unwrap()))
+                }
+                "OTEL_EXPORTER_OTLP_ENDPOINT" => cmd.env(key, endpoint),
+                // The collector here speaks plain HTTP.
+                "OTEL_EXPORTER_OTLP_CERTIFICATE" => &mut cmd,
+                "TRACESPOOL_DIR" => cmd.env(key, &spool),
+                _ => cmd.env(key, value),
+            };
+        }
+        cmd.current_dir(home.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    let down = format!("http://127.0.0.1:{}", common::free_port());
+    let out = run(&job, &down);
+    assert_ran("the backup line", &out);
+    assert!(home.path().join("backup-ran").exists(), "the backup ran");
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "silent about a down collector: {out:?}"
+    );
+    assert_eq!(common::status_json(&spool, &[])["spans"], 1);
+
+    let rotel = common::Rotel::start();
+    let out = run(flush, &base_url(&rotel));
+    assert_ran("the flush line", &out);
+    let span = rotel.named("nightly-backup");
+    assert_eq!(span.attr("process.exit.code"), Some("Int(0)"));
+    assert_eq!(common::status_json(&spool, &[])["batches"], 0);
+}
+
+#[test]
+fn the_git_pre_commit_hook_puts_each_commits_checks_in_a_span_and_keeps_their_verdict() {
+    let rotel = common::Rotel::start();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("shop");
+    let spool = dir.path().join("spool");
+    let git = |args: &[&str]| {
+        common::clean_command("git")
+            .current_dir(&repo)
+            .args(["-c", "user.name=Dev", "-c", "user.email=dev@example.com"])
+            .args(args)
+            .env("HOME", dir.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("PATH", path_with_tracespool())
+            .env("TRACESPOOL_DIR", &spool)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", base_url(&rotel))
+            .output()
+            .unwrap()
+    };
+    std::fs::create_dir_all(repo.join("scripts")).unwrap();
+    assert_ran("git init", &git(&["init", "-q"]));
+    std::fs::copy(
+        example("git/pre-commit"),
+        repo.join(".git/hooks/pre-commit"),
+    )
+    .unwrap();
+    let checks = repo.join("scripts/checks.sh");
+    std::fs::write(&checks, "#!/bin/sh\necho 'checks: not yet' >&2\nexit 1\n").unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(&checks)
+        .arg(repo.join(".git/hooks/pre-commit"))
+        .status()
+        .unwrap();
+    std::fs::write(repo.join("README"), "shop\n").unwrap();
+    assert_ran("git add", &git(&["add", "README", "scripts"]));
+
+    let refused = git(&["commit", "-q", "-m", "first"]);
+    assert!(
+        !refused.status.success(),
+        "the failing checks refuse the commit"
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("checks: not yet"));
+    assert!(
+        !git(&["rev-parse", "-q", "--verify", "HEAD"])
+            .status
+            .success()
+    );
+    let failed = rotel.named("pre-commit");
+    assert_eq!(
+        (failed.status_code.as_str(), failed.status_message.as_str()),
+        ("STATUS_CODE_ERROR", "exit code 1")
+    );
+    assert_eq!(
+        failed.attributes.get("git.repo").map(String::as_str),
+        Some("shop")
+    );
+
+    std::fs::write(&checks, "#!/bin/sh\nexit 0\n").unwrap();
+    assert_ran("git commit", &git(&["commit", "-q", "-m", "first"]));
+    assert_ran("HEAD", &git(&["rev-parse", "-q", "--verify", "HEAD"]));
+    let spans = rotel.exactly(2);
+    let passed: Vec<_> = spans
+        .iter()
+        .filter(|s| s.name == "pre-commit" && s.id != failed.id)
+        .collect();
+    assert_eq!(passed.len(), 1, "{spans:#?}");
+    assert_eq!(passed[0].attr("process.exit.code"), Some("Int(0)"));
+    assert_ne!(passed[0].trace_id, failed.trace_id, "one trace per commit");
+}
+
+#[test]
+fn the_ci_pipeline_script_puts_every_step_under_the_pipeline_span_and_flushes() {
+    let rotel = common::Rotel::start();
+    let spool = tempfile::tempdir().unwrap();
+    let out = common::clean_command(example("ci/pipeline.sh"))
+        .env("PATH", path_with_tracespool())
+        .env("TRACESPOOL_DIR", spool.path())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", base_url(&rotel))
+        .env("PIPELINE_NAME", "pipeline #7")
+        .env("LINT", "true")
+        .env("BUILD", "echo built")
+        .env("TEST", "exit 4")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "the failing step's exit code: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "built\n");
+
+    let pipeline = rotel.named("pipeline #7");
+    assert_eq!(
+        pipeline.parent_id, "",
+        "the pipeline span is a root: {pipeline:#?}"
+    );
+    for step in ["lint", "build", "test"] {
+        assert_child_of(&rotel.named(step), &pipeline);
+    }
+    let test = rotel.named("test");
+    assert_eq!(
+        (test.status_code.as_str(), test.status_message.as_str()),
+        ("STATUS_CODE_ERROR", "exit code 4")
+    );
+    assert_eq!(rotel.exactly(4).len(), 4);
+    assert_eq!(common::status_json(spool.path(), &[])["batches"], 0);
+}
+
+#[test]
+fn the_ci_pipeline_script_runs_its_steps_untraced_when_tracing_is_off() {
+    let spool = tempfile::tempdir().unwrap();
+    let out = common::clean_command(example("ci/pipeline.sh"))
+        .env("PATH", path_with_tracespool())
+        .env("TRACESPOOL_DIR", spool.path().join("spool"))
+        .env("OTEL_SDK_DISABLED", "true")
+        .env("LINT", "true")
+        .env("BUILD", "echo built")
+        .env("TEST", "echo \"tested ${TRACEPARENT:-untraced}\"")
+        .output()
+        .unwrap();
+    assert_ran("pipeline.sh", &out);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "built\ntested untraced\n"
+    );
+    assert!(!spool.path().join("spool").exists(), "no spool made");
+}
+
+#[test]
+fn the_ci_snippets_are_well_formed_yaml_that_trace_every_step() {
+    // PyYAML from the test peers' venv: each file parses, and its steps are what the guide says
+    // (a pipeline span's TRACEPARENT handed on, every step under `tracespool exec`, a flush).
+    let check = r#"
+import sys, yaml
+github = yaml.safe_load(open(sys.argv[1]))
+steps = github["jobs"]["build"]["steps"]
+runs = [s.get("run", "") for s in steps]
+assert "--print-traceparent" in runs[1] and '>> "$GITHUB_ENV"' in runs[1], runs[1]
+assert all(r.startswith("tracespool exec --name ") for r in runs[2:-1]), runs
+assert steps[-1]["if"] == "always()" and runs[-1].startswith("tracespool flush"), steps[-1]
+gitlab = yaml.safe_load(open(sys.argv[2]))
+span = gitlab["pipeline-span"]
+assert span["script"][0].endswith("--print-traceparent > trace.env"), span
+assert span["artifacts"]["reports"]["dotenv"] == "trace.env", span
+jobs = [j for n, j in gitlab.items() if isinstance(j, dict) and "stage" in j and n != "pipeline-span"]
+assert len(jobs) == 3 and all(j["script"][0].startswith("tracespool exec --name ") for j in jobs), jobs
+assert gitlab["default"]["after_script"][0].startswith("tracespool flush"), gitlab["default"]
+print("ok")
+"#;
+    let out = Command::new(common::python())
+        .arg("-c")
+        .arg(check)
+        .arg(example("ci/github-actions.yml"))
+        .arg(example("ci/gitlab-ci.yml"))
+        .output()
+        .unwrap();
+    assert_ran("the YAML check", &out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+}
+
+fn salt_call() -> std::path::PathBuf {
+    common::peer("TRACESPOOL_SALT_CALL", "target/peers/salt/bin/salt-call")
+}
+
+/// A masterless minion in `dir` (`salt-call --local -c <returned dir>`): the example's state
+/// tree, and a pillar whose `backup:command` is `true` (the example's backup script is not here).
+fn salt_minion(dir: &Path) -> std::path::PathBuf {
+    let conf = dir.join("conf");
+    let pillar = dir.join("pillar");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(&pillar).unwrap();
+    std::fs::write(pillar.join("top.sls"), "base:\n  '*':\n    - backup\n").unwrap();
+    std::fs::write(pillar.join("backup.sls"), "backup:\n  command: /bin/true\n").unwrap();
+    std::fs::write(
+        conf.join("minion"),
+        format!(
+            "id: web1\nfile_client: local\nroot_dir: {}\nfile_roots:\n  base:\n    - {}\npillar_roots:\n  base:\n    - {}\n",
+            dir.join("root").display(),
+            example("salt/states").display(),
+            pillar.display()
+        ),
+    )
+    .unwrap();
+    conf
+}
+
+/// `salt-call --local state.apply backup ARGS...` under `tracespool exec`, sending to `rotel`;
+/// asserts that the state succeeded and returns what salt-call printed.
+fn salt_call_state_apply_backup(rotel: &common::Rotel, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = salt_minion(dir.path());
+    let out = common::tracespool()
+        .args(["exec", "--name", "salt-call state.apply backup", "--"])
+        .arg(salt_call())
+        .args(["--local", "--retcode-passthrough", "-c"])
+        .arg(&conf)
+        .args(["state.apply", "backup"])
+        .args(args)
+        .env("PATH", path_with_tracespool())
+        .env("TRACESPOOL_DIR", dir.path().join("spool"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", base_url(rotel))
+        .output()
+        .unwrap();
+    assert_ran("salt-call", &out);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains("Succeeded: 1"), "{stdout}");
+    stdout
+}
+
+#[test]
+fn salt_call_runs_the_states_command_in_a_span_under_the_runs_span() {
+    let rotel = common::Rotel::start();
+    salt_call_state_apply_backup(&rotel, &[]);
+    let run = rotel.named("salt-call state.apply backup");
+    let state = rotel.named("nightly-backup");
+    assert_child_of(&state, &run);
+    assert_eq!(
+        state.attributes.get("salt.minion").map(String::as_str),
+        Some("web1")
+    );
+}
+
+#[test]
+fn the_salt_ssh_wrapper_hands_traceparent_to_the_target_in_the_pillar() {
+    let rotel = common::Rotel::start();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = salt_minion(dir.path());
+    // salt-ssh's stand-in: the target's side starts, as over ssh, with a fresh environment (no
+    // TRACEPARENT, no capture endpoint) and its own collector settings and spool, and runs the
+    // state as the thin shim would, with salt-call.
+    let target = format!(
+        "env -i PATH={} HOME={} OTEL_EXPORTER_OTLP_ENDPOINT={} TRACESPOOL_DIR={} {} --local --retcode-passthrough -c {}",
+        path_with_tracespool(),
+        dir.path().display(),
+        base_url(&rotel),
+        dir.path().join("target-spool").display(),
+        salt_call().display(),
+        conf.display()
+    );
+    let out = common::clean_command(example("salt/salt-ssh-traced"))
+        .args(["state.apply", "backup"])
+        .env("SALT_SSH", target)
+        .env("PATH", path_with_tracespool())
+        .env("TRACESPOOL_DIR", dir.path().join("master-spool"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", base_url(&rotel))
+        .output()
+        .unwrap();
+    assert_ran("salt-ssh-traced", &out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Succeeded: 1"));
+
+    let master = rotel.named("salt-ssh");
+    let state = rotel.named("nightly-backup");
+    assert_child_of(&state, &master);
+    assert_eq!(
+        master.attributes.get("salt.args").map(String::as_str),
+        Some("state.apply backup")
+    );
+}
+
+#[test]
+fn the_salt_pillars_sampler_and_sampler_arg_reach_the_states_command_as_otel_traces_sampler() {
+    let rotel = common::Rotel::start();
+    let out = salt_call_state_apply_backup(
+        &rotel,
+        &[concat!(
+            r#"pillar={"tracing": {"sampler": "traceidratio", "sampler_arg": 0.25}, "#,
+            r#""backup": {"command": "sh -c 'echo sampler=$OTEL_TRACES_SAMPLER:$OTEL_TRACES_SAMPLER_ARG'"}}"#
+        )],
+    );
+    assert!(
+        out.contains("sampler=traceidratio:0.25"),
+        "the command's environment: {out}"
+    );
+}
