@@ -129,6 +129,19 @@ fn parent() -> Option<Parent> {
     }
 }
 
+/// Whether the sampler records a new span at `placement`; with `-v`, why not.
+fn recorded(config: &Config, parent: Option<&Parent>, placement: &Placement) -> bool {
+    let recorded = config.sampler.should_sample(parent, placement.trace_id);
+    if !recorded {
+        tracing::info!(
+            "not recording a span of trace {}: the {} sampler drops it",
+            placement.trace_id,
+            config.sampler.name()
+        );
+    }
+    recorded
+}
+
 fn trace_state() -> Option<String> {
     std::env::var("TRACESTATE").ok()
 }
@@ -171,10 +184,7 @@ pub(super) fn exec(config: &Config, flags: &Flags, args: ExecArgs) -> ExitCode {
     }
     let parent = parent();
     let placement = Placement::new(parent.as_ref(), trace_state().as_deref());
-    if !config
-        .sampler
-        .should_sample(parent.as_ref(), placement.trace_id)
-    {
+    if !recorded(config, parent.as_ref(), &placement) {
         // Not recorded: the child runs all the same, told that its parent is not sampled.
         let env = sampling::unrecorded_traceparent(parent.as_ref(), &placement)
             .map(|tp| propagation::child_env(&tp, None, &|_| None));
@@ -215,10 +225,7 @@ fn print_traceparent(traceparent: &str) {
 pub(super) fn span(config: &Config, flags: &Flags, args: SpanArgs) -> Result<ExitCode, CliError> {
     let parent = parent();
     let placement = Placement::new(parent.as_ref(), trace_state().as_deref());
-    if !config
-        .sampler
-        .should_sample(parent.as_ref(), placement.trace_id)
-    {
+    if !recorded(config, parent.as_ref(), &placement) {
         // Not recorded. The children's context: this span's with flags 00, or an unsampled
         // caller's unchanged.
         if args.print_traceparent {
