@@ -17,6 +17,7 @@ use http::header::{HeaderName, HeaderValue};
 
 use crate::delivery::drain::{DEFAULT_DRAIN_BUDGET, parse_drain_mode};
 use crate::delivery::{DeliverySettings, DrainMode};
+use crate::sampling::Sampler;
 use crate::signal::{PerSignal, Signal};
 use crate::spool::{Encoding, SpoolOptions, SyncPolicy};
 use crate::transport::{Compression, Protocol, TlsFiles};
@@ -229,6 +230,8 @@ pub struct Config {
     pub resource: Vec<(String, String)>,
     /// `OTEL_SDK_DISABLED=true`: no telemetry at all.
     pub disabled: bool,
+    /// Which of `exec`'s and `span`'s spans are recorded.
+    pub sampler: Sampler,
     /// Where each setting came from.
     pub origins: Origins,
 }
@@ -472,7 +475,7 @@ struct Sources<'a> {
 }
 
 /// Keys the config file may hold.
-const FILE_KEYS: [&str; 20] = [
+const FILE_KEYS: [&str; 22] = [
     "endpoint",
     "protocol",
     "metrics_endpoint",
@@ -493,6 +496,8 @@ const FILE_KEYS: [&str; 20] = [
     "compression",
     "service_name",
     "resource",
+    "sampler",
+    "sampler_arg",
 ];
 
 fn as_str(v: &toml::Value) -> Result<&str, String> {
@@ -637,6 +642,64 @@ impl<'a> Sources<'a> {
     /// A string setting in the file, parsed like its environment variable.
     fn file_str<T>(&mut self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
         self.file(key, |v| parse(as_str(v)?))
+    }
+}
+
+impl Sources<'_> {
+    /// The sampler: `OTEL_TRACES_SAMPLER` with `OTEL_TRACES_SAMPLER_ARG`, else the file's
+    /// `sampler` with its `sampler_arg`, else the default. A name and its argument are one
+    /// setting, taken from one source: an argument is read only beside a name in the same source
+    /// (the file's `sampler_arg` does not complete `OTEL_TRACES_SAMPLER`). An invalid name or
+    /// argument is warned about once, naming the one that is wrong, and that source is ignored.
+    fn sampler(&mut self) -> Option<Sampler> {
+        const NAME: &str = "OTEL_TRACES_SAMPLER";
+        const ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
+        if let Some(name) = self.get(NAME).map(str::to_owned) {
+            let arg = self.get(ARG).map(str::to_owned);
+            match Sampler::parse(&name, arg.as_deref()) {
+                Ok(sampler) => {
+                    self.hit = Some(Origin::Env(NAME.to_owned()));
+                    return Some(sampler);
+                }
+                Err(e) => {
+                    let (source, value) = if e.is_about_the_argument() {
+                        (ARG, arg.unwrap_or_default())
+                    } else {
+                        (NAME, name)
+                    };
+                    self.warn(Warning {
+                        source: source.to_owned(),
+                        value,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        let table = self.file?;
+        let name = table.get("sampler")?;
+        // A string as its text; the argument may be a number as well as a string holding one.
+        let text = |v: &toml::Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+        let arg = table.get("sampler_arg").map(text);
+        let (key, value, reason) = match as_str(name) {
+            Ok(name) => match Sampler::parse(name, arg.as_deref()) {
+                Ok(sampler) => {
+                    self.hit = Some(Origin::File(PathBuf::from(&self.file_name)));
+                    return Some(sampler);
+                }
+                Err(e) if e.is_about_the_argument() => {
+                    ("sampler_arg", arg.unwrap_or_default(), e.to_string())
+                }
+                Err(e) => ("sampler", name.to_owned(), e.to_string()),
+            },
+            Err(reason) => ("sampler", text(name), reason),
+        };
+        let warning = Warning {
+            source: format!("{} key {key}", self.file_name),
+            value,
+            reason,
+        };
+        self.warn(warning);
+        None
     }
 }
 
@@ -872,6 +935,10 @@ impl Config {
                 })
             })
             .unwrap_or(false);
+        let sampler = src.pick("sampler", None, Sources::sampler).unwrap_or_default();
+        // The sampler and its argument come from one source together.
+        let origin = src.origins.get("sampler").cloned().unwrap_or(Origin::Default);
+        src.origins.note("sampler_arg", origin);
 
         let config = Config {
             spool_dir,
@@ -886,6 +953,7 @@ impl Config {
             service_name,
             resource,
             disabled,
+            sampler,
             origins: src.origins,
         };
         (config, src.warnings)
@@ -1368,6 +1436,100 @@ mod tests {
                 !resolve(&[("OTEL_SDK_DISABLED", not_true)]).0.disabled,
                 "{not_true:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_sampler_and_its_argument_come_together_from_the_environment_or_the_file() {
+        use crate::sampling::{Root, Sampler};
+        let (c, w) = resolve(&[]);
+        assert_eq!((c.sampler, w.len()), (Sampler::default(), 0));
+        let ratio = |p| Sampler {
+            root: Root::TraceIdRatio(p),
+            parent_based: false,
+        };
+        let (c, w) = resolve(&[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ]);
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.sampler, ratio(0.25));
+
+        for arg in ["sampler_arg = 0.1", "sampler_arg = \"0.1\""] {
+            let f = file(&format!("sampler = \"traceidratio\"\n{arg}"));
+            let (c, w) = Config::resolve(&Flags::default(), &env(&[]), Some(&f));
+            assert!(w.is_empty(), "{w:?}");
+            assert_eq!(c.sampler, ratio(0.1), "{arg}");
+        }
+        let f = file("sampler = \"always_off\"\nsampler_arg = 0.1");
+        let vars = env(&[("OTEL_TRACES_SAMPLER", "traceidratio")]);
+        let (c, w) = Config::resolve(&Flags::default(), &vars, Some(&f));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            c.sampler,
+            ratio(1.0),
+            "the environment wins, and the file's argument is not its"
+        );
+        // An argument alone says nothing.
+        let (c, w) = resolve(&[("OTEL_TRACES_SAMPLER_ARG", "0.5")]);
+        assert_eq!((c.sampler, w.len()), (Sampler::default(), 0));
+    }
+
+    #[test]
+    fn a_bad_sampler_or_argument_warns_once_naming_it_and_the_next_source_applies() {
+        use crate::sampling::Sampler;
+        for (vars, named) in [
+            (
+                [
+                    ("OTEL_TRACES_SAMPLER", "sometimes"),
+                    ("OTEL_TRACES_SAMPLER_ARG", "0.5"),
+                ],
+                "OTEL_TRACES_SAMPLER=\"sometimes\"",
+            ),
+            (
+                [
+                    ("OTEL_TRACES_SAMPLER", "xray"),
+                    ("OTEL_TRACES_SAMPLER_ARG", ""),
+                ],
+                "OTEL_TRACES_SAMPLER=\"xray\"",
+            ),
+            (
+                [
+                    ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                    ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+                ],
+                "OTEL_TRACES_SAMPLER_ARG=\"1.5\"",
+            ),
+        ] {
+            let (c, w) = resolve(&vars);
+            assert_eq!(c.sampler, Sampler::default(), "{vars:?}");
+            let said: Vec<String> = w.iter().map(ToString::to_string).collect();
+            assert!(said.len() == 1 && said[0].contains(named), "{said:?}");
+        }
+        let f = file("sampler = \"always_off\"");
+        let vars = env(&[("OTEL_TRACES_SAMPLER", "never")]);
+        let (c, w) = Config::resolve(&Flags::default(), &vars, Some(&f));
+        assert_eq!((c.sampler.name(), w.len()), ("always_off", 1));
+
+        for (text, key) in [
+            (
+                "sampler = \"parentbased_traceidratio\"\nsampler_arg = 2",
+                "key sampler_arg=\"2\"",
+            ),
+            (
+                "sampler = \"traceidratio\"\nsampler_arg = true",
+                "key sampler_arg=\"true\"",
+            ),
+            ("sampler = 1", "key sampler=\"1\""),
+            (
+                "sampler = \"jaeger_remote\"",
+                "key sampler=\"jaeger_remote\"",
+            ),
+        ] {
+            let (c, w) = Config::resolve(&Flags::default(), &env(&[]), Some(&file(text)));
+            assert_eq!(c.sampler, Sampler::default(), "{text}");
+            let said: Vec<String> = w.iter().map(ToString::to_string).collect();
+            assert!(said.len() == 1 && said[0].contains(key), "{said:?}");
         }
     }
 

@@ -104,10 +104,10 @@ pub async fn run(program: &OsStr, args: &[OsString], env: Option<&EnvChanges>) -
     }
 }
 
-/// Runs `program` with our environment and waits for it, with no runtime and no signals
-/// forwarded: the last resort when no runtime can be had.
-pub fn run_blocking(program: &OsStr, args: &[OsString]) -> Outcome {
-    let mut child = match std::process::Command::new(program).args(args).spawn() {
+/// Runs `program` with our environment changed by `env` and waits for it, with no runtime and
+/// no signals forwarded: the last resort when no runtime can be had.
+pub fn run_blocking(program: &OsStr, args: &[OsString], env: Option<&EnvChanges>) -> Outcome {
+    let mut child = match command(program, args, env).spawn() {
         Ok(child) => child,
         Err(e) => return spawn_error(e),
     };
@@ -116,6 +116,21 @@ pub fn run_blocking(program: &OsStr, args: &[OsString]) -> Outcome {
         Ok(status) => Outcome::from_status(pid, status),
         Err(_) => Outcome::Exited { pid, code: 1 },
     }
+}
+
+/// `program` with `args`, in our environment changed by `env`: std then spawns with
+/// `posix_spawnp`, which searches the `PATH` as `execvp` does (a changed `PATH` makes it fall
+/// back to fork + exec).
+fn command(program: &OsStr, args: &[OsString], env: Option<&EnvChanges>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    if let Some(env) = env {
+        cmd.envs(env.set.iter().map(|(k, v)| (k, v)));
+        for key in env.remove {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
 }
 
 /// A started command whose signals are being taken for it.
@@ -135,17 +150,9 @@ pub fn spawn(
     // Register before spawning: a signal that arrives while the child starts is queued and
     // forwarded once its pid is known, never lost and never fatal to us.
     let signals = SignalsInfo::<WithOrigin>::new(FORWARDED).ok();
-    // Our environment, changed: std then spawns with `posix_spawnp`, which searches the
-    // `PATH` as `execvp` does (a changed `PATH` makes it fall back to fork + exec).
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args);
-    if let Some(env) = env {
-        cmd.envs(env.set.iter().map(|(k, v)| (k, v)));
-        for key in env.remove {
-            cmd.env_remove(key);
-        }
-    }
-    let child = cmd.spawn().map_err(spawn_error)?;
+    let child = tokio::process::Command::from(command(program, args, env))
+        .spawn()
+        .map_err(spawn_error)?;
     let pid = child.id().expect("a child not yet waited for has a pid");
     Ok(Running {
         child,

@@ -18,6 +18,7 @@ pub mod hook;
 pub mod propagation;
 pub mod receiver;
 pub mod record;
+pub mod sampling;
 pub mod signal;
 pub mod spool;
 pub mod transport;

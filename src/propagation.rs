@@ -75,10 +75,17 @@ pub fn incoming(value: Option<&OsStr>) -> Incoming {
 
 /// The `TRACEPARENT` of a sampled span.
 pub fn traceparent(trace_id: TraceId, span_id: SpanId) -> String {
-    format!(
-        "00-{trace_id}-{span_id}-{:02x}",
-        TraceFlags::SAMPLED.to_u8()
-    )
+    traceparent_with(trace_id, span_id, TraceFlags::SAMPLED)
+}
+
+/// The `TRACEPARENT` of a span that is not recorded (flags `00`): a child's parent-based
+/// sampler drops its spans too.
+pub fn unsampled_traceparent(trace_id: TraceId, span_id: SpanId) -> String {
+    traceparent_with(trace_id, span_id, TraceFlags::NOT_SAMPLED)
+}
+
+fn traceparent_with(trace_id: TraceId, span_id: SpanId, flags: TraceFlags) -> String {
+    format!("00-{trace_id}-{span_id}-{:02x}", flags.to_u8())
 }
 
 /// The endpoint variables a capturing `exec` points at its own receiver: the base, then each
@@ -225,6 +232,10 @@ mod tests {
         assert_eq!(
             tp,
             "00-00000000000000000000000000000001-0000000000000002-01"
+        );
+        assert_eq!(
+            unsampled_traceparent(TraceId::from(1u128), SpanId::from(2u64)),
+            "00-00000000000000000000000000000001-0000000000000002-00"
         );
 
         let none = |_: &str| None;

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::CliError;
 use crate::config::{Config, Origin, Warning};
 use crate::delivery::DeliverySettings;
+use crate::sampling::Root;
 use crate::signal::Signal;
 use crate::spool::Encoding;
 use crate::transport::{Compression, shown};
@@ -130,6 +131,14 @@ fn value(config: &Config, name: &str) -> Option<Shown> {
             "none: exec names it after the command, the others tracespool",
         ),
         "disabled" => Shown::of(json!(config.disabled), config.disabled.to_string()),
+        "sampler" => Shown::string(config.sampler.name()),
+        "sampler_arg" => Shown::optional(
+            match config.sampler.root {
+                Root::TraceIdRatio(p) => Some(Shown::of(json!(p), p.to_string())),
+                _ => None,
+            },
+            "none",
+        ),
         _ => {
             if let Some(key) = name.strip_prefix("resource.") {
                 let (_, v) = config.resource.iter().find(|(k, _)| k == key)?;
@@ -223,8 +232,8 @@ mod tests {
             assert!(!shown.text.contains("secret") && !shown.text.contains("hunter2"));
             names += 1;
         }
-        // 10 spool and process settings, 8 per signal, and the two resource attributes.
-        assert_eq!(names, 10 + 3 * 8 + 2);
+        // 12 spool and process settings, 8 per signal, and the two resource attributes.
+        assert_eq!(names, 12 + 3 * 8 + 2);
         assert_eq!(value(&config, "logs_headers").unwrap().text, "x-token=***");
         assert_eq!(
             value(&config, "endpoint").unwrap().text,

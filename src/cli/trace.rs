@@ -15,8 +15,9 @@ use super::{CliError, current_thread, drainer, say};
 use crate::config::{Config, Flags, parse_key_value};
 use crate::exec;
 use crate::hook::{self, CommandSpan, Problem};
-use crate::propagation::{self, Incoming, Parent};
+use crate::propagation::{self, EnvChanges, Incoming, Parent};
 use crate::record::{Placement, SpanSpec, parse_kind, parse_time};
+use crate::sampling;
 
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
@@ -125,16 +126,30 @@ fn parent() -> Option<Parent> {
     }
 }
 
+/// Whether the sampler records a new span at `placement`; with `-v`, why not.
+fn recorded(config: &Config, parent: Option<&Parent>, placement: &Placement) -> bool {
+    let recorded = config.sampler.should_sample(parent, placement.trace_id);
+    if !recorded {
+        tracing::info!(
+            "not recording a span of trace {}: the {} sampler drops it",
+            placement.trace_id,
+            config.sampler.name()
+        );
+    }
+    recorded
+}
+
 fn trace_state() -> Option<String> {
     std::env::var("TRACESTATE").ok()
 }
 
-/// Runs the command with our environment untouched (tracing off, or not recorded).
-fn run_untraced(program: &OsStr, args: &[OsString]) -> ExitCode {
+/// Runs the command with our environment changed by `env` only (tracing off, or not recorded):
+/// no capture, no spool.
+fn run_untraced(program: &OsStr, args: &[OsString], env: Option<&EnvChanges>) -> ExitCode {
     let outcome = match current_thread() {
-        Ok(runtime) => runtime.block_on(exec::run(program, args, None)),
+        Ok(runtime) => runtime.block_on(exec::run(program, args, env)),
         // No runtime (cannot really happen: it starts no thread): run it plainly all the same.
-        Err(_) => return plain_run(program, args),
+        Err(_) => return plain_run(program, args, env),
     };
     let code = outcome.exit_code();
     report_spawn_failure(program, outcome);
@@ -142,8 +157,8 @@ fn run_untraced(program: &OsStr, args: &[OsString]) -> ExitCode {
 }
 
 /// The command, and nothing else of ours: the last resort that still returns its exit code.
-fn plain_run(program: &OsStr, args: &[OsString]) -> ExitCode {
-    let outcome = exec::run_blocking(program, args);
+fn plain_run(program: &OsStr, args: &[OsString], env: Option<&EnvChanges>) -> ExitCode {
+    let outcome = exec::run_blocking(program, args, env);
     let code = outcome.exit_code();
     report_spawn_failure(program, outcome);
     ExitCode::from(code)
@@ -162,11 +177,15 @@ fn tell(problem: Problem) {
 pub(super) fn exec(config: &Config, flags: &Flags, args: ExecArgs) -> ExitCode {
     let (program, rest) = args.command.split_first().expect("clap requires CMD");
     if config.disabled {
-        return run_untraced(program, rest);
+        return run_untraced(program, rest, None);
     }
     let parent = parent();
-    if parent.is_some_and(|p| !p.sampled) {
-        return run_untraced(program, rest);
+    let placement = Placement::new(parent.as_ref(), trace_state().as_deref());
+    if !recorded(config, parent.as_ref(), &placement) {
+        // Not recorded: the child runs all the same, told that its parent is not sampled.
+        let env = sampling::unrecorded_traceparent(parent.as_ref(), &placement)
+            .map(|tp| propagation::child_env(&tp, None, &|_| None));
+        return run_untraced(program, rest, env.as_ref());
     }
     // One thread does it all: the capture receiver, the wait for the command (and the signals
     // forwarded to it) and the delivery are tasks of this runtime.
@@ -174,10 +193,9 @@ pub(super) fn exec(config: &Config, flags: &Flags, args: ExecArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             say!("not tracing this run: {e}");
-            return plain_run(program, rest);
+            return plain_run(program, rest, None);
         }
     };
-    let placement = Placement::new(parent.as_ref(), trace_state().as_deref());
     let span = CommandSpan {
         name: args.name,
         kind: args.kind,
@@ -203,16 +221,22 @@ fn print_traceparent(traceparent: &str) {
 
 pub(super) fn span(config: &Config, flags: &Flags, args: SpanArgs) -> Result<ExitCode, CliError> {
     let parent = parent();
-    if parent.is_some_and(|p| !p.sampled) {
-        // Not recorded; the caller's context goes on unchanged.
-        if args.print_traceparent
-            && let Some(tp) = std::env::var_os("TRACEPARENT")
-        {
-            print_traceparent(&tp.to_string_lossy());
+    let placement = Placement::new(parent.as_ref(), trace_state().as_deref());
+    if !recorded(config, parent.as_ref(), &placement) {
+        // Not recorded. The children's context: this span's with flags 00, or an unsampled
+        // caller's unchanged.
+        if args.print_traceparent {
+            match sampling::unrecorded_traceparent(parent.as_ref(), &placement) {
+                Some(tp) => print_traceparent(&tp),
+                None => {
+                    if let Some(tp) = std::env::var_os("TRACEPARENT") {
+                        print_traceparent(&tp.to_string_lossy());
+                    }
+                }
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let placement = Placement::new(parent.as_ref(), trace_state().as_deref());
     if args.print_traceparent {
         print_traceparent(&propagation::traceparent(
             placement.trace_id,
