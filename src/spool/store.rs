@@ -19,11 +19,14 @@
 //! size from just before: together they may pass the bound by their own frames until the next
 //! append. `max_spans` counts spans, so it bounds the traces spool only.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use super::{AppendError, AppendOutcome, Batch, Compress, Spool, SpoolError, SpoolOptions, Stats};
+use super::{
+    AppendError, AppendOutcome, Batch, Compress, Record, Spool, SpoolError, SpoolOptions, Stats,
+};
 use crate::encode::EncodedBatch;
 use crate::signal::{PerSignal, Signal};
 
@@ -35,6 +38,15 @@ impl<'a> From<&'a EncodedBatch> for Batch<'a> {
             items: batch.items,
         }
     }
+}
+
+/// What [`Store::undelivered`] found.
+#[derive(Debug, Default)]
+pub struct Undelivered {
+    /// Oldest append first.
+    pub records: Vec<(Signal, Record)>,
+    /// Damaged records skipped (corrupt or torn).
+    pub damaged: u64,
 }
 
 /// One spool per signal (module doc).
@@ -235,6 +247,37 @@ impl Store {
             }
         }
         Ok(others_bytes)
+    }
+
+    /// The batches of `signals` waiting for delivery, oldest append first across the signals
+    /// (ties in spool order), and the number of damaged records skipped. Those older than
+    /// `max_age` are left out: they will never be delivered. Changes nothing and takes no
+    /// lease (see [`Spool::scan`]); a signal whose spool does not exist has none.
+    ///
+    /// # Errors
+    ///
+    /// As [`Spool::scan`].
+    pub fn undelivered(&self, signals: &[Signal]) -> Result<Undelivered, SpoolError> {
+        let oldest = self
+            .opts
+            .max_age
+            .and_then(|age| SystemTime::now().checked_sub(age));
+        let mut all = Undelivered::default();
+        for &signal in signals {
+            let Some(lane) = self.existing(signal)? else {
+                continue;
+            };
+            let report = lane.scan(|record| {
+                if oldest.is_none_or(|oldest| record.written_at >= oldest) {
+                    all.records.push((signal, record));
+                }
+                ControlFlow::Continue(())
+            })?;
+            all.damaged += report.corrupt_records + report.torn_records;
+        }
+        // Stable: each spool's own order stays.
+        all.records.sort_by_key(|(_, r)| r.written_at);
+        Ok(all)
     }
 
     /// What each signal's spool holds, for those that exist.
