@@ -527,3 +527,56 @@ fn dump_of_a_spool_that_does_not_exist_prints_nothing_and_creates_nothing() {
     assert!(lines.is_empty() && err.is_empty(), "{lines:?} {err}");
     assert!(!spool.exists());
 }
+
+#[test]
+fn import_keeps_the_spools_bounds_a_request_over_max_spans_is_a_bad_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = |names: &[&str]| {
+        let bytes = spans_request(names);
+        let request =
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(
+                &bytes[..],
+            )
+            .unwrap();
+        serde_json::to_string(&request).unwrap()
+    };
+    let file = tmp.path().join("spans.jsonl");
+    let lines = [
+        json(&["s1", "s2"]),
+        json(&["t1", "t2", "t3", "t4"]),
+        json(&["u1", "u2"]),
+    ];
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let spool = tmp.path().join("spool");
+    let out = ts(
+        &spool,
+        &["--endpoint", &down(), "--max-spans", "3", "import"],
+    )
+    .arg(&file)
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let bad: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("tracespool: "))
+        .collect();
+    assert_eq!(bad.len(), 1, "{err}");
+    assert!(
+        bad[0].starts_with(&format!("tracespool: {}:2: ", file.display()))
+            && bad[0].contains("3 spans"),
+        "{err}"
+    );
+    // The third batch made room by dropping the first, as any append under the bound does
+    // (and says).
+    assert!(err.contains("dropped the oldest batches"), "{err}");
+    let s = status_json(&spool, &["--max-spans", "3"]);
+    assert_eq!(
+        (&s["batches"], &s["spans"], &s["dropped_spans"]),
+        (&1.into(), &2.into(), &2.into()),
+        "{s}"
+    );
+    let (left, _) = dump(&spool, &[]);
+    let names: Vec<String> = json_spans(&left).into_iter().map(|(_, _, n)| n).collect();
+    assert_eq!(names, ["u1", "u2"]);
+}
