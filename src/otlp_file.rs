@@ -101,27 +101,31 @@ pub fn json_lines(
         .map(|(i, line)| (i + 1, json_request(line)))
 }
 
-/// One OTLP/JSON export request as protobuf, its signal told by its top-level key.
+/// One OTLP/JSON export request as protobuf, its signal told by its top-level key. A line that
+/// leniency leaves as it is, is read as given, so that an error names a position in it.
 ///
 /// # Errors
 ///
 /// Not JSON, no signal or more than one, or not that signal's request.
 pub fn json_request(line: &[u8]) -> Result<EncodedBatch, BadRequest> {
     let mut value: Value = serde_json::from_slice(line).map_err(BadRequest::NotJson)?;
-    lenient(&mut value, None);
     let Value::Object(top) = &value else {
         return Err(BadRequest::NoSignal);
     };
     let mut signals = Signal::ALL
         .into_iter()
-        .filter(|s| top.contains_key(top_key(*s)));
+        .filter(|s| top.keys().any(|k| camel(k) == top_key(*s)));
     let signal = signals.next().ok_or(BadRequest::NoSignal)?;
     if signals.next().is_some() {
         return Err(BadRequest::ManySignals);
     }
-    let json = serde_json::to_vec(&value).expect("a JSON value always serializes");
-    let (items, bytes) = encode::json_to_protobuf(signal, &json)
-        .map_err(|source| BadRequest::Json { signal, source })?;
+    let read = if lenient(&mut value, None) {
+        let json = serde_json::to_vec(&value).expect("a JSON value always serializes");
+        encode::json_to_protobuf(signal, &json)
+    } else {
+        encode::json_to_protobuf(signal, line)
+    };
+    let (items, bytes) = read.map_err(|source| BadRequest::Json { signal, source })?;
     batch(signal, items, bytes)
 }
 
@@ -141,8 +145,10 @@ fn top_key(signal: Signal) -> &'static str {
 
 /// Renames snake_case keys to lowerCamelCase, and replaces the names of enum values by their
 /// numbers (under `kind`, `code`, `aggregationTemporality`, `severityNumber`). Attribute keys
-/// are values (`{"key": …}`), never object keys, so they are left as they are.
-fn lenient(value: &mut Value, key: Option<&str>) {
+/// are values (`{"key": …}`), never object keys, so they are left as they are. True when it
+/// changed anything.
+fn lenient(value: &mut Value, key: Option<&str>) -> bool {
+    let mut changed = false;
     match value {
         Value::Object(map) => {
             if map.keys().any(|k| k.contains('_')) {
@@ -150,23 +156,26 @@ fn lenient(value: &mut Value, key: Option<&str>) {
                 for (k, v) in old {
                     map.insert(camel(&k), v);
                 }
+                changed = true;
             }
             for (k, v) in map.iter_mut() {
-                lenient(v, Some(k));
+                changed |= lenient(v, Some(k));
             }
         }
         Value::Array(items) => {
             for v in items {
-                lenient(v, key);
+                changed |= lenient(v, key);
             }
         }
         Value::String(name) => {
             if let Some(n) = key.and_then(|k| enum_number(k, name)) {
                 *value = Value::from(n);
+                changed = true;
             }
         }
         _ => {}
     }
+    changed
 }
 
 fn camel(key: &str) -> String {
@@ -373,6 +382,9 @@ mod tests {
             json_request(b"{\"resou"),
             Err(BadRequest::NotJson(_))
         ));
+        // The position is the line's own, as given.
+        let err = json_request(br#"{"resourceSpans":   [{"scopeSpans": 7}]}"#).unwrap_err();
+        assert!(err.to_string().ends_with("at line 1 column 37"), "{err}");
         let err =
             json_request(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"zz"}]}]}]}"#)
                 .unwrap_err();
