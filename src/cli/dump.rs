@@ -11,7 +11,7 @@ use crate::spool::Store;
 
 #[derive(Debug, clap::Args)]
 pub struct DumpArgs {
-    /// Only this signal's batches
+    /// Only this signal's batches: traces, metrics or logs
     #[arg(long, value_name = "SIGNAL", value_parser = parse_signal)]
     signal: Option<Signal>,
     /// Only the spans and log records of this trace (32 hex digits); no metrics
