@@ -15,6 +15,7 @@ pub mod exporter;
 pub mod fuzzing;
 pub mod gzip;
 pub mod hook;
+pub mod otlp_file;
 pub mod propagation;
 pub mod receiver;
 pub mod record;

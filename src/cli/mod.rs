@@ -5,6 +5,8 @@
 
 mod config;
 mod drainer;
+mod dump;
+mod import;
 mod serve;
 mod status;
 mod trace;
@@ -68,6 +70,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the undelivered data as OTLP/JSON, one export request per line; changes nothing
+    Dump(dump::DumpArgs),
+    /// Append OTLP data files (JSON lines or protobuf, gzip or not; - is stdin) for delivery
+    Import(import::ImportArgs),
 }
 
 /// Parses the command line; on a usage error prints it and exits 2 (nothing runs).
@@ -202,6 +208,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Status { json, verify } => status::status(&config, json, verify),
         Command::Flush { as_drainer: None } => status::flush(&config),
         Command::Serve(args) => serve::serve(&config, &cli.flags, args),
+        Command::Dump(args) => dump::dump(&config, &args),
+        Command::Import(args) => import::import(&config, &args),
     };
     match result {
         Ok(code) => code,
@@ -224,6 +232,8 @@ enum CliError {
     Json(#[from] serde_json::Error),
     #[error(transparent)]
     Export(#[from] crate::delivery::ExportError),
+    #[error(transparent)]
+    Append(#[from] crate::spool::AppendError),
 }
 
 impl CliError {

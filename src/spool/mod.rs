@@ -92,7 +92,7 @@ pub use bounds::overhead;
 pub use error::{AppendError, SpoolError};
 pub use format::Encoding;
 pub use reader::{DEFERRED_ACKS, Reader, Record, VerifyReport};
-pub use store::Store;
+pub use store::{Store, Undelivered};
 pub use writer::{AppendOutcome, Batch, Compress};
 
 use cursor::Cursor;
@@ -413,7 +413,17 @@ impl Spool {
 
     /// Reads every unacknowledged record and counts the damaged ones. Changes nothing.
     pub fn verify(&self) -> Result<VerifyReport, SpoolError> {
-        reader::verify(self)
+        reader::scan(self, |_| std::ops::ControlFlow::Continue(()))
+    }
+
+    /// Hands every unacknowledged valid record, oldest first, to `visit` until it breaks, and
+    /// counts the damaged ones, as [`verify`](Spool::verify) does. Changes nothing and takes no
+    /// lease: a flush running meanwhile is neither blocked nor waited for.
+    pub fn scan(
+        &self,
+        visit: impl FnMut(Record) -> std::ops::ControlFlow<()>,
+    ) -> Result<VerifyReport, SpoolError> {
+        reader::scan(self, visit)
     }
 }
 

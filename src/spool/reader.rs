@@ -14,6 +14,7 @@
 //! as the next writer would.
 
 use std::fs::File;
+use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -809,7 +810,14 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub(super) fn verify(spool: &Spool) -> Result<VerifyReport, SpoolError> {
+/// Reads every unacknowledged record, oldest first, without the flush lease: hands each valid
+/// one to `visit` until it breaks, and counts the damaged ones. Changes nothing. The cursor is
+/// read once at the start, so a flush running meanwhile is not blocked, and what it acknowledges
+/// afterwards is still visited (a segment it deletes before this opens it is not).
+pub(super) fn scan(
+    spool: &Spool,
+    mut visit: impl FnMut(Record) -> ControlFlow<()>,
+) -> Result<VerifyReport, SpoolError> {
     let (active_id, active_len) = {
         let locked = Locked::acquire(spool)?;
         (locked.ledger.active_id, locked.ledger.active_len)
@@ -847,10 +855,14 @@ pub(super) fn verify(spool: &Spool) -> Result<VerifyReport, SpoolError> {
         loop {
             match examine(&mut ahead, &file, pos, limit).map_err(|e| SpoolError::io(&path, e))? {
                 Found::End => break,
-                Found::Record(header, _) => {
+                Found::Record(header, payload) => {
                     report.records += 1;
                     report.spans += u64::from(header.span_count);
-                    pos += header.frame_len();
+                    let record = Record::new(id, pos, &header, payload);
+                    pos = record.end;
+                    if visit(record).is_break() {
+                        return Ok(report);
+                    }
                 }
                 Found::Damage(Damage::Corrupt, resume) => {
                     report.corrupt_records += 1;

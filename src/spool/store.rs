@@ -19,11 +19,14 @@
 //! size from just before: together they may pass the bound by their own frames until the next
 //! append. `max_spans` counts spans, so it bounds the traces spool only.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use super::{AppendError, AppendOutcome, Batch, Compress, Spool, SpoolError, SpoolOptions, Stats};
+use super::{
+    AppendError, AppendOutcome, Batch, Compress, Record, Spool, SpoolError, SpoolOptions, Stats,
+};
 use crate::encode::EncodedBatch;
 use crate::signal::{PerSignal, Signal};
 
@@ -35,6 +38,15 @@ impl<'a> From<&'a EncodedBatch> for Batch<'a> {
             items: batch.items,
         }
     }
+}
+
+/// What [`Store::undelivered`] found.
+#[derive(Debug, Default)]
+pub struct Undelivered {
+    /// Oldest append first.
+    pub records: Vec<(Signal, Record)>,
+    /// Damaged records skipped (corrupt or torn).
+    pub damaged: u64,
 }
 
 /// One spool per signal (module doc).
@@ -237,6 +249,51 @@ impl Store {
         Ok(others_bytes)
     }
 
+    /// The batches of `signals` waiting for delivery, and the number of damaged records
+    /// skipped. Each signal's batches come in their spool's order; across signals, the one
+    /// appended first comes first. Those older than `max_age` are left out: they will never be
+    /// delivered. Changes nothing and takes no lease (see [`Spool::scan`]); a signal whose
+    /// spool does not exist has none.
+    ///
+    /// # Errors
+    ///
+    /// As [`Spool::scan`].
+    pub fn undelivered(&self, signals: &[Signal]) -> Result<Undelivered, SpoolError> {
+        let oldest = self
+            .opts
+            .max_age
+            .and_then(|age| super::clock::now().checked_sub(age));
+        let mut damaged = 0;
+        let mut lanes: Vec<std::collections::VecDeque<Record>> = Vec::new();
+        let mut of = Vec::new();
+        for &signal in signals {
+            let Some(lane) = self.existing(signal)? else {
+                continue;
+            };
+            let mut records = std::collections::VecDeque::new();
+            let report = lane.scan(|record| {
+                if oldest.is_none_or(|oldest| record.written_at >= oldest) {
+                    records.push_back(record);
+                }
+                ControlFlow::Continue(())
+            })?;
+            damaged += report.corrupt_records + report.torn_records;
+            lanes.push(records);
+            of.push(signal);
+        }
+        // A merge, not a sort: a spool's own order stands even if the clock went back.
+        let mut records = Vec::with_capacity(lanes.iter().map(|l| l.len()).sum());
+        while let Some(next) = (0..lanes.len())
+            .filter_map(|i| Some((i, lanes[i].front()?.written_at)))
+            .min_by_key(|&(i, at)| (at, i))
+            .map(|(i, _)| i)
+        {
+            let record = lanes[next].pop_front().expect("a front was seen");
+            records.push((of[next], record));
+        }
+        Ok(Undelivered { records, damaged })
+    }
+
     /// What each signal's spool holds, for those that exist.
     ///
     /// # Errors
@@ -386,6 +443,68 @@ mod tests {
         s.append(Signal::Metrics, b"many points", 50).unwrap();
         assert_eq!(waiting(&s, Signal::Metrics), (1, 50));
         assert!(s.append(Signal::Traces, b"spans", 50).is_err());
+    }
+
+    #[test]
+    fn the_undelivered_batches_come_oldest_first_across_signals_and_nothing_changes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = store(tmp.path(), 1 << 20);
+        let appends = [
+            (Signal::Traces, "t1"),
+            (Signal::Logs, "l1"),
+            (Signal::Traces, "t2"),
+            (Signal::Metrics, "m1"),
+            (Signal::Logs, "l2"),
+        ];
+        for (signal, payload) in appends {
+            s.append(signal, payload.as_bytes(), 1).unwrap();
+        }
+        // One delivered already: not waiting any more.
+        let mut reader = s.traces().reader().unwrap();
+        let first = reader.next().unwrap().unwrap();
+        reader.ack(&first).unwrap();
+        drop(reader);
+        let stats = s.stats().unwrap();
+
+        let all = s.undelivered(&Signal::ALL).unwrap();
+        let got: Vec<(Signal, &[u8])> = all
+            .records
+            .iter()
+            .map(|(signal, r)| (*signal, &r.payload[..]))
+            .collect();
+        let want: Vec<(Signal, &[u8])> = appends[1..]
+            .iter()
+            .map(|(signal, p)| (*signal, p.as_bytes()))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(all.damaged, 0);
+        let logs = s.undelivered(&[Signal::Logs]).unwrap();
+        assert_eq!(logs.records.len(), 2);
+        assert_eq!(s.stats().unwrap(), stats, "a read-only pass");
+    }
+
+    #[test]
+    fn undelivered_batches_past_max_age_are_left_out() {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = SpoolOptions {
+            max_age: Some(std::time::Duration::from_secs(3600)),
+            sync: SyncPolicy::Never,
+            ..SpoolOptions::default()
+        };
+        let s = Store::open(tmp.path(), opts).unwrap();
+        s.append(Signal::Traces, b"old", 1).unwrap();
+        crate::spool::clock::advance(std::time::Duration::from_secs(3000));
+        s.append(Signal::Traces, b"new", 1).unwrap();
+        crate::spool::clock::advance(std::time::Duration::from_secs(1000));
+        let left: Vec<Vec<u8>> = s
+            .undelivered(&Signal::ALL)
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|(_, r)| r.payload.to_vec())
+            .collect();
+        crate::spool::clock::reset();
+        assert_eq!(left, [b"new".to_vec()]);
     }
 
     #[test]
