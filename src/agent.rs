@@ -13,6 +13,9 @@
 //!   files every second; with nothing to send it waits for a commit, or polls (other processes
 //!   append to the same spool). Only the flush-lease holder delivers, so `exec` and `flush` runs
 //!   on the same spool never cause double delivery.
+//! - **Its own metrics**: the HTTP listener answers `GET /metrics` with [`AgentMetrics`],
+//!   rendered at each scrape (the spool read then; what was received, delivered and rejected
+//!   counted here), and `GET /healthz`.
 //! - **Reconfiguring** swaps the delivery settings (a new endpoint or CA resets the backoff).
 //! - **Stopping**: receivers stop accepting and finish in-flight requests (for [`DRAIN`] at most;
 //!   connections still open then are cut, their requests never acknowledged), the committer
@@ -25,9 +28,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::agent_metrics::{self, AgentMetrics};
 use crate::delivery::{Delivery, DeliverySettings, Mode, Stop, delivery_in};
 use crate::encode::EncodedBatch;
-use crate::receiver::{self, ReceiverSettings, Sink, StoreError};
+use crate::receiver::{self, MetricsPage, ReceiverSettings, RenderError, Sink, StoreError};
 use crate::signal::{PerSignal, Signal};
 use crate::spool::{AppendOutcome, Batch, Compress, Store};
 use crate::transport;
@@ -60,20 +64,39 @@ pub struct Listen {
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
 
-/// The receivers' sink: queues each batch for the committer and waits for its verdict.
+/// The receivers' sink: queues each batch for the committer and waits for its verdict; counts
+/// what it stored.
 struct GroupCommit {
     queue: mpsc::Sender<(EncodedBatch, Reply)>,
+    metrics: Arc<AgentMetrics>,
 }
 
 impl Sink for GroupCommit {
     async fn store(&self, batch: EncodedBatch) -> Result<(), StoreError> {
+        let (signal, items) = (batch.signal, batch.items);
         let (tx, rx) = oneshot::channel();
         self.queue
             .send((batch, tx))
             .await
             .map_err(|_| StoreError::Stopping)?;
-        rx.await.map_err(|_| StoreError::Stopping)?
+        rx.await.map_err(|_| StoreError::Stopping)??;
+        self.metrics.received(signal, u64::from(items));
+        Ok(())
     }
+}
+
+/// `GET /metrics`: `metrics` rendered at each request, off the async threads (it reads the
+/// spool).
+fn metrics_page(metrics: Arc<AgentMetrics>) -> MetricsPage {
+    MetricsPage::new(agent_metrics::CONTENT_TYPE, move || {
+        let metrics = metrics.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || metrics.render())
+                .await
+                .map_err(RenderError::from)?
+                .map_err(RenderError::from)
+        })
+    })
 }
 
 /// Commits queued batches in groups until the queue closes: every receiver has stopped, or
@@ -205,6 +228,7 @@ async fn forwarder(
     mut settings: watch::Receiver<PerSignal<DeliverySettings>>,
     committed: Arc<PerSignal<Notify>>,
     mut stopping: watch::Receiver<bool>,
+    metrics: Arc<AgentMetrics>,
 ) {
     let mut delivery = delivery_of(&store, signal, &settings.borrow_and_update());
     loop {
@@ -218,6 +242,7 @@ async fn forwarder(
         };
         let (wake_on_commit, pause) = match forwarded {
             Ok(report) => {
+                metrics.delivered(signal, &report);
                 if report.sent_batches > 0 {
                     tracing::info!(
                         %signal,
@@ -258,7 +283,11 @@ async fn forwarder(
         }
     }
     let Some(delivery) = delivery else { return };
-    match delivery.flush(Mode::Hurried, None).await {
+    let last = delivery.flush(Mode::Hurried, None).await;
+    if let Ok(report) = &last {
+        metrics.delivered(signal, report);
+    }
+    match last {
         Ok(r) if r.remaining => {
             tracing::info!(%signal, reason = ?r.stopped.map(|s| s.to_string()), "stopping with batches left in the spool")
         }
@@ -299,9 +328,13 @@ pub async fn run(
         grpc.as_ref().and_then(|l| l.local_addr().ok()),
     );
 
+    let metrics = Arc::new(AgentMetrics::new(store.clone()));
     let committed = Arc::new(PerSignal::<Notify>::default());
     let (queue, queued) = mpsc::channel(4 * MAX_GROUP);
-    let sink = Arc::new(GroupCommit { queue });
+    let sink = Arc::new(GroupCommit {
+        queue,
+        metrics: metrics.clone(),
+    });
     let (close_queue, queue_closed) = oneshot::channel();
     let commit_task = tokio::spawn(committer(
         store.clone(),
@@ -320,6 +353,7 @@ pub async fn run(
                 settings.clone(),
                 committed.clone(),
                 forwarding_stopped.clone(),
+                metrics.clone(),
             ))
         })
         .collect();
@@ -329,9 +363,14 @@ pub async fn run(
     };
     let mut receivers = Vec::new();
     if let Some(listener) = http {
+        // Only the HTTP listener answers `/metrics` and `/healthz`.
+        let settings = ReceiverSettings {
+            metrics: Some(metrics_page(metrics.clone())),
+            ..listen.receiver.clone()
+        };
         receivers.push(tokio::spawn(receiver::serve(
             listener,
-            listen.receiver.clone(),
+            settings,
             sink.clone(),
             stopped(stop_rx.clone()),
             DRAIN,

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -52,12 +53,56 @@ impl StoreError {
     }
 }
 
+/// Why a metrics page could not be rendered (the renderer's error, which this module does not
+/// know).
+pub type RenderError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What `GET /metrics` answers: a page its owner renders at each request. The receiver knows
+/// neither what is measured nor where it comes from.
+#[derive(Clone)]
+pub struct MetricsPage {
+    /// The page's `Content-Type`.
+    pub content_type: &'static str,
+    render: Arc<dyn Fn() -> BoxFuture<'static, Result<String, RenderError>> + Send + Sync>,
+}
+
+impl MetricsPage {
+    pub fn new(
+        content_type: &'static str,
+        render: impl Fn() -> BoxFuture<'static, Result<String, RenderError>> + Send + Sync + 'static,
+    ) -> MetricsPage {
+        MetricsPage {
+            content_type,
+            render: Arc::new(render),
+        }
+    }
+
+    /// The page as it is now.
+    ///
+    /// # Errors
+    ///
+    /// The renderer's.
+    pub async fn render(&self) -> Result<String, RenderError> {
+        (self.render)().await
+    }
+}
+
+impl std::fmt::Debug for MetricsPage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsPage")
+            .field("content_type", &self.content_type)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ReceiverSettings {
     /// Applies to the bytes on the wire and to the decompressed body.
     pub body_limit: usize,
-    /// When set, `Authorization: Bearer <token>` is required.
+    /// When set, `Authorization: Bearer <token>` is required (by `/metrics` too).
     pub token: Option<String>,
+    /// What `GET /metrics` answers; without one, `/metrics` is not found.
+    pub metrics: Option<MetricsPage>,
 }
 
 impl Default for ReceiverSettings {
@@ -65,6 +110,7 @@ impl Default for ReceiverSettings {
         ReceiverSettings {
             body_limit: DEFAULT_BODY_LIMIT,
             token: None,
+            metrics: None,
         }
     }
 }
