@@ -80,7 +80,7 @@ impl Sink for GroupCommit {
             .await
             .map_err(|_| StoreError::Stopping)?;
         rx.await.map_err(|_| StoreError::Stopping)??;
-        self.metrics.received(signal, u64::from(items));
+        self.metrics.count_received(signal, u64::from(items));
         Ok(())
     }
 }
@@ -242,7 +242,7 @@ async fn forwarder(
         };
         let (wake_on_commit, pause) = match forwarded {
             Ok(report) => {
-                metrics.delivered(signal, &report);
+                metrics.count_delivery(signal, &report);
                 if report.sent_batches > 0 {
                     tracing::info!(
                         %signal,
@@ -285,7 +285,7 @@ async fn forwarder(
     let Some(delivery) = delivery else { return };
     let last = delivery.flush(Mode::Hurried, None).await;
     if let Ok(report) = &last {
-        metrics.delivered(signal, report);
+        metrics.count_delivery(signal, report);
     }
     match last {
         Ok(r) if r.remaining => {

@@ -116,14 +116,14 @@ impl AgentMetrics {
     }
 
     /// Counts `items` of `signal` acknowledged to a client.
-    pub fn received(&self, signal: Signal, items: u64) {
+    pub fn count_received(&self, signal: Signal, items: u64) {
         self.received
             .get_or_create(&SignalLabel::of(signal))
             .inc_by(items);
     }
 
     /// Counts what one delivery of `signal` did, and how the backend stood after it.
-    pub fn delivered(&self, signal: Signal, report: &Report) {
+    pub fn count_delivery(&self, signal: Signal, report: &Report) {
         let label = SignalLabel::of(signal);
         self.delivered
             .get_or_create(&label)
@@ -303,7 +303,7 @@ mod tests {
         let store = Arc::new(Store::open(tmp.path(), SpoolOptions::default()).unwrap());
         let metrics = AgentMetrics::new(store.clone());
         store.append(Signal::Logs, b"not checked here", 3).unwrap();
-        metrics.received(Signal::Logs, 3);
+        metrics.count_received(Signal::Logs, 3);
         let text = metrics.render().unwrap();
         assert_eq!(
             line(&text, "tracespool_spool_items{signal=\"logs\"}"),
@@ -319,7 +319,7 @@ mod tests {
         );
         assert_ne!(line(&text, "tracespool_spool_bytes"), Some(0.0), "{text}");
 
-        metrics.delivered(
+        metrics.count_delivery(
             Signal::Logs,
             &Report {
                 sent_batches: 1,
@@ -338,7 +338,7 @@ mod tests {
         ] {
             assert_eq!(line(&text, series), Some(value), "{series} in {text}");
         }
-        metrics.delivered(
+        metrics.count_delivery(
             Signal::Logs,
             &Report {
                 backend: Backend::Down,
@@ -349,6 +349,32 @@ mod tests {
         assert_eq!(
             line(&text, "tracespool_backend_up{signal=\"logs\"}"),
             Some(0.0)
+        );
+    }
+
+    #[test]
+    fn what_the_bound_dropped_is_the_spool_ledgers_count() {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = SpoolOptions {
+            max_spans: Some(2),
+            ..SpoolOptions::default()
+        };
+        let store = Arc::new(Store::open(tmp.path(), opts).unwrap());
+        for _ in 0..3 {
+            store.append(Signal::Traces, b"one span", 1).unwrap();
+        }
+        let dropped = store.traces().stats().unwrap().dropped_spans;
+        assert!(dropped > 0);
+        let text = AgentMetrics::new(store).render().unwrap();
+        assert_eq!(
+            line(&text, "tracespool_dropped_items_total{signal=\"traces\"}"),
+            Some(dropped as f64),
+            "{text}"
+        );
+        assert_eq!(
+            line(&text, "tracespool_spool_items{signal=\"traces\"}"),
+            Some((3 - dropped) as f64),
+            "{text}"
         );
     }
 }
