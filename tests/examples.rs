@@ -196,7 +196,7 @@ fn serve_flags() -> std::collections::BTreeSet<String> {
 
 /// `tracespool status --json` with `env` (and the spool in `spool`): exactly what the settings
 /// say is wrong with them (one line per bad value), nothing when they are right.
-fn warnings_of(env: &[(String, String)], spool: &Path) -> String {
+fn settings_warnings(env: &[(String, String)], spool: &Path) -> String {
     let out = common::tracespool()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .env("TRACESPOOL_DIR", spool)
@@ -208,7 +208,7 @@ fn warnings_of(env: &[(String, String)], spool: &Path) -> String {
 }
 
 /// One `GET` over HTTP/1.1 on loopback: the status and the body.
-fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
+fn serve_get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
@@ -232,9 +232,9 @@ fn get(port: u16, path: &str, token: Option<&str>) -> (u16, String) {
 }
 
 /// A child process killed (and reaped) on drop.
-struct Killed(std::process::Child);
+struct ServeChild(std::process::Child);
 
-impl Drop for Killed {
+impl Drop for ServeChild {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -318,7 +318,11 @@ fn the_kubernetes_daemonset_runs_serve_with_its_flags_and_probes_healthz_on_the_
         })
         .collect();
     let tmp = tempfile::tempdir().unwrap();
-    assert_eq!(warnings_of(&env, &tmp.path().join("spool")), "", "{env:?}");
+    assert_eq!(
+        settings_warnings(&env, &tmp.path().join("spool")),
+        "",
+        "{env:?}"
+    );
 
     // The container's command line runs: its addresses on free loopback ports, its token file
     // and spool directory in a temporary directory, its backend refusing connections.
@@ -336,7 +340,7 @@ fn the_kubernetes_daemonset_runs_serve_with_its_flags_and_probes_healthz_on_the_
         })
         .collect();
     let log = tmp.path().join("serve.log");
-    let mut serve = Killed(
+    let mut serve = ServeChild(
         common::tracespool()
             .args(&run_args)
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -357,9 +361,9 @@ fn the_kubernetes_daemonset_runs_serve_with_its_flags_and_probes_healthz_on_the_
         std::net::TcpStream::connect(("127.0.0.1", http)).is_ok()
     });
     assert!(listening, "serve does not listen on {http}");
-    assert_eq!(get(http, "/healthz", None), (200, "ok".to_owned()));
-    assert_eq!(get(http, "/metrics", None).0, 401);
-    let (status, page) = get(http, "/metrics", Some("k8s-t0ken"));
+    assert_eq!(serve_get(http, "/healthz", None), (200, "ok".to_owned()));
+    assert_eq!(serve_get(http, "/metrics", None).0, 401);
+    let (status, page) = serve_get(http, "/metrics", Some("k8s-t0ken"));
     assert_eq!(status, 200);
     assert!(
         page.contains("tracespool_spool_max_bytes 536870912"),
@@ -421,7 +425,11 @@ fn the_systemd_serve_unit_verifies_and_runs_serve_with_flags_it_accepts() {
         .collect();
     assert!(env.iter().any(|(k, _)| k == "OTEL_EXPORTER_OTLP_ENDPOINT"));
     let tmp = tempfile::tempdir().unwrap();
-    assert_eq!(warnings_of(&env, &tmp.path().join("spool")), "", "{env:?}");
+    assert_eq!(
+        settings_warnings(&env, &tmp.path().join("spool")),
+        "",
+        "{env:?}"
+    );
 
     // systemd's own check, where systemd is installed, with the built binary in ExecStart=
     // (it checks that the command is executable).

@@ -225,6 +225,7 @@ fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
     resp
 }
 
+/// 200 with `body`, of `content_type`.
 fn text(content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(body.into()));
     resp.headers_mut()
