@@ -14,8 +14,8 @@
 //!   append to the same spool). Only the flush-lease holder delivers, so `exec` and `flush` runs
 //!   on the same spool never cause double delivery.
 //! - **Its own metrics**: the HTTP listener answers `GET /metrics` with [`AgentMetrics`],
-//!   rendered at each scrape (the spool read then; what was received, delivered and rejected
-//!   counted here), and `GET /healthz`.
+//!   rendered at each scrape (the spool read then; what the receivers acknowledged and the
+//!   forwarders delivered and saw rejected counted as it happens), and `GET /healthz`.
 //! - **Reconfiguring** swaps the delivery settings (a new endpoint or CA resets the backoff).
 //! - **Stopping**: receivers stop accepting and finish in-flight requests (for [`DRAIN`] at most;
 //!   connections still open then are cut, their requests never acknowledged), the committer
@@ -28,10 +28,10 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use crate::agent_metrics::{self, AgentMetrics};
+use crate::agent_metrics::AgentMetrics;
 use crate::delivery::{Delivery, DeliverySettings, Mode, Stop, delivery_in};
 use crate::encode::EncodedBatch;
-use crate::receiver::{self, MetricsPage, ReceiverSettings, RenderError, Sink, StoreError};
+use crate::receiver::{self, ReceiverSettings, Sink, StoreError};
 use crate::signal::{PerSignal, Signal};
 use crate::spool::{AppendOutcome, Batch, Compress, Store};
 use crate::transport;
@@ -64,39 +64,20 @@ pub struct Listen {
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
 
-/// The receivers' sink: queues each batch for the committer and waits for its verdict; counts
-/// what it stored.
+/// The receivers' sink: queues each batch for the committer and waits for its verdict.
 struct GroupCommit {
     queue: mpsc::Sender<(EncodedBatch, Reply)>,
-    metrics: Arc<AgentMetrics>,
 }
 
 impl Sink for GroupCommit {
     async fn store(&self, batch: EncodedBatch) -> Result<(), StoreError> {
-        let (signal, items) = (batch.signal, batch.items);
         let (tx, rx) = oneshot::channel();
         self.queue
             .send((batch, tx))
             .await
             .map_err(|_| StoreError::Stopping)?;
-        rx.await.map_err(|_| StoreError::Stopping)??;
-        self.metrics.count_received(signal, u64::from(items));
-        Ok(())
+        rx.await.map_err(|_| StoreError::Stopping)?
     }
-}
-
-/// `GET /metrics`: `metrics` rendered at each request, off the async threads (it reads the
-/// spool).
-fn metrics_page(metrics: Arc<AgentMetrics>) -> MetricsPage {
-    MetricsPage::new(agent_metrics::CONTENT_TYPE, move || {
-        let metrics = metrics.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || metrics.render())
-                .await
-                .map_err(RenderError::from)?
-                .map_err(RenderError::from)
-        })
-    })
 }
 
 /// Commits queued batches in groups until the queue closes: every receiver has stopped, or
@@ -331,10 +312,7 @@ pub async fn run(
     let metrics = Arc::new(AgentMetrics::new(store.clone()));
     let committed = Arc::new(PerSignal::<Notify>::default());
     let (queue, queued) = mpsc::channel(4 * MAX_GROUP);
-    let sink = Arc::new(GroupCommit {
-        queue,
-        metrics: metrics.clone(),
-    });
+    let sink = Arc::new(GroupCommit { queue });
     let (close_queue, queue_closed) = oneshot::channel();
     let commit_task = tokio::spawn(committer(
         store.clone(),
@@ -362,26 +340,23 @@ pub async fn run(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let mut receivers = Vec::new();
+    // Both listeners count what they acknowledge; only the HTTP one answers `/metrics` (and
+    // `/healthz`).
+    let settings = ReceiverSettings {
+        metrics: Some(metrics.clone()),
+        ..listen.receiver.clone()
+    };
     if let Some(listener) = http {
-        // Only the HTTP listener answers `/metrics` and `/healthz`.
-        let settings = ReceiverSettings {
-            metrics: Some(metrics_page(metrics.clone())),
-            ..listen.receiver.clone()
-        };
         receivers.push(tokio::spawn(receiver::serve(
             listener,
-            settings,
+            settings.clone(),
             sink.clone(),
             stopped(stop_rx.clone()),
             DRAIN,
         )));
     }
     if let Some(listener) = grpc {
-        let (settings, sink, signal) = (
-            listen.receiver.clone(),
-            sink.clone(),
-            stopped(stop_rx.clone()),
-        );
+        let (settings, sink, signal) = (settings.clone(), sink.clone(), stopped(stop_rx.clone()));
         receivers.push(tokio::spawn(async move {
             if let Err(e) = receiver::grpc::serve(listener, settings, sink, signal).await {
                 tracing::warn!("gRPC receiver: {e}");

@@ -10,8 +10,8 @@
 //!   `tracespool_dropped_items_total{signal}`, which counts since the spool was made (what the
 //!   bound or the maximum age dropped, whichever process dropped it).
 //! - **Counted by this serve since it started** (the Prometheus norm for counters: a restart
-//!   starts them at 0 again): `tracespool_received_items_total{signal}` (items acknowledged to
-//!   a client: stored), `tracespool_delivered_items_total{signal}` (items in batches the backend
+//!   starts them at 0 again): `tracespool_received_items_total{signal,protocol}` (items
+//!   acknowledged to a client, stored; `protocol` is `http/protobuf`, `http/json` or `grpc`), `tracespool_delivered_items_total{signal}` (items in batches the backend
 //!   accepted), `tracespool_rejected_items_total{signal}` (items the backend refused, as bad
 //!   data or in a partial success), and `tracespool_backend_up{signal}`: 1 when the backend
 //!   answered at the forwarder's last look, 0 otherwise (down, not yet tried, TLS not ready, no
@@ -34,11 +34,9 @@ use prometheus_client::registry::Registry;
 
 use crate::circuit::Backend;
 use crate::delivery::Report;
+use crate::receiver::{Metrics, Protocol, RenderError};
 use crate::signal::Signal;
 use crate::spool::{Stats, Store};
-
-/// The `Content-Type` of what [`AgentMetrics::render`] writes.
-pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 /// The `signal` label: `traces`, `metrics` or `logs`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,11 +52,27 @@ impl SignalLabel {
     }
 }
 
+/// The labels of what was received: `signal` and `protocol`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceivedLabels {
+    signal: &'static str,
+    protocol: &'static str,
+}
+
+impl ReceivedLabels {
+    fn of(signal: Signal, protocol: Protocol) -> ReceivedLabels {
+        ReceivedLabels {
+            signal: signal.as_str(),
+            protocol: protocol.as_str(),
+        }
+    }
+}
+
 /// serve's metrics: what the agent counts, and the spool read at each scrape.
 #[derive(Debug)]
 pub struct AgentMetrics {
     registry: Registry,
-    received: Family<SignalLabel, Counter>,
+    received: Family<ReceivedLabels, Counter>,
     delivered: Family<SignalLabel, Counter>,
     rejected: Family<SignalLabel, Counter>,
     backend_up: Family<SignalLabel, Gauge>,
@@ -68,14 +82,16 @@ impl AgentMetrics {
     /// The metrics of an agent storing into `store`.
     pub fn new(store: Arc<Store>) -> AgentMetrics {
         let mut registry = Registry::default();
-        let received = Family::<SignalLabel, Counter>::default();
+        let received = Family::<ReceivedLabels, Counter>::default();
         let delivered = Family::<SignalLabel, Counter>::default();
         let rejected = Family::<SignalLabel, Counter>::default();
         let backend_up = Family::<SignalLabel, Gauge>::default();
         for signal in Signal::ALL {
             // Created now: every series exists, at 0, from the start.
+            for protocol in Protocol::ALL {
+                let _ = received.get_or_create(&ReceivedLabels::of(signal, protocol));
+            }
             let label = SignalLabel::of(signal);
-            let _ = received.get_or_create(&label);
             let _ = delivered.get_or_create(&label);
             let _ = rejected.get_or_create(&label);
             let _ = backend_up.get_or_create(&label);
@@ -115,13 +131,6 @@ impl AgentMetrics {
         }
     }
 
-    /// Counts `items` of `signal` acknowledged to a client.
-    pub fn count_received(&self, signal: Signal, items: u64) {
-        self.received
-            .get_or_create(&SignalLabel::of(signal))
-            .inc_by(items);
-    }
-
     /// Counts what one delivery of `signal` did, and how the backend stood after it.
     pub fn count_delivery(&self, signal: Signal, report: &Report) {
         let label = SignalLabel::of(signal);
@@ -135,13 +144,21 @@ impl AgentMetrics {
             .get_or_create(&label)
             .set(i64::from(report.backend == Backend::Up));
     }
+}
+
+impl Metrics for AgentMetrics {
+    fn count_received(&self, signal: Signal, protocol: Protocol, items: u64) {
+        self.received
+            .get_or_create(&ReceivedLabels::of(signal, protocol))
+            .inc_by(items);
+    }
+
+    fn content_type(&self) -> &'static str {
+        prometheus_client::encoding::prometheus_text::CONTENT_TYPE
+    }
 
     /// Every metric in the Prometheus text format. Reads the spool: blocking.
-    ///
-    /// # Errors
-    ///
-    /// Only when writing to the string fails (it does not).
-    pub fn render(&self) -> Result<String, std::fmt::Error> {
+    fn render(&self) -> Result<String, RenderError> {
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)?;
         Ok(text)
@@ -280,12 +297,17 @@ mod tests {
                 "tracespool_spool_items",
                 "tracespool_spool_oldest_age_seconds",
                 "tracespool_dropped_items_total",
-                "tracespool_received_items_total",
                 "tracespool_delivered_items_total",
                 "tracespool_rejected_items_total",
                 "tracespool_backend_up",
             ] {
                 let series = format!("{name}{{signal=\"{signal}\"}}");
+                assert_eq!(line(&text, &series), Some(0.0), "{series} in {text}");
+            }
+            for protocol in ["http/protobuf", "http/json", "grpc"] {
+                let series = format!(
+                    "tracespool_received_items_total{{signal=\"{signal}\",protocol=\"{protocol}\"}}"
+                );
                 assert_eq!(line(&text, &series), Some(0.0), "{series} in {text}");
             }
         }
@@ -303,7 +325,7 @@ mod tests {
         let store = Arc::new(Store::open(tmp.path(), SpoolOptions::default()).unwrap());
         let metrics = AgentMetrics::new(store.clone());
         store.append(Signal::Logs, b"not checked here", 3).unwrap();
-        metrics.count_received(Signal::Logs, 3);
+        metrics.count_received(Signal::Logs, Protocol::Grpc, 3);
         let text = metrics.render().unwrap();
         assert_eq!(
             line(&text, "tracespool_spool_items{signal=\"logs\"}"),
@@ -314,7 +336,10 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(
-            line(&text, "tracespool_received_items_total{signal=\"logs\"}"),
+            line(
+                &text,
+                "tracespool_received_items_total{signal=\"logs\",protocol=\"grpc\"}"
+            ),
             Some(3.0)
         );
         assert_ne!(line(&text, "tracespool_spool_bytes"), Some(0.0), "{text}");

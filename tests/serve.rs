@@ -2226,19 +2226,28 @@ fn metrics_parse_and_follow_spans_spooled_while_upstream_is_down_then_delivered(
     let serve = ServeCmd::new(&tmp.path().join("spool"), Some(&rotel.endpoint()))
         .start(&tmp.path().join("serve.log"));
     let traces = |name: &str| format!("{name}{{signal=\"traces\"}}");
+    // Labels in the order of their names, as `scrape` writes them.
+    let received = |protocol: &str| {
+        format!("tracespool_received_items_total{{protocol=\"{protocol}\",signal=\"traces\"}}")
+    };
 
     let before = scrape(tmp.path(), &serve, None);
-    for name in [
-        "tracespool_spool_batches",
-        "tracespool_spool_items",
-        "tracespool_dropped_items_total",
-        "tracespool_rejected_items_total",
-        "tracespool_delivered_items_total",
-        "tracespool_received_items_total",
-        "tracespool_backend_up",
-    ] {
-        for signal in ["traces", "metrics", "logs"] {
+    for signal in ["traces", "metrics", "logs"] {
+        for name in [
+            "tracespool_spool_batches",
+            "tracespool_spool_items",
+            "tracespool_dropped_items_total",
+            "tracespool_rejected_items_total",
+            "tracespool_delivered_items_total",
+            "tracespool_backend_up",
+        ] {
             let series = format!("{name}{{signal=\"{signal}\"}}");
+            assert_eq!(before.get(&series), Some(&0.0), "{series}: {before:?}");
+        }
+        for protocol in ["http/protobuf", "http/json", "grpc"] {
+            let series = format!(
+                "tracespool_received_items_total{{protocol=\"{protocol}\",signal=\"{signal}\"}}"
+            );
             assert_eq!(before.get(&series), Some(&0.0), "{series}: {before:?}");
         }
     }
@@ -2248,25 +2257,33 @@ fn metrics_parse_and_follow_spans_spooled_while_upstream_is_down_then_delivered(
         "{before:?}"
     );
 
-    // Upstream down: what is received waits in the spool.
+    // Upstream down: what is received waits in the spool. 5 spans over HTTP in protobuf (2
+    // requests), 1 in JSON, 1 over gRPC.
     let names: Vec<String> = prefixed("prom-down", 5).into_iter().collect();
     for chunk in [&names[..2], &names[2..]] {
         let resp = post_protobuf(serve.http, &[], &request(chunk, 0).encode_to_vec());
         assert_eq!(resp.status, 200, "{resp:?}");
     }
+    let resp = post(
+        serve.http,
+        "application/json",
+        &[],
+        otlp_json("prom-down-json").as_bytes(),
+    );
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let calls = serde_json::json!([{ "name": "prom-down-grpc" }]);
+    assert_eq!(grpc_calls(tmp.path(), serve.grpc, calls), ["OK"]);
     // Acknowledged means stored: the page says so at once.
     let down = scrape(tmp.path(), &serve, None);
     assert!(
         down[&traces("tracespool_spool_oldest_age_seconds")] > 0.0,
         "{down:?}"
     );
-    assert_eq!(down[&traces("tracespool_spool_items")], 5.0, "{down:?}");
-    assert_eq!(down[&traces("tracespool_spool_batches")], 2.0, "{down:?}");
-    assert_eq!(
-        down[&traces("tracespool_received_items_total")],
-        5.0,
-        "{down:?}"
-    );
+    assert_eq!(down[&traces("tracespool_spool_items")], 7.0, "{down:?}");
+    assert_eq!(down[&traces("tracespool_spool_batches")], 4.0, "{down:?}");
+    assert_eq!(down[&received("http/protobuf")], 5.0, "{down:?}");
+    assert_eq!(down[&received("http/json")], 1.0, "{down:?}");
+    assert_eq!(down[&received("grpc")], 1.0, "{down:?}");
     assert_eq!(
         down[&traces("tracespool_delivered_items_total")],
         0.0,
@@ -2277,7 +2294,9 @@ fn metrics_parse_and_follow_spans_spooled_while_upstream_is_down_then_delivered(
 
     // Upstream back: the backlog goes out, and the page says so.
     rotel.resume();
-    serve.wait_for_names(&rotel, &prefixed("prom-down", 5), 60 * SECOND);
+    let mut all = prefixed("prom-down", 5);
+    all.extend(["prom-down-json".to_owned(), "prom-down-grpc".to_owned()]);
+    serve.wait_for_names(&rotel, &all, 60 * SECOND);
     let mut up = BTreeMap::new();
     assert!(
         eventually(10 * SECOND, || {
@@ -2289,7 +2308,7 @@ fn metrics_parse_and_follow_spans_spooled_while_upstream_is_down_then_delivered(
     );
     assert_eq!(
         up[&traces("tracespool_delivered_items_total")],
-        5.0,
+        7.0,
         "{up:?}"
     );
     assert_eq!(up[&traces("tracespool_backend_up")], 1.0, "{up:?}");
@@ -2300,11 +2319,7 @@ fn metrics_parse_and_follow_spans_spooled_while_upstream_is_down_then_delivered(
         "{up:?}"
     );
     assert_eq!(up[&traces("tracespool_dropped_items_total")], 0.0, "{up:?}");
-    assert_eq!(
-        up[&traces("tracespool_received_items_total")],
-        5.0,
-        "{up:?}"
-    );
+    assert_eq!(up[&received("http/protobuf")], 5.0, "{up:?}");
 }
 
 /// A real Prometheus scraping `target` every second (with `token_file` as its bearer token),

@@ -7,7 +7,7 @@
 //! | undecodable body or gzip | 400 with a `google.rpc.Status` |
 //! | other content type or content encoding | 415 |
 //! | `GET /healthz` (never needs the token) | 200 `ok` |
-//! | `GET /metrics` (with a [`MetricsPage`]; needs the token when one is required) | 200, the page |
+//! | `GET /metrics` (with [`Metrics`]; needs the token when one is required) | 200, the page |
 //! | other path / method | 404 / 405 |
 //! | missing or wrong bearer token (when one is required) | 401 |
 //! | the sink cannot store it (spool full, disk full, I/O error) | 503 with `Retry-After` |
@@ -30,7 +30,7 @@ use hyper::body::Incoming;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 
-use super::{MetricsPage, ReceiverSettings, Sink};
+use super::{Metrics, Protocol, ReceiverSettings, Sink};
 use crate::encode::{EncodedBatch, Format, RpcStatus, count_items_in, json_to_protobuf};
 use crate::signal::Signal;
 /// What a refused client is told to wait.
@@ -245,7 +245,7 @@ fn healthz(req: &Request<Incoming>) -> Response<Full<Bytes>> {
 async fn metrics(
     req: &Request<Incoming>,
     settings: &ReceiverSettings,
-    page: &MetricsPage,
+    page: &Arc<dyn Metrics>,
 ) -> Response<Full<Bytes>> {
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
         return not_allowed("GET, HEAD");
@@ -260,8 +260,13 @@ async fn metrics(
             .insert(WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
         return resp;
     }
-    match page.render().await {
-        Ok(body) => text(page.content_type, body),
+    let render = page.clone();
+    match tokio::task::spawn_blocking(move || render.render()).await {
+        Ok(Ok(body)) => text(page.content_type(), body),
+        Ok(Err(e)) => {
+            tracing::warn!("cannot render the metrics: {e}");
+            bare(StatusCode::INTERNAL_SERVER_ERROR)
+        }
         Err(e) => {
             tracing::warn!("cannot render the metrics: {e}");
             bare(StatusCode::INTERNAL_SERVER_ERROR)
@@ -286,8 +291,18 @@ pub(super) async fn handle<S: Sink>(
     if batch.items == 0 {
         return Ok(success(format));
     }
+    let (signal, items) = (batch.signal, u64::from(batch.items));
     match sink.store(batch).await {
-        Ok(()) => Ok(success(format)),
+        Ok(()) => {
+            if let Some(metrics) = &settings.metrics {
+                let protocol = match format {
+                    Format::Protobuf => Protocol::HttpProtobuf,
+                    Format::Json => Protocol::HttpJson,
+                };
+                metrics.count_received(signal, protocol, items);
+            }
+            Ok(success(format))
+        }
         Err(e) => {
             tracing::warn!("refusing a batch: {e}");
             let mut resp = error(

@@ -15,13 +15,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tonic::codegen::Service;
 
 use crate::encode::EncodedBatch;
+use crate::signal::Signal;
 
 pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
@@ -53,46 +53,46 @@ impl StoreError {
     }
 }
 
-/// Why a metrics page could not be rendered (the renderer's error, which this module does not
+/// How a batch came: named as `OTEL_EXPORTER_OTLP_PROTOCOL` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    HttpProtobuf,
+    HttpJson,
+    Grpc,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::HttpProtobuf, Protocol::HttpJson, Protocol::Grpc];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::HttpProtobuf => "http/protobuf",
+            Protocol::HttpJson => "http/json",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// Why a metrics page could not be rendered (the owner's error, which this module does not
 /// know).
 pub type RenderError = Box<dyn std::error::Error + Send + Sync>;
 
-/// What `GET /metrics` answers: a page its owner renders at each request. The receiver knows
-/// neither what is measured nor where it comes from.
-#[derive(Clone)]
-pub struct MetricsPage {
+/// The owner's metrics, as the receivers see them: they count what they acknowledged, and the
+/// HTTP receiver answers `GET /metrics` with the page. The receivers know neither what else is
+/// measured nor where it comes from.
+pub trait Metrics: std::fmt::Debug + Send + Sync + 'static {
+    /// `items` of `signal` came over `protocol` and were acknowledged: stored.
+    fn count_received(&self, signal: Signal, protocol: Protocol, items: u64);
+
     /// The page's `Content-Type`.
-    pub content_type: &'static str,
-    render: Arc<dyn Fn() -> BoxFuture<'static, Result<String, RenderError>> + Send + Sync>,
-}
+    fn content_type(&self) -> &'static str;
 
-impl MetricsPage {
-    pub fn new(
-        content_type: &'static str,
-        render: impl Fn() -> BoxFuture<'static, Result<String, RenderError>> + Send + Sync + 'static,
-    ) -> MetricsPage {
-        MetricsPage {
-            content_type,
-            render: Arc::new(render),
-        }
-    }
-
-    /// The page as it is now.
+    /// The page as it is now. May block (the receiver calls it off its async threads).
     ///
     /// # Errors
     ///
-    /// The renderer's.
-    pub async fn render(&self) -> Result<String, RenderError> {
-        (self.render)().await
-    }
-}
-
-impl std::fmt::Debug for MetricsPage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MetricsPage")
-            .field("content_type", &self.content_type)
-            .finish_non_exhaustive()
-    }
+    /// The owner's.
+    fn render(&self) -> Result<String, RenderError>;
 }
 
 #[derive(Debug, Clone)]
@@ -101,8 +101,9 @@ pub struct ReceiverSettings {
     pub body_limit: usize,
     /// When set, `Authorization: Bearer <token>` is required (by `/metrics` too).
     pub token: Option<String>,
-    /// What `GET /metrics` answers; without one, `/metrics` is not found.
-    pub metrics: Option<MetricsPage>,
+    /// Told of what is acknowledged, and what `GET /metrics` answers; without it, `/metrics`
+    /// is not found.
+    pub metrics: Option<Arc<dyn Metrics>>,
 }
 
 impl Default for ReceiverSettings {
