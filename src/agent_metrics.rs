@@ -11,11 +11,13 @@
 //!   bound or the maximum age dropped, whichever process dropped it).
 //! - **Counted by this serve since it started** (the Prometheus norm for counters: a restart
 //!   starts them at 0 again): `tracespool_received_items_total{signal,protocol}` (items
-//!   acknowledged to a client, stored; `protocol` is `http/protobuf`, `http/json` or `grpc`), `tracespool_delivered_items_total{signal}` (items in batches the backend
+//!   acknowledged to a client, so stored; `protocol` is `http/protobuf`, `http/json` or
+//!   `grpc`), `tracespool_delivered_items_total{signal}` (items in batches the backend
 //!   accepted), `tracespool_rejected_items_total{signal}` (items the backend refused, as bad
-//!   data or in a partial success), and `tracespool_backend_up{signal}`: 1 when the backend
-//!   answered at the forwarder's last look, 0 otherwise (down, not yet tried, TLS not ready, no
-//!   endpoint).
+//!   data or in a partial success).
+//! - `tracespool_backend_up{signal}`: 1 when the signal's delivery state (shared with `exec`
+//!   and `flush` runs on the spool) said "up" at the forwarder's last look, 0 otherwise (down,
+//!   not yet tried, TLS not ready, no endpoint).
 //! - `tracespool_build_info{version}`: always 1.
 //!
 //! Every series exists from the start for every signal, at 0, so that a query or an alert
@@ -119,7 +121,7 @@ impl AgentMetrics {
         );
         registry.register(
             "tracespool_backend_up",
-            "1 when the backend answered at the last delivery attempt, 0 otherwise",
+            "1 when the backend is up (it answered the last attempt), 0 otherwise",
             backend_up.clone(),
         );
         AgentMetrics {
