@@ -13,6 +13,9 @@
 //!   files every second; with nothing to send it waits for a commit, or polls (other processes
 //!   append to the same spool). Only the flush-lease holder delivers, so `exec` and `flush` runs
 //!   on the same spool never cause double delivery.
+//! - **Its own metrics**: the HTTP listener answers `GET /metrics` with [`AgentMetrics`],
+//!   rendered at each scrape (the spool read then; what the receivers acknowledged and the
+//!   forwarders delivered and saw rejected counted as it happens), and `GET /healthz`.
 //! - **Reconfiguring** swaps the delivery settings (a new endpoint or CA resets the backoff).
 //! - **Stopping**: receivers stop accepting and finish in-flight requests (for [`DRAIN`] at most;
 //!   connections still open then are cut, their requests never acknowledged), the committer
@@ -25,6 +28,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::agent_metrics::AgentMetrics;
 use crate::delivery::{Delivery, DeliverySettings, Mode, Stop, delivery_in};
 use crate::encode::EncodedBatch;
 use crate::receiver::{self, ReceiverSettings, Sink, StoreError};
@@ -205,6 +209,7 @@ async fn forwarder(
     mut settings: watch::Receiver<PerSignal<DeliverySettings>>,
     committed: Arc<PerSignal<Notify>>,
     mut stopping: watch::Receiver<bool>,
+    metrics: Arc<AgentMetrics>,
 ) {
     let mut delivery = delivery_of(&store, signal, &settings.borrow_and_update());
     loop {
@@ -218,6 +223,7 @@ async fn forwarder(
         };
         let (wake_on_commit, pause) = match forwarded {
             Ok(report) => {
+                metrics.count_delivery(signal, &report);
                 if report.sent_batches > 0 {
                     tracing::info!(
                         %signal,
@@ -258,7 +264,11 @@ async fn forwarder(
         }
     }
     let Some(delivery) = delivery else { return };
-    match delivery.flush(Mode::Hurried, None).await {
+    let last = delivery.flush(Mode::Hurried, None).await;
+    if let Ok(report) = &last {
+        metrics.count_delivery(signal, report);
+    }
+    match last {
         Ok(r) if r.remaining => {
             tracing::info!(%signal, reason = ?r.stopped.map(|s| s.to_string()), "stopping with batches left in the spool")
         }
@@ -299,6 +309,7 @@ pub async fn run(
         grpc.as_ref().and_then(|l| l.local_addr().ok()),
     );
 
+    let metrics = Arc::new(AgentMetrics::new(store.clone()));
     let committed = Arc::new(PerSignal::<Notify>::default());
     let (queue, queued) = mpsc::channel(4 * MAX_GROUP);
     let sink = Arc::new(GroupCommit { queue });
@@ -320,6 +331,7 @@ pub async fn run(
                 settings.clone(),
                 committed.clone(),
                 forwarding_stopped.clone(),
+                metrics.clone(),
             ))
         })
         .collect();
@@ -328,21 +340,23 @@ pub async fn run(
         let _ = rx.wait_for(|stop| *stop).await;
     };
     let mut receivers = Vec::new();
+    // Both listeners count what they acknowledge; only the HTTP one answers `/metrics` (and
+    // `/healthz`).
+    let settings = ReceiverSettings {
+        metrics: Some(metrics.clone()),
+        ..listen.receiver.clone()
+    };
     if let Some(listener) = http {
         receivers.push(tokio::spawn(receiver::serve(
             listener,
-            listen.receiver.clone(),
+            settings.clone(),
             sink.clone(),
             stopped(stop_rx.clone()),
             DRAIN,
         )));
     }
     if let Some(listener) = grpc {
-        let (settings, sink, signal) = (
-            listen.receiver.clone(),
-            sink.clone(),
-            stopped(stop_rx.clone()),
-        );
+        let (settings, sink, signal) = (settings.clone(), sink.clone(), stopped(stop_rx.clone()));
         receivers.push(tokio::spawn(async move {
             if let Err(e) = receiver::grpc::serve(listener, settings, sink, signal).await {
                 tracing::warn!("gRPC receiver: {e}");

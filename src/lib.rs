@@ -4,6 +4,7 @@
 //! [`units`] parses the sizes and durations of the configuration.
 
 pub mod agent;
+pub mod agent_metrics;
 pub mod circuit;
 pub mod cli;
 pub mod config;

@@ -2112,3 +2112,329 @@ fn serve_compresses_what_it_stores_only_once_a_backlog_waits() {
     assert!(flags[..64].iter().all(|&f| f == 0), "{flags:?}");
     assert!(flags[64..].iter().all(|&f| f == 1), "{flags:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// /healthz and /metrics.
+
+/// Parses a Prometheus text page with the Prometheus project's own Python parser
+/// (`prometheus_client`): one `[name, labels, value]` per sample.
+const PY_PROM_PARSE: &str = r#"
+import json, sys
+from prometheus_client.parser import text_string_to_metric_families
+out = []
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        out.append([s.name, s.labels, s.value])
+print(json.dumps(out))
+"#;
+
+/// One scrape of serve's `/metrics`, as `prometheus_client` parses it: the value of each
+/// sample by `name{label="value",…}` (labels in order). Fails on a page it cannot parse.
+fn scrape(dir: &Path, serve: &Serve, token: Option<&str>) -> BTreeMap<String, f64> {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let resp = http(serve.http, "GET", "/metrics", &headers, b"").expect("GET /metrics");
+    assert_eq!(resp.status, 200, "{resp:?}: {}", serve.log());
+    assert_eq!(
+        resp.content_type(),
+        Some("text/plain; version=0.0.4; charset=utf-8"),
+        "{resp:?}"
+    );
+    let script = write_script(dir, "prom_parse.py", PY_PROM_PARSE);
+    let mut child = py(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&resp.body).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client could not parse the page: {}\n{}",
+        stderr(&out),
+        String::from_utf8_lossy(&resp.body)
+    );
+    let samples: Vec<(String, BTreeMap<String, String>, f64)> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    samples
+        .into_iter()
+        .map(|(name, labels, value)| {
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            if labels.is_empty() {
+                (name, value)
+            } else {
+                (format!("{name}{{{}}}", labels.join(",")), value)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn healthz_never_needs_the_token_and_metrics_needs_it_when_a_token_file_is_set() {
+    const TOKEN: &str = "metrics-t0ken-Qw7";
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let serve = ServeCmd::new(&tmp.path().join("spool"), None)
+        .args(&["--auth-token-file", token_file.to_str().unwrap()])
+        .start(&tmp.path().join("serve.log"));
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        http(serve.http, "GET", path, headers, b"").expect("GET")
+    };
+
+    let resp = get("/healthz", &[]);
+    assert_eq!((resp.status, &resp.body[..]), (200, &b"ok"[..]), "{resp:?}");
+    let resp = get("/healthz", &[("authorization", "Bearer not-the-token")]);
+    assert_eq!(resp.status, 200, "a wrong token does not matter: {resp:?}");
+
+    let resp = get("/metrics", &[]);
+    assert_eq!(resp.status, 401, "no token: {resp:?}");
+    assert_eq!(resp.header("www-authenticate"), Some("Bearer"), "{resp:?}");
+    assert!(resp.body.is_empty(), "nothing of the metrics: {resp:?}");
+    let resp = get("/metrics", &[("authorization", "Bearer not-the-token")]);
+    assert_eq!(resp.status, 401, "wrong token: {resp:?}");
+    let right = format!("Bearer {TOKEN}");
+    let resp = get("/metrics", &[("authorization", &right)]);
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert!(
+        String::from_utf8_lossy(&resp.body).contains("tracespool_spool_bytes "),
+        "{resp:?}"
+    );
+
+    let resp = http(serve.http, "POST", "/healthz", &[], b"").unwrap();
+    assert_eq!(resp.status, 405, "{resp:?}");
+    let resp = http(
+        serve.http,
+        "POST",
+        "/metrics",
+        &[("authorization", &right)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(resp.status, 405, "{resp:?}");
+    // The gRPC listener is not a metrics endpoint.
+    let resp = http(serve.grpc, "GET", "/metrics", &[], b"");
+    assert!(resp.is_err() || resp.is_ok_and(|r| r.status != 200));
+}
+
+#[test]
+fn metrics_parse_and_follow_spans_spooled_while_upstream_is_down_then_delivered() {
+    let mut rotel = Rotel::start();
+    rotel.stop();
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = ServeCmd::new(&tmp.path().join("spool"), Some(&rotel.endpoint()))
+        .start(&tmp.path().join("serve.log"));
+    let traces = |name: &str| format!("{name}{{signal=\"traces\"}}");
+    // Labels in the order of their names, as `scrape` writes them.
+    let received = |protocol: &str| {
+        format!("tracespool_received_items_total{{protocol=\"{protocol}\",signal=\"traces\"}}")
+    };
+
+    let before = scrape(tmp.path(), &serve, None);
+    for signal in ["traces", "metrics", "logs"] {
+        for name in [
+            "tracespool_spool_batches",
+            "tracespool_spool_items",
+            "tracespool_dropped_items_total",
+            "tracespool_rejected_items_total",
+            "tracespool_delivered_items_total",
+            "tracespool_backend_up",
+        ] {
+            let series = format!("{name}{{signal=\"{signal}\"}}");
+            assert_eq!(before.get(&series), Some(&0.0), "{series}: {before:?}");
+        }
+        for protocol in ["http/protobuf", "http/json", "grpc"] {
+            let series = format!(
+                "tracespool_received_items_total{{protocol=\"{protocol}\",signal=\"{signal}\"}}"
+            );
+            assert_eq!(before.get(&series), Some(&0.0), "{series}: {before:?}");
+        }
+    }
+    assert_eq!(
+        before.get("tracespool_spool_bytes"),
+        Some(&0.0),
+        "{before:?}"
+    );
+
+    // Upstream down: what is received waits in the spool. 5 spans over HTTP in protobuf (2
+    // requests), 1 in JSON, 1 over gRPC.
+    let names: Vec<String> = prefixed("prom-down", 5).into_iter().collect();
+    for chunk in [&names[..2], &names[2..]] {
+        let resp = post_protobuf(serve.http, &[], &request(chunk, 0).encode_to_vec());
+        assert_eq!(resp.status, 200, "{resp:?}");
+    }
+    let resp = post(
+        serve.http,
+        "application/json",
+        &[],
+        otlp_json("prom-down-json").as_bytes(),
+    );
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let calls = serde_json::json!([{ "name": "prom-down-grpc" }]);
+    assert_eq!(grpc_calls(tmp.path(), serve.grpc, calls), ["OK"]);
+    // Acknowledged means stored: the page says so at once.
+    let down = scrape(tmp.path(), &serve, None);
+    assert!(
+        down[&traces("tracespool_spool_oldest_age_seconds")] > 0.0,
+        "{down:?}"
+    );
+    assert_eq!(down[&traces("tracespool_spool_items")], 7.0, "{down:?}");
+    assert_eq!(down[&traces("tracespool_spool_batches")], 4.0, "{down:?}");
+    assert_eq!(down[&received("http/protobuf")], 5.0, "{down:?}");
+    assert_eq!(down[&received("http/json")], 1.0, "{down:?}");
+    assert_eq!(down[&received("grpc")], 1.0, "{down:?}");
+    assert_eq!(
+        down[&traces("tracespool_delivered_items_total")],
+        0.0,
+        "{down:?}"
+    );
+    assert_eq!(down[&traces("tracespool_backend_up")], 0.0, "{down:?}");
+    assert!(down["tracespool_spool_bytes"] > 0.0, "{down:?}");
+
+    // Upstream back: the backlog goes out, and the page says so.
+    rotel.resume();
+    let mut all = prefixed("prom-down", 5);
+    all.extend(["prom-down-json".to_owned(), "prom-down-grpc".to_owned()]);
+    serve.wait_for_names(&rotel, &all, 60 * SECOND);
+    let mut up = BTreeMap::new();
+    assert!(
+        eventually(10 * SECOND, || {
+            up = scrape(tmp.path(), &serve, None);
+            up[&traces("tracespool_spool_items")] == 0.0
+        }),
+        "{up:?}: {}",
+        serve.log()
+    );
+    assert_eq!(
+        up[&traces("tracespool_delivered_items_total")],
+        7.0,
+        "{up:?}"
+    );
+    assert_eq!(up[&traces("tracespool_backend_up")], 1.0, "{up:?}");
+    assert_eq!(up[&traces("tracespool_spool_batches")], 0.0, "{up:?}");
+    assert_eq!(
+        up[&traces("tracespool_spool_oldest_age_seconds")],
+        0.0,
+        "{up:?}"
+    );
+    assert_eq!(up[&traces("tracespool_dropped_items_total")], 0.0, "{up:?}");
+    assert_eq!(up[&received("http/protobuf")], 5.0, "{up:?}");
+}
+
+/// A real Prometheus scraping `target` every second (with `token_file` as its bearer token),
+/// killed on drop.
+struct Prometheus {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Prometheus {
+    fn start(bin: &Path, dir: &Path, target: u16, token_file: &Path) -> Prometheus {
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+                 scrape_configs:\n  - job_name: tracespool\n    authorization:\n      credentials_file: {}\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n",
+                token_file.display()
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let log = dir.join("prometheus.log");
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(log_file(&log))
+            .stderr(log_file(&dir.join("prometheus.err")))
+            .spawn()
+            .expect("start prometheus");
+        Prometheus { child, port, log }
+    }
+
+    /// The value of `query`'s series with `signal="traces"`, if Prometheus has one.
+    fn traces_value(&self, query: &str) -> Option<f64> {
+        let resp = http(
+            self.port,
+            "GET",
+            &format!("/api/v1/query?query={query}"),
+            &[],
+            b"",
+        )
+        .ok()?;
+        let body: serde_json::Value = serde_json::from_slice(&resp.body).ok()?;
+        body["data"]["result"]
+            .as_array()?
+            .iter()
+            .find(|r| r["metric"]["signal"] == "traces")?["value"][1]
+            .as_str()?
+            .parse()
+            .ok()
+    }
+
+    fn log(&self) -> String {
+        let err = self.log.with_extension("err");
+        std::fs::read_to_string(err).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_serve_and_its_query_api_returns_the_spool_and_the_delivered_total() {
+    let Some(bin) = common::prometheus_bin() else {
+        return;
+    };
+    const TOKEN: &str = "scrape-t0ken";
+    let mut rotel = Rotel::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let serve = ServeCmd::new(&tmp.path().join("spool"), Some(&rotel.endpoint()))
+        .args(&["--auth-token-file", token_file.to_str().unwrap()])
+        .start(&tmp.path().join("serve.log"));
+    let auth = format!("Bearer {TOKEN}");
+    let send = |names: &BTreeSet<String>| {
+        let names: Vec<String> = names.iter().cloned().collect();
+        let resp = post_protobuf(
+            serve.http,
+            &[("authorization", &auth)],
+            &request(&names, 0).encode_to_vec(),
+        );
+        assert_eq!(resp.status, 200, "{resp:?}");
+    };
+
+    // 3 spans delivered, then 4 spooled with the upstream down.
+    let delivered = prefixed("prom-delivered", 3);
+    send(&delivered);
+    serve.wait_for_names(&rotel, &delivered, 30 * SECOND);
+    rotel.stop();
+    send(&prefixed("prom-spooled", 4));
+
+    let prometheus = Prometheus::start(&bin, tmp.path(), serve.http, &token_file);
+    let (mut items, mut total) = (None, None);
+    let scraped = eventually(60 * SECOND, || {
+        items = prometheus.traces_value("tracespool_spool_items");
+        total = prometheus.traces_value("tracespool_delivered_items_total");
+        items == Some(4.0) && total == Some(3.0)
+    });
+    assert!(
+        scraped,
+        "Prometheus has spool items {items:?} and delivered {total:?}, not 4 and 3; \
+         prometheus: {}\nserve: {}",
+        prometheus.log(),
+        serve.log()
+    );
+}

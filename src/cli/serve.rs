@@ -97,6 +97,7 @@ fn listen(args: &ServeArgs) -> Result<Listen, ServeError> {
         receiver: ReceiverSettings {
             body_limit: usize::try_from(args.max_body).unwrap_or(usize::MAX),
             token: args.auth_token_file.as_ref().map(token).transpose()?,
+            metrics: None,
         },
     })
 }

@@ -23,7 +23,7 @@ use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
 
-use super::{ReceiverSettings, Sink};
+use super::{Protocol, ReceiverSettings, Sink};
 use crate::encode::{EncodedBatch, count_items_in};
 use crate::signal::Signal;
 
@@ -107,6 +107,9 @@ impl<S: Sink> UnaryService<Bytes> for Export<S> {
                     tracing::warn!("refusing a batch: {e}");
                     Status::unavailable("cannot store the batch now")
                 })?;
+                if let Some(metrics) = &this.settings.metrics {
+                    metrics.count_received(signal, Protocol::Grpc, items);
+                }
             }
             Ok(Response::new(ExportTraceServiceResponse {
                 partial_success: None,

@@ -1,4 +1,4 @@
-//! OTLP/HTTP: `POST /v1/traces`, `/v1/metrics`, `/v1/logs`.
+//! OTLP/HTTP: `POST /v1/traces`, `/v1/metrics`, `/v1/logs`; and `GET /healthz`, `GET /metrics`.
 //!
 //! | request | answer |
 //! |---|---|
@@ -6,6 +6,8 @@
 //! | body over the limit, on the wire or decompressed | 413 |
 //! | undecodable body or gzip | 400 with a `google.rpc.Status` |
 //! | other content type or content encoding | 415 |
+//! | `GET /healthz` (never needs the token) | 200 `ok` |
+//! | `GET /metrics` (with [`Metrics`]; needs the token when one is required) | 200, the page |
 //! | other path / method | 404 / 405 |
 //! | missing or wrong bearer token (when one is required) | 401 |
 //! | the sink cannot store it (spool full, disk full, I/O error) | 503 with `Retry-After` |
@@ -19,6 +21,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{
     ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -27,7 +30,7 @@ use hyper::body::Incoming;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 
-use super::{ReceiverSettings, Sink};
+use super::{Metrics, Protocol, ReceiverSettings, Sink};
 use crate::encode::{EncodedBatch, Format, RpcStatus, count_items_in, json_to_protobuf};
 use crate::signal::Signal;
 /// What a refused client is told to wait.
@@ -94,10 +97,7 @@ async fn decode(
         return Err(bare(StatusCode::NOT_FOUND));
     };
     if req.method() != Method::POST {
-        let mut resp = bare(StatusCode::METHOD_NOT_ALLOWED);
-        resp.headers_mut()
-            .insert(ALLOW, http::HeaderValue::from_static("POST"));
-        return Err(resp);
+        return Err(not_allowed("POST"));
     }
     let header = |name| {
         req.headers()
@@ -217,11 +217,73 @@ pub fn decode_body(
     })
 }
 
+/// 405 naming the methods allowed.
+fn not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = bare(StatusCode::METHOD_NOT_ALLOWED);
+    resp.headers_mut()
+        .insert(ALLOW, http::HeaderValue::from_static(allow));
+    resp
+}
+
+/// 200 with `body`, of `content_type`.
+fn text(content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    resp
+}
+
+/// `GET /healthz`: the agent answers. Never needs the token (probes carry none).
+fn healthz(req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return not_allowed("GET, HEAD");
+    }
+    text("text/plain; charset=utf-8", "ok")
+}
+
+/// `GET /metrics`: the page rendered now; with a token required, only for its bearer.
+async fn metrics(
+    req: &Request<Incoming>,
+    settings: &ReceiverSettings,
+    page: &Arc<dyn Metrics>,
+) -> Response<Full<Bytes>> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return not_allowed("GET, HEAD");
+    }
+    let authorization = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !settings.authorized(authorization) {
+        let mut resp = bare(StatusCode::UNAUTHORIZED);
+        resp.headers_mut()
+            .insert(WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+        return resp;
+    }
+    let render = page.clone();
+    match tokio::task::spawn_blocking(move || render.render()).await {
+        Ok(Ok(body)) => text(page.content_type(), body),
+        Ok(Err(e)) => {
+            tracing::warn!("cannot render the metrics: {e}");
+            bare(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+        Err(e) => {
+            tracing::warn!("cannot render the metrics: {e}");
+            bare(StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
+}
+
 pub(super) async fn handle<S: Sink>(
     req: Request<Incoming>,
     settings: Arc<ReceiverSettings>,
     sink: Arc<S>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    match (req.uri().path(), &settings.metrics) {
+        ("/healthz", _) => return Ok(healthz(&req)),
+        ("/metrics", Some(page)) => return Ok(metrics(&req, &settings, page).await),
+        _ => {}
+    }
     let (batch, format) = match decode(req, &settings).await {
         Ok(decoded) => decoded,
         Err(resp) => return Ok(resp),
@@ -229,8 +291,18 @@ pub(super) async fn handle<S: Sink>(
     if batch.items == 0 {
         return Ok(success(format));
     }
+    let (signal, items) = (batch.signal, u64::from(batch.items));
     match sink.store(batch).await {
-        Ok(()) => Ok(success(format)),
+        Ok(()) => {
+            if let Some(metrics) = &settings.metrics {
+                let protocol = match format {
+                    Format::Protobuf => Protocol::HttpProtobuf,
+                    Format::Json => Protocol::HttpJson,
+                };
+                metrics.count_received(signal, protocol, items);
+            }
+            Ok(success(format))
+        }
         Err(e) => {
             tracing::warn!("refusing a batch: {e}");
             let mut resp = error(

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tonic::codegen::Service;
 
 use crate::encode::EncodedBatch;
+use crate::signal::Signal;
 
 pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
@@ -52,12 +53,57 @@ impl StoreError {
     }
 }
 
+/// How a batch came: named as `OTEL_EXPORTER_OTLP_PROTOCOL` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    HttpProtobuf,
+    HttpJson,
+    Grpc,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::HttpProtobuf, Protocol::HttpJson, Protocol::Grpc];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::HttpProtobuf => "http/protobuf",
+            Protocol::HttpJson => "http/json",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+/// Why a metrics page could not be rendered (the owner's error, which this module does not
+/// know).
+pub type RenderError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The owner's metrics, as the receivers see them: they count what they acknowledged, and the
+/// HTTP receiver answers `GET /metrics` with the page. The receivers know neither what else is
+/// measured nor where it comes from.
+pub trait Metrics: std::fmt::Debug + Send + Sync + 'static {
+    /// `items` of `signal` came over `protocol` and were acknowledged: stored.
+    fn count_received(&self, signal: Signal, protocol: Protocol, items: u64);
+
+    /// The page's `Content-Type`.
+    fn content_type(&self) -> &'static str;
+
+    /// The page as it is now. May block (the receiver calls it off its async threads).
+    ///
+    /// # Errors
+    ///
+    /// The owner's.
+    fn render(&self) -> Result<String, RenderError>;
+}
+
 #[derive(Debug, Clone)]
 pub struct ReceiverSettings {
     /// Applies to the bytes on the wire and to the decompressed body.
     pub body_limit: usize,
-    /// When set, `Authorization: Bearer <token>` is required.
+    /// When set, `Authorization: Bearer <token>` is required (by `/metrics` too).
     pub token: Option<String>,
+    /// Told of what is acknowledged, and what `GET /metrics` answers; without it, `/metrics`
+    /// is not found.
+    pub metrics: Option<Arc<dyn Metrics>>,
 }
 
 impl Default for ReceiverSettings {
@@ -65,6 +111,7 @@ impl Default for ReceiverSettings {
         ReceiverSettings {
             body_limit: DEFAULT_BODY_LIMIT,
             token: None,
+            metrics: None,
         }
     }
 }

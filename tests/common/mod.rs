@@ -2,7 +2,8 @@
 //! backend gives on demand, and the built `tracespool` binary with a clean environment.
 //!
 //! The peers are installed by `.ci/peers` (run by `.ci/test`); their paths come from
-//! `TRACESPOOL_ROTEL`, `TRACESPOOL_PYTHON`, `TRACESPOOL_NGINX`, else from `target/peers`.
+//! `TRACESPOOL_ROTEL`, `TRACESPOOL_PYTHON`, `TRACESPOOL_NGINX`, `TRACESPOOL_PROMETHEUS`, else from
+//! `target/peers` (or where Debian puts them).
 
 #![allow(dead_code)]
 
@@ -44,6 +45,23 @@ pub fn nginx_bin() -> PathBuf {
     std::env::var_os("TRACESPOOL_NGINX")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+}
+
+/// Prometheus (`TRACESPOOL_PROMETHEUS`, else `/usr/bin/prometheus`, as Debian's package puts
+/// it). `None` when it is missing outside CI; under CI (`CI` set) a missing one fails the test.
+pub fn prometheus_bin() -> Option<PathBuf> {
+    let path = std::env::var_os("TRACESPOOL_PROMETHEUS")
+        .map_or_else(|| PathBuf::from("/usr/bin/prometheus"), PathBuf::from);
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "prometheus is missing at {}: run .ci/peers (apt-get install prometheus)",
+        path.display()
+    );
+    eprintln!("skipped: no prometheus at {}", path.display());
+    None
 }
 
 /// A port that was free a moment ago.
