@@ -79,7 +79,7 @@ const COMPRESSION_ENV: &str = "TRACESPOOL_BENCH_DELIVERY_SPOOL_COMPRESSION";
 /// leftovers of one that was interrupted (and only those: its pid is gone).
 const TMP_PREFIX: &str = "delivery-bench-";
 
-const TARGET_FLUSH_RATIO: f64 = 0.90;
+const TARGET_FLUSH_RATIO: f64 = bench_schema::delivery::FLUSH_RATIO.aim;
 const FLUSH_BUDGET: Duration = Duration::from_secs(120);
 
 /// How much work each section does.
@@ -227,7 +227,7 @@ fn main() {
     } else if partial {
         println!("\n(only sections {sections:?} ran: no report written)");
     } else {
-        let path = write_report("delivery", &report);
+        let path = write_report::<bench_schema::delivery::Delivery>(&report);
         println!("report: {}", path.display());
     }
 }

@@ -34,8 +34,8 @@ use common::{Rotel, Tmp, median, quick, rotel_bin, target_dir, typical, write_re
 
 const TMP_PREFIX: &str = "drain-bench-";
 const BIN: &str = env!("CARGO_BIN_EXE_tracespool");
-const TARGET_ADDED_MS: f64 = 5.0;
-const TARGET_THROUGHPUT_RATIO: f64 = 0.8;
+const TARGET_ADDED_MS: f64 = bench_schema::drain::HOOK_ADDED_MS.aim;
+const TARGET_THROUGHPUT_RATIO: f64 = bench_schema::drain::THROUGHPUT_RATIO.aim;
 
 /// A `tracespool` command on `spool`, with nothing of the environment that would change it.
 fn tracespool(spool: &Path) -> Command {
@@ -295,6 +295,6 @@ fn main() {
             "met": ratio >= TARGET_THROUGHPUT_RATIO,
         },
     });
-    let path = write_report("drain", &report);
+    let path = write_report::<bench_schema::drain::Drain>(&report);
     println!("\nreport: {}", path.display());
 }

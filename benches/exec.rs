@@ -85,7 +85,7 @@ const HANG_DEFAULT_RUNS: usize = 3;
 const HANG_BUDGET: Duration = Duration::from_millis(500);
 const DEFAULT_BUDGET: Duration = Duration::from_secs(2);
 /// What the first run against a server that never answers may take beyond its budget.
-const BUDGET_SLACK_MS: f64 = 50.0;
+const BUDGET_SLACK_MS: f64 = bench_schema::exec::HANG_OVER_BUDGET.aim;
 /// Budget used while deepening the backoff against the hanging server.
 const PUMP_BUDGET: &str = "200ms";
 /// The backoff must stay open at least this long (seconds) once deepened.
@@ -156,18 +156,7 @@ impl Case {
 
     /// The overhead target on the median, in ms.
     fn target_ms(self) -> Option<f64> {
-        match self {
-            Case::NoEndpoint | Case::BackoffOpen => Some(1.5),
-            Case::HangBackoff => Some(2.0),
-            Case::Refused => Some(5.0),
-            Case::RotelUp => Some(10.0),
-            Case::True
-            | Case::Version
-            | Case::NoEndpointAbsolute
-            | Case::NoCapture
-            | Case::Disabled
-            | Case::Floor => None,
-        }
+        bench_schema::exec::overhead_target(self.key()).map(|t| t.aim)
     }
 }
 
@@ -596,7 +585,7 @@ fn main() {
     if quick {
         println!("(quick run: no report written)");
     } else {
-        let path = write_report("exec", &report);
+        let path = write_report::<bench_schema::exec::Exec>(&report);
         println!("report: {}", path.display());
     }
     assert!(checks_ok, "some checks failed (see above)");

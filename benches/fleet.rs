@@ -61,9 +61,9 @@ const RTT_REFUSED: Micros = MS;
 /// Starting the detached drainer (fork and exec), added to the hook that starts it.
 const SPAWN: Micros = MS;
 
-const TARGET_PEAK: f64 = 1.5;
-const TARGET_DRAINED: f64 = 2.0;
-const TARGET_P99_ADDED_MS: f64 = 10.0;
+const TARGET_PEAK: f64 = bench_schema::fleet::PEAK_OVER_CAPACITY.aim;
+const TARGET_DRAINED: f64 = bench_schema::fleet::DRAINED_OVER_IDEAL.aim;
+const TARGET_P99_ADDED_MS: f64 = bench_schema::fleet::ADDED_P99_MS.aim;
 
 /// The virtual clock starts here (any time: only differences matter).
 const EPOCH_SECS: u64 = 1_800_000_000;
@@ -620,7 +620,7 @@ fn main() {
             "name": name, "value": value, "target": target, "met": met,
         })).collect::<Vec<_>>(),
     });
-    let path = write_report("fleet", &report);
+    let path = write_report::<bench_schema::fleet::Fleet>(&report);
     println!("\nreport: {}", path.display());
     let svg = target_dir().join("bench-report").join("fleet.svg");
     match plot(&p, &outcomes, &all, &svg) {

@@ -182,8 +182,8 @@ impl Signal {
 const BODIES: usize = 64;
 const SERVE_MAX_BYTES: &str = "4GiB";
 
-const TARGET_RATIO: f64 = 0.50;
-const TARGET_P99_ADDED_MS: f64 = 5.0;
+const TARGET_RATIO: f64 = bench_schema::serve::RATIO_VS_ROTEL.aim;
+const TARGET_P99_ADDED_MS: f64 = bench_schema::serve::ADDED_P99_MS.aim;
 
 /// How much work the run does.
 struct Scale {
@@ -660,7 +660,7 @@ fn main() {
     } else if partial {
         println!("\n(only some signals, levels or targets ran: no report written)");
     } else {
-        let path = write_report("serve", &report);
+        let path = write_report::<bench_schema::serve::Serve>(&report);
         println!("report: {}", path.display());
     }
 }

@@ -308,11 +308,19 @@ pub fn quick() -> bool {
     !bench_mode || std::env::var_os("TRACESPOOL_BENCH_QUICK").is_some_and(|v| v != "0")
 }
 
-/// Writes `report` as `target/bench-report/<name>.json` and says where.
-pub fn write_report(name: &str, report: &serde_json::Value) -> PathBuf {
+/// Writes `report` as `target/bench-report/<bench>.json` and says where, once it reads back as
+/// the report reads it (`F`, from `bench-schema`): a figure written with another type than the
+/// report reads fails the bench here.
+pub fn write_report<F: bench_schema::BenchFile>(report: &serde_json::Value) -> PathBuf {
+    if let Err(e) = bench_schema::check::<F>(report) {
+        panic!(
+            "{}.json does not read back as the report reads it: {e}",
+            F::NAME
+        );
+    }
     let dir = target_dir().join("bench-report");
     fs::create_dir_all(&dir).expect("create target/bench-report");
-    let path = dir.join(format!("{name}.json"));
+    let path = dir.join(format!("{}.json", F::NAME));
     let text = serde_json::to_string_pretty(report).expect("serialize the report");
     fs::write(&path, text + "\n").expect("write the report");
     path
