@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tracespool::spool::{Spool, SpoolOptions, SyncPolicy};
 
-use common::{Rotel, Tmp, median, quick, rotel_bin, target_dir, typical, write_report};
+use common::{Tmp, median, quick, rotel_bin, start_rotel, target_dir, typical, write_report};
 
 const TMP_PREFIX: &str = "drain-bench-";
 const BIN: &str = env!("CARGO_BIN_EXE_tracespool");
@@ -158,9 +158,9 @@ fn main() {
     let target = target_dir();
     let tmp = Tmp::new(&target.join("bench-tmp"), TMP_PREFIX);
     common::print_banner("drain", quick);
-    let rotel = Rotel::start(&rotel_bin().expect("rotel"), &tmp);
+    let rotel = start_rotel(&rotel_bin().expect("rotel"), &tmp);
     let endpoint = rotel.endpoint();
-    println!("  rotel {} at {endpoint}", rotel.version);
+    println!("  rotel {} at {endpoint}", rotel.version());
 
     // 1. Hook overhead in front of a full backlog.
     let (bound, rounds, inline_rounds) = if quick {

@@ -52,7 +52,7 @@ mod common;
 
 use common::{
     Rotel, Tmp, load_snapshot, machine_json, max, median, min, percentile, print_banner, quick,
-    rotel_bin, target_dir, write_report,
+    rotel_bin, start_rotel, target_dir, write_report,
 };
 
 use std::collections::BTreeMap;
@@ -196,7 +196,7 @@ fn main() {
     let hang = HangServer::start();
     let hang_endpoint = format!("http://127.0.0.1:{}/v1/traces", hang.port);
     let mut rotel = match rotel_bin() {
-        Ok(path) => Some(Rotel::start(&path, &tmp)),
+        Ok(path) => Some(start_rotel(&path, &tmp)),
         Err(e) if quick => {
             println!("  {e}: skipping rotel (quick run)");
             None
@@ -208,8 +208,8 @@ fn main() {
     if let Some(r) = &rotel {
         println!(
             "  rotel: {} (pid {}), --exporter blackhole, no debug log, {}",
-            r.version,
-            r.pid,
+            r.version(),
+            r.pid(),
             r.endpoint()
         );
     }
@@ -259,7 +259,8 @@ fn main() {
     }
 
     // The rounds.
-    let mut rng = Rng::new();
+    // Seeded from the clock: the order of the cases differs from run to run.
+    let mut rng = test_peers::XorShift::from_clock();
     let mut hang_first: Vec<Sample> = Vec::new();
     let mut hang_first_default: Vec<Sample> = Vec::new();
     let default_rounds: Vec<usize> = if quick {
@@ -404,7 +405,7 @@ fn main() {
     );
     let hang_conns = hang.connections();
     let rotel_info = rotel.as_ref().map(|r| {
-        json!({"version": r.version, "endpoint": r.endpoint(), "args": "--exporter blackhole, no debug log"})
+        json!({"version": r.version(), "endpoint": r.endpoint(), "args": "--exporter blackhole, no debug log"})
     });
 
     drop(rotel);
@@ -1076,32 +1077,6 @@ impl Drop for HangServer {
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
-
-/// xorshift64*, seeded from the clock and the pid: enough to shuffle the order of the cases.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Rng((nanos ^ (u64::from(std::process::id()) << 32)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
-}
 
 fn unix_now() -> f64 {
     SystemTime::now()

@@ -1583,13 +1583,10 @@ fn df(path: &Path) -> (String, String, String) {
 
 /// Incompressible bytes, the same for a given seed.
 fn payload(size: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = test_peers::XorShift::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut v = Vec::with_capacity(size + 8);
     while v.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
+        v.extend_from_slice(&rng.next().to_le_bytes());
     }
     v.truncate(size);
     v
