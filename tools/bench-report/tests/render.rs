@@ -161,3 +161,46 @@ fn a_file_older_than_the_run_is_marked_stale() {
     assert!(md.contains("- source: commit `abc1234`"));
     assert!(md.contains("**STALE** (before this run)"));
 }
+
+#[test]
+fn every_target_of_the_schema_judges_a_figure_of_the_report() {
+    use bench_schema::{delivery, drain, exec, fleet, serve, spool};
+    let dir = fixture_dir(&[]);
+    let (_, json, _) = render(dir.path());
+    let judged: Vec<(String, f64)> = json["figures"]
+        .as_array()
+        .expect("figures")
+        .iter()
+        .filter_map(|f| Some((f["name"].as_str()?.to_owned(), f["target_value"].as_f64()?)))
+        .collect();
+    let targets = [
+        spool::RAW_DISK_RATIO,
+        spool::SMALL_APPENDS_PER_SEC,
+        spool::LATENCY_RATIO,
+        spool::PEAK_RSS_MIB,
+        spool::HELD_RATIO,
+        spool::GZIP_APPENDS_PER_SEC,
+        delivery::FLUSH_RATIO,
+        delivery::GRPC_FLUSH_RATIO,
+        exec::HANG_OVER_BUDGET,
+        exec::HANG_WORST_OVER_BUDGET,
+        serve::RATIO_VS_ROTEL,
+        serve::ADDED_P99_MS,
+        drain::HOOK_ADDED_MS,
+        drain::THROUGHPUT_RATIO,
+        fleet::PEAK_OVER_CAPACITY,
+        fleet::DRAINED_OVER_IDEAL,
+        fleet::NETWORK_MAX_MS,
+        fleet::ADDED_P99_MS,
+    ]
+    .into_iter()
+    .chain(exec::OVERHEAD.iter().map(|(_, t, _)| *t));
+    for t in targets {
+        assert!(
+            judged
+                .iter()
+                .any(|(name, aim)| name.contains(t.what) && *aim == t.aim),
+            "no figure judged by {t:?} in {judged:#?}"
+        );
+    }
+}
