@@ -184,6 +184,15 @@ pub fn quick() -> bool {
 /// the report reads it (`F`, from `bench-schema`): a figure written with another type than the
 /// report reads fails the bench here.
 pub fn write_report<F: bench_schema::BenchFile>(report: &serde_json::Value) -> PathBuf {
+    write_checked::<F>(report)
+}
+
+/// Writes `file` (built from the report's own structs) as `target/bench-report/<bench>.json`.
+pub fn write_file<F: bench_schema::BenchFile>(file: &F) -> PathBuf {
+    write_checked::<F>(&serde_json::to_value(file).expect("serialize the report"))
+}
+
+fn write_checked<F: bench_schema::BenchFile>(report: &serde_json::Value) -> PathBuf {
     if let Err(e) = bench_schema::check::<F>(report) {
         panic!(
             "{}.json does not read back as the report reads it: {e}",

@@ -758,9 +758,9 @@ fn drain_figures(j: &Drain) -> Vec<Figure> {
                  with an empty spool, over {} rounds",
                 num_or(hook.backlog_median_ms),
                 j.backlog_bytes
-                    .map_or("?".into(), |b| format!("{:.0}", b / MIB)),
+                    .map_or("?".into(), |b| format!("{:.0}", b as f64 / MIB)),
                 num_or(hook.empty_median_ms),
-                hook.rounds.map_or("?".into(), |n| format!("{n:.0}")),
+                hook.rounds.map_or("?".into(), |n| n.to_string()),
             )),
         Figure::new("(info) the same hook with `--drain inline`", inline)
             .unit("ms")
@@ -769,7 +769,7 @@ fn drain_figures(j: &Drain) -> Vec<Figure> {
             .unit("ratio")
             .note(format!(
                 "{} batches: drain {} batches/s vs flush {} batches/s (medians)",
-                t.batches.map_or("?".into(), thousands),
+                t.batches.map_or("?".into(), |n| thousands(n as f64)),
                 t.drain_batches_per_sec.map_or("?".into(), thousands),
                 t.flush_batches_per_sec.map_or("?".into(), thousands),
             )),
@@ -795,9 +795,11 @@ fn fleet_figures(j: &Fleet) -> Vec<Figure> {
     let mut out = Vec::new();
     let setup = format!(
         "{} hosts, {} s outage, backend capacity {}/s",
-        params.hosts.map_or("?".into(), thousands),
-        num_or(params.outage_secs),
-        num_or(params.capacity_per_sec)
+        params.hosts.map_or("?".into(), |n| thousands(n as f64)),
+        params.outage_secs.map_or("?".into(), |n| n.to_string()),
+        params
+            .capacity_per_sec
+            .map_or("?".into(), |n| n.to_string())
     );
     let bg = j
         .variants
@@ -809,7 +811,8 @@ fn fleet_figures(j: &Fleet) -> Vec<Figure> {
             .unit("ratio")
             .note(format!(
                 "peak {} requests/s; {setup}",
-                num_or(bg.peak_requests_per_sec)
+                bg.peak_requests_per_sec
+                    .map_or("?".into(), |n| n.to_string())
             )),
     );
     out.push(
@@ -818,13 +821,13 @@ fn fleet_figures(j: &Fleet) -> Vec<Figure> {
             .note(format!(
                 "{} s to empty {} batches vs {} s ideal",
                 num_or(bg.drained_secs),
-                bg.backlog_at_up.map_or("?".into(), thousands),
+                bg.backlog_at_up.map_or("?".into(), |n| thousands(n as f64)),
                 num_or(bg.ideal_drain_secs)
             )),
     );
-    let budget = params
-        .budget_ms
-        .map_or(fleet::NETWORK_MAX_MS, |b| fleet::NETWORK_MAX_MS.aiming(b));
+    let budget = params.budget_ms.map_or(fleet::NETWORK_MAX_MS, |b| {
+        fleet::NETWORK_MAX_MS.aiming(b as f64)
+    });
     out.push(
         Figure::judged(budget, bg.network_max_ms)
             .unit("ms")

@@ -20,6 +20,7 @@ pub const ADDED_P99_MS: Target = Target::at_most("p99 time added per hook (backg
 /// The variant the targets judge: hooks leave delivery to a background drainer.
 pub const JUDGED_VARIANT: &str = "background";
 
+/// Written whole by the fleet bench from these structs.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Fleet {
@@ -28,6 +29,8 @@ pub struct Fleet {
     pub params: Option<Params>,
     /// By variant: `background`, `inline`, `no_jitter`.
     pub variants: BTreeMap<String, Variant>,
+    /// The bench's own verdicts, as it printed them.
+    pub targets: Vec<Verdict>,
 }
 
 impl BenchFile for Fleet {
@@ -37,26 +40,50 @@ impl BenchFile for Fleet {
     }
 }
 
+/// The simulated fleet and backend.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Params {
-    pub hosts: Option<f64>,
-    pub outage_secs: Option<f64>,
-    pub capacity_per_sec: Option<f64>,
-    pub budget_ms: Option<f64>,
+    pub hosts: Option<u64>,
+    pub hook_period_secs: Option<u64>,
+    pub outage_secs: Option<u64>,
+    pub capacity_per_sec: Option<u64>,
+    pub retry_after_secs: Option<u64>,
+    /// Each hook's budget: [`NETWORK_MAX_MS`]'s aim.
+    pub budget_ms: Option<u64>,
+    pub drain_budget_secs: Option<u64>,
+    pub seed: Option<u64>,
 }
 
+/// The recovery under one variant, from the moment the backend is up.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Variant {
-    pub peak_requests_per_sec: Option<f64>,
+    pub peak_requests_per_sec: Option<u64>,
     /// [`PEAK_OVER_CAPACITY`].
     pub peak_over_capacity: Option<f64>,
-    pub backlog_at_up: Option<f64>,
+    /// Batches spooled across the fleet when the backend came up.
+    pub backlog_at_up: Option<u64>,
     pub ideal_drain_secs: Option<f64>,
+    /// `None`: never emptied within the simulated time.
     pub drained_secs: Option<f64>,
-    /// [`DRAINED_OVER_IDEAL`]; `None`: never emptied.
+    /// [`DRAINED_OVER_IDEAL`].
     pub drained_over_ideal: Option<f64>,
+    pub hooks_in_recovery: Option<u64>,
+    pub added_p50_ms: Option<f64>,
+    /// [`ADDED_P99_MS`].
     pub added_p99_ms: Option<f64>,
+    pub added_max_ms: Option<f64>,
+    /// [`NETWORK_MAX_MS`].
     pub network_max_ms: Option<f64>,
+}
+
+/// One line of the bench's table of targets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Verdict {
+    pub name: String,
+    pub value: String,
+    pub target: String,
+    pub met: bool,
 }

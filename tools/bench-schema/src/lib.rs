@@ -76,12 +76,19 @@ impl Target {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Run {
+    #[serde(skip_serializing_if = "is_false")]
     pub quick: bool,
-    #[serde(alias = "total_seconds")]
+    #[serde(alias = "total_seconds", skip_serializing_if = "Option::is_none")]
     pub total_secs: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub machine: Option<Machine>,
     /// Where a bench records the load at its end outside `machine`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub load_at_end: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 impl Run {
@@ -145,7 +152,7 @@ pub struct Filesystem {
 }
 
 /// A bench's file as the report reads it.
-pub trait BenchFile: serde::de::DeserializeOwned {
+pub trait BenchFile: Serialize + serde::de::DeserializeOwned {
     /// The file's name without `.json`.
     const NAME: &'static str;
     fn run(&self) -> &Run;
