@@ -1,8 +1,9 @@
-//! The figures tracespool's benches write to `target/bench-report/<bench>.json`, typed: the
-//! benches check what they write against these structs, and `tools/bench-report` reads them back.
+//! The figures tracespool's benches write to `target/bench-report/<bench>.json`, typed, and read
+//! back by `tools/bench-report`. The drain and fleet benches write their files from these
+//! structs; the spool, delivery, exec and serve benches, which write much more (samples, setup),
+//! check before writing that their JSON reads back as them.
 //!
-//! Each module is one bench's file. A struct names only the figures the report reads (a bench
-//! writes more: its samples, its setup); every field is optional, so that a file missing a figure
+//! Each module is one bench's file. Every field is optional, so that a file missing a figure
 //! reads as "not measured" rather than failing. Each target is stated here once, next to the
 //! figure it judges: the bench prints its verdict against it and the report marks it MET or
 //! MISSED.
