@@ -43,7 +43,7 @@ mod common;
 use common::typical::{encoder, spans};
 use common::{
     Rotel, Tmp, load_snapshot, machine_json, max, median, min, percentile, print_banner, quick,
-    rotel_bin, sync_all, target_dir, write_report,
+    rotel_bin, start_rotel, sync_all, target_dir, write_report,
 };
 
 use std::fs;
@@ -79,7 +79,7 @@ const COMPRESSION_ENV: &str = "TRACESPOOL_BENCH_DELIVERY_SPOOL_COMPRESSION";
 /// leftovers of one that was interrupted (and only those: its pid is gone).
 const TMP_PREFIX: &str = "delivery-bench-";
 
-const TARGET_FLUSH_RATIO: f64 = 0.90;
+const TARGET_FLUSH_RATIO: f64 = bench_schema::delivery::FLUSH_RATIO.aim;
 const FLUSH_BUDGET: Duration = Duration::from_secs(120);
 
 /// How much work each section does.
@@ -159,7 +159,7 @@ fn main() {
 
     let rotel_path = rotel_bin();
     let mut rotel = match (&rotel_path, scale.quick) {
-        (Ok(path), _) => Some(Rotel::start(path, &tmp)),
+        (Ok(path), _) => Some(start_rotel(path, &tmp)),
         (Err(e), true) => {
             println!("  {e}: skipping the network sections (quick run)");
             None
@@ -170,8 +170,8 @@ fn main() {
         println!(
             "  rotel: {} (pid {}), --exporter blackhole, no debug log, OTLP/HTTP on {}, OTLP/gRPC \
              on {}",
-            r.version,
-            r.pid,
+            r.version(),
+            r.pid(),
             r.endpoint(),
             Wire::Grpc.endpoint(r)
         );
@@ -227,7 +227,7 @@ fn main() {
     } else if partial {
         println!("\n(only sections {sections:?} ran: no report written)");
     } else {
-        let path = write_report("delivery", &report);
+        let path = write_report::<bench_schema::delivery::Delivery>(&report);
         println!("report: {}", path.display());
     }
 }

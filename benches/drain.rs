@@ -27,15 +27,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use bench_schema::drain;
 use tracespool::spool::{Spool, SpoolOptions, SyncPolicy};
 
-use common::{Rotel, Tmp, median, quick, rotel_bin, target_dir, typical, write_report};
+use common::{Tmp, median, quick, rotel_bin, start_rotel, target_dir, typical, write_file};
 
 const TMP_PREFIX: &str = "drain-bench-";
 const BIN: &str = env!("CARGO_BIN_EXE_tracespool");
-const TARGET_ADDED_MS: f64 = 5.0;
-const TARGET_THROUGHPUT_RATIO: f64 = 0.8;
+const TARGET_ADDED_MS: f64 = drain::HOOK_ADDED_MS.aim;
+const TARGET_THROUGHPUT_RATIO: f64 = drain::THROUGHPUT_RATIO.aim;
 
 /// A `tracespool` command on `spool`, with nothing of the environment that would change it.
 fn tracespool(spool: &Path) -> Command {
@@ -158,9 +158,9 @@ fn main() {
     let target = target_dir();
     let tmp = Tmp::new(&target.join("bench-tmp"), TMP_PREFIX);
     common::print_banner("drain", quick);
-    let rotel = Rotel::start(&rotel_bin().expect("rotel"), &tmp);
+    let rotel = start_rotel(&rotel_bin().expect("rotel"), &tmp);
     let endpoint = rotel.endpoint();
-    println!("  rotel {} at {endpoint}", rotel.version);
+    println!("  rotel {} at {endpoint}", rotel.version());
 
     // 1. Hook overhead in front of a full backlog.
     let (bound, rounds, inline_rounds) = if quick {
@@ -270,31 +270,32 @@ fn main() {
         println!("\n(quick run: figures are not meaningful; no report written)");
         return;
     }
-    let report = json!({
-        "backlog_bytes": bound,
-        "hook": {
-            "rounds": rounds,
-            "backlog_ms": with_backlog,
-            "empty_ms": without,
-            "inline_ms": inline,
-            "drain_wait_secs": drain_waits,
-            "backlog_median_ms": backlog_ms,
-            "empty_median_ms": empty_ms,
-            "added_ms": added,
-            "target_added_ms": TARGET_ADDED_MS,
-            "met": added <= TARGET_ADDED_MS,
-        },
-        "throughput": {
-            "batches": held,
-            "flush_secs": flush_secs,
-            "drain_secs": drain_secs,
-            "flush_batches_per_sec": flush_rate,
-            "drain_batches_per_sec": drain_rate,
-            "ratio": ratio,
-            "target_ratio": TARGET_THROUGHPUT_RATIO,
-            "met": ratio >= TARGET_THROUGHPUT_RATIO,
-        },
-    });
-    let path = write_report("drain", &report);
+    let report = drain::Drain {
+        backlog_bytes: Some(bound),
+        hook: Some(drain::Hook {
+            rounds: Some(rounds as u64),
+            backlog_ms: with_backlog,
+            empty_ms: without,
+            inline_ms: inline,
+            drain_wait_secs: drain_waits,
+            backlog_median_ms: Some(backlog_ms),
+            empty_median_ms: Some(empty_ms),
+            added_ms: Some(added),
+            target_added_ms: Some(TARGET_ADDED_MS),
+            met: Some(added <= TARGET_ADDED_MS),
+        }),
+        throughput: Some(drain::Throughput {
+            batches: Some(held),
+            flush_secs,
+            drain_secs,
+            flush_batches_per_sec: Some(flush_rate),
+            drain_batches_per_sec: Some(drain_rate),
+            ratio: Some(ratio),
+            target_ratio: Some(TARGET_THROUGHPUT_RATIO),
+            met: Some(ratio >= TARGET_THROUGHPUT_RATIO),
+        }),
+        ..Default::default()
+    };
+    let path = write_file(&report);
     println!("\nreport: {}", path.display());
 }

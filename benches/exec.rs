@@ -52,7 +52,7 @@ mod common;
 
 use common::{
     Rotel, Tmp, load_snapshot, machine_json, max, median, min, percentile, print_banner, quick,
-    rotel_bin, target_dir, write_report,
+    rotel_bin, start_rotel, target_dir, write_report,
 };
 
 use std::collections::BTreeMap;
@@ -85,7 +85,7 @@ const HANG_DEFAULT_RUNS: usize = 3;
 const HANG_BUDGET: Duration = Duration::from_millis(500);
 const DEFAULT_BUDGET: Duration = Duration::from_secs(2);
 /// What the first run against a server that never answers may take beyond its budget.
-const BUDGET_SLACK_MS: f64 = 50.0;
+const BUDGET_SLACK_MS: f64 = bench_schema::exec::HANG_OVER_BUDGET.aim;
 /// Budget used while deepening the backoff against the hanging server.
 const PUMP_BUDGET: &str = "200ms";
 /// The backoff must stay open at least this long (seconds) once deepened.
@@ -156,18 +156,7 @@ impl Case {
 
     /// The overhead target on the median, in ms.
     fn target_ms(self) -> Option<f64> {
-        match self {
-            Case::NoEndpoint | Case::BackoffOpen => Some(1.5),
-            Case::HangBackoff => Some(2.0),
-            Case::Refused => Some(5.0),
-            Case::RotelUp => Some(10.0),
-            Case::True
-            | Case::Version
-            | Case::NoEndpointAbsolute
-            | Case::NoCapture
-            | Case::Disabled
-            | Case::Floor => None,
-        }
+        bench_schema::exec::overhead_target(self.key()).map(|t| t.aim)
     }
 }
 
@@ -207,7 +196,7 @@ fn main() {
     let hang = HangServer::start();
     let hang_endpoint = format!("http://127.0.0.1:{}/v1/traces", hang.port);
     let mut rotel = match rotel_bin() {
-        Ok(path) => Some(Rotel::start(&path, &tmp)),
+        Ok(path) => Some(start_rotel(&path, &tmp)),
         Err(e) if quick => {
             println!("  {e}: skipping rotel (quick run)");
             None
@@ -219,8 +208,8 @@ fn main() {
     if let Some(r) = &rotel {
         println!(
             "  rotel: {} (pid {}), --exporter blackhole, no debug log, {}",
-            r.version,
-            r.pid,
+            r.version(),
+            r.pid(),
             r.endpoint()
         );
     }
@@ -270,7 +259,8 @@ fn main() {
     }
 
     // The rounds.
-    let mut rng = Rng::new();
+    // Seeded from the clock: the order of the cases differs from run to run.
+    let mut rng = test_peers::XorShift::from_clock();
     let mut hang_first: Vec<Sample> = Vec::new();
     let mut hang_first_default: Vec<Sample> = Vec::new();
     let default_rounds: Vec<usize> = if quick {
@@ -415,7 +405,7 @@ fn main() {
     );
     let hang_conns = hang.connections();
     let rotel_info = rotel.as_ref().map(|r| {
-        json!({"version": r.version, "endpoint": r.endpoint(), "args": "--exporter blackhole, no debug log"})
+        json!({"version": r.version(), "endpoint": r.endpoint(), "args": "--exporter blackhole, no debug log"})
     });
 
     drop(rotel);
@@ -596,7 +586,7 @@ fn main() {
     if quick {
         println!("(quick run: no report written)");
     } else {
-        let path = write_report("exec", &report);
+        let path = write_report::<bench_schema::exec::Exec>(&report);
         println!("report: {}", path.display());
     }
     assert!(checks_ok, "some checks failed (see above)");
@@ -1087,32 +1077,6 @@ impl Drop for HangServer {
 
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
-
-/// xorshift64*, seeded from the clock and the pid: enough to shuffle the order of the cases.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Rng {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Rng((nanos ^ (u64::from(std::process::id()) << 32)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
-}
 
 fn unix_now() -> f64 {
     SystemTime::now()

@@ -42,12 +42,12 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bench_schema::fleet;
 use plotters::prelude::*;
-use serde_json::{Value, json};
 use tracespool::circuit::{self, Backend, Outcome, State};
 use tracespool::delivery::drain::{self, AfterRun, DrainMode};
 
-use common::{quick, target_dir, write_report};
+use common::{quick, target_dir, write_file};
 
 /// Microseconds of virtual time.
 type Micros = u64;
@@ -61,9 +61,9 @@ const RTT_REFUSED: Micros = MS;
 /// Starting the detached drainer (fork and exec), added to the hook that starts it.
 const SPAWN: Micros = MS;
 
-const TARGET_PEAK: f64 = 1.5;
-const TARGET_DRAINED: f64 = 2.0;
-const TARGET_P99_ADDED_MS: f64 = 10.0;
+const TARGET_PEAK: f64 = fleet::PEAK_OVER_CAPACITY.aim;
+const TARGET_DRAINED: f64 = fleet::DRAINED_OVER_IDEAL.aim;
+const TARGET_P99_ADDED_MS: f64 = fleet::ADDED_P99_MS.aim;
 
 /// The virtual clock starts here (any time: only differences matter).
 const EPOCH_SECS: u64 = 1_800_000_000;
@@ -592,35 +592,48 @@ fn main() {
         println!("\n(quick run: figures are not meaningful; no report written)");
         return;
     }
-    let report = json!({
-        "params": {
-            "hosts": p.hosts,
-            "hook_period_secs": p.period / SECOND,
-            "outage_secs": p.outage / SECOND,
-            "capacity_per_sec": p.capacity,
-            "retry_after_secs": p.retry_after.as_secs(),
-            "budget_ms": p.budget / MS,
-            "drain_budget_secs": p.drain_budget / SECOND,
-            "seed": p.seed,
-        },
-        "variants": all.iter().map(|f| (f.variant.key().to_owned(), json!({
-            "peak_requests_per_sec": f.peak_per_sec,
-            "peak_over_capacity": f.peak_ratio,
-            "backlog_at_up": f.backlog_at_up,
-            "ideal_drain_secs": f.ideal_secs,
-            "drained_secs": f.drained_secs,
-            "drained_over_ideal": f.drained_ratio,
-            "hooks_in_recovery": f.hooks_in_recovery,
-            "added_p50_ms": f.added_p50_ms,
-            "added_p99_ms": f.added_p99_ms,
-            "added_max_ms": f.added_max_ms,
-            "network_max_ms": f.network_max_ms,
-        }))).collect::<serde_json::Map<String, Value>>(),
-        "targets": targets.iter().map(|(name, value, target, met)| json!({
-            "name": name, "value": value, "target": target, "met": met,
-        })).collect::<Vec<_>>(),
-    });
-    let path = write_report("fleet", &report);
+    let report = fleet::Fleet {
+        params: Some(fleet::Params {
+            hosts: Some(p.hosts as u64),
+            hook_period_secs: Some(p.period / SECOND),
+            outage_secs: Some(p.outage / SECOND),
+            capacity_per_sec: Some(p.capacity),
+            retry_after_secs: Some(p.retry_after.as_secs()),
+            budget_ms: Some(p.budget / MS),
+            drain_budget_secs: Some(p.drain_budget / SECOND),
+            seed: Some(p.seed),
+        }),
+        variants: all
+            .iter()
+            .map(|f| {
+                let v = fleet::Variant {
+                    peak_requests_per_sec: Some(u64::from(f.peak_per_sec)),
+                    peak_over_capacity: Some(f.peak_ratio),
+                    backlog_at_up: Some(f.backlog_at_up),
+                    ideal_drain_secs: Some(f.ideal_secs),
+                    drained_secs: f.drained_secs,
+                    drained_over_ideal: f.drained_ratio,
+                    hooks_in_recovery: Some(f.hooks_in_recovery as u64),
+                    added_p50_ms: Some(f.added_p50_ms),
+                    added_p99_ms: Some(f.added_p99_ms),
+                    added_max_ms: Some(f.added_max_ms),
+                    network_max_ms: Some(f.network_max_ms),
+                };
+                (f.variant.key().to_owned(), v)
+            })
+            .collect(),
+        targets: targets
+            .iter()
+            .map(|(name, value, target, met)| fleet::Verdict {
+                name: (*name).to_owned(),
+                value: value.clone(),
+                target: target.clone(),
+                met: *met,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let path = write_file(&report);
     println!("\nreport: {}", path.display());
     let svg = target_dir().join("bench-report").join("fleet.svg");
     match plot(&p, &outcomes, &all, &svg) {

@@ -48,7 +48,7 @@ mod common;
 
 use common::{
     Peer, Rotel, Tmp, free_port, load_snapshot, machine_json, percentile, print_banner, quick,
-    rotel_bin, sync_all, target_dir, write_report,
+    rotel_bin, start_rotel, sync_all, target_dir, write_report,
 };
 
 use std::fs;
@@ -182,8 +182,8 @@ impl Signal {
 const BODIES: usize = 64;
 const SERVE_MAX_BYTES: &str = "4GiB";
 
-const TARGET_RATIO: f64 = 0.50;
-const TARGET_P99_ADDED_MS: f64 = 5.0;
+const TARGET_RATIO: f64 = bench_schema::serve::RATIO_VS_ROTEL.aim;
+const TARGET_P99_ADDED_MS: f64 = bench_schema::serve::ADDED_P99_MS.aim;
 
 /// How much work the run does.
 struct Scale {
@@ -372,16 +372,16 @@ fn main() {
         }
         Err(e) => panic!("{e}"),
     };
-    let mut direct = Rotel::start(&rotel_path, &tmp);
-    let mut upstream = Rotel::start(&rotel_path, &tmp);
+    let mut direct = start_rotel(&rotel_path, &tmp);
+    let mut upstream = start_rotel(&rotel_path, &tmp);
     let upstream_url = std::env::var(UPSTREAM_ENV).unwrap_or_else(|_| upstream.endpoint());
     println!(
         "  rotel {}: direct target pid {} (HTTP {}, gRPC {}), serve's upstream pid {} (HTTP {})",
-        direct.version,
-        direct.pid,
+        direct.version(),
+        direct.pid(),
         direct.http_port,
         direct.grpc_port,
-        upstream.pid,
+        upstream.pid(),
         upstream.http_port
     );
 
@@ -574,8 +574,8 @@ fn main() {
     drop(rt);
 
     let rotel_hwm = (
-        proc_status_kib(direct.pid, "VmHWM:"),
-        proc_status_kib(upstream.pid, "VmHWM:"),
+        proc_status_kib(direct.pid(), "VmHWM:"),
+        proc_status_kib(upstream.pid(), "VmHWM:"),
     );
     let alive = (direct.alive(), upstream.alive());
     drop(direct);
@@ -660,7 +660,7 @@ fn main() {
     } else if partial {
         println!("\n(only some signals, levels or targets ran: no report written)");
     } else {
-        let path = write_report("serve", &report);
+        let path = write_report::<bench_schema::serve::Serve>(&report);
         println!("report: {}", path.display());
     }
 }
@@ -699,12 +699,12 @@ fn point(
     let (server_pid, port) = match (&serve, level.proto) {
         (Some(s), Proto::Http) => (s.pid, s.http_port),
         (Some(s), Proto::Grpc) => (s.pid, s.grpc_port),
-        (None, Proto::Http) => (direct.pid, direct.http_port),
-        (None, Proto::Grpc) => (direct.pid, direct.grpc_port),
+        (None, Proto::Http) => (direct.pid(), direct.http_port),
+        (None, Proto::Grpc) => (direct.pid(), direct.grpc_port),
     };
     let cpu0 = (
         cpu_secs(server_pid),
-        cpu_secs(upstream.pid),
+        cpu_secs(upstream.pid()),
         cpu_secs(std::process::id()),
     );
     let load_start = Instant::now();
@@ -715,7 +715,7 @@ fn point(
     let load = run_load(rt, level, port, bodies, warmup, window);
     let cpu1 = (
         cpu_secs(server_pid),
-        cpu_secs(upstream.pid),
+        cpu_secs(upstream.pid()),
         cpu_secs(std::process::id()),
     );
     let (mut hwm_kib, mut rss_kib, mut backlog_items, mut stop_secs) = (None, None, None, None);

@@ -48,11 +48,11 @@ const ONLY_ENV: &str = "TRACESPOOL_BENCH_SPOOL_ONLY";
 /// leftovers of one that was interrupted (and only those: its pid is gone).
 const TMP_PREFIX: &str = "spool-bench-";
 
-const TARGET_RAW_RATIO: f64 = 0.80;
-const TARGET_SMALL_APPENDS_PER_SEC: f64 = 100_000.0;
-const TARGET_LATENCY_RATIO: f64 = 1.2;
-const TARGET_PEAK_RSS_MIB: f64 = 32.0;
-const TARGET_HELD_RATIO: f64 = 3.0;
+const TARGET_RAW_RATIO: f64 = bench_schema::spool::RAW_DISK_RATIO.aim;
+const TARGET_SMALL_APPENDS_PER_SEC: f64 = bench_schema::spool::SMALL_APPENDS_PER_SEC.aim;
+const TARGET_LATENCY_RATIO: f64 = bench_schema::spool::LATENCY_RATIO.aim;
+const TARGET_PEAK_RSS_MIB: f64 = bench_schema::spool::PEAK_RSS_MIB.aim;
+const TARGET_HELD_RATIO: f64 = bench_schema::spool::HELD_RATIO.aim;
 /// Spans in the benches' typical batch (as the delivery bench flushes them).
 const TYPICAL_SPANS: usize = 10;
 
@@ -157,7 +157,7 @@ fn main() {
     if scale.quick {
         println!("\n(quick run: figures are not meaningful; no report written)");
     } else {
-        let path = write_report("spool", &report.to_json());
+        let path = write_report::<bench_schema::spool::Spool>(&report.to_json());
         println!("\nreport: {}", path.display());
     }
 }
@@ -1583,13 +1583,10 @@ fn df(path: &Path) -> (String, String, String) {
 
 /// Incompressible bytes, the same for a given seed.
 fn payload(size: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = test_peers::XorShift::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut v = Vec::with_capacity(size + 8);
     while v.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
+        v.extend_from_slice(&rng.next().to_le_bytes());
     }
     v.truncate(size);
     v

@@ -5,10 +5,7 @@
 pub mod otlp;
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// The cargo target directory: the nearest ancestor of this executable holding `CACHEDIR.TAG`.
 pub fn target_dir() -> PathBuf {
@@ -142,139 +139,14 @@ impl Tmp {
     }
 }
 
-/// Where rotel is: `TRACESPOOL_ROTEL`, else where `.ci/peers` installs it.
-pub const ROTEL_ENV: &str = "TRACESPOOL_ROTEL";
-const ROTEL_DEFAULT: &str = "target/peers/venv/lib/python3.11/site-packages/rotel/rotel-agent";
+// Each bench uses some of them.
+#[allow(unused_imports)]
+pub use test_peers::{Peer, Rotel, free_port, rotel_bin};
 
-pub fn rotel_bin() -> Result<PathBuf, String> {
-    let path = std::env::var_os(ROTEL_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(ROTEL_DEFAULT));
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} not found ({ROTEL_ENV} unset): run `bash .ci/peers` to install the test peers",
-            path.display()
-        ))
-    }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("local addr")
-        .port()
-}
-
-/// Waits until `child` listens on `port` on loopback; panics with its log if it dies or takes
-/// more than 10 s.
-pub fn wait_listening(port: u16, child: &mut Child, what: &str, log: &Path) {
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        let dead = !matches!(child.try_wait(), Ok(None));
-        if dead || start.elapsed() > Duration::from_secs(10) {
-            panic!(
-                "{what} does not listen on {port}: {}",
-                fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Rotel on loopback (OTLP/HTTP and gRPC), exporting to a blackhole, no debug log; killed when
-/// dropped (also on panic). Its pid and log files go in a directory of ours, not in /tmp.
-pub struct Rotel {
-    pub http_port: u16,
-    pub grpc_port: u16,
-    pub version: String,
-    pub pid: u32,
-    child: Peer,
-    _dir: tempfile::TempDir,
-}
-
-/// A peer process of a bench, killed and reaped when dropped (unless taken before).
-pub struct Peer(pub Option<Child>);
-
-impl Peer {
-    /// Spawns `cmd` (stdin null, stdout and stderr into `log`) and waits until it listens on
-    /// every one of `ports`.
-    pub fn spawn(cmd: &mut Command, log: &Path, ports: &[u16], what: &str) -> Peer {
-        let out = fs::File::create(log).expect("peer log");
-        cmd.stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup log"))
-            .stderr(out);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
-        for &port in ports {
-            wait_listening(port, &mut child, what, log);
-        }
-        Peer(Some(child))
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.0.as_ref().map_or(0, Child::id)
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Rotel {
-    pub fn start(bin: &Path, tmp: &Tmp) -> Rotel {
-        let dir = tmp.dir();
-        let log = dir.path().join("rotel.out");
-        let version = Command::new(bin)
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default();
-        let http_port = free_port();
-        let grpc_port = free_port();
-        let mut cmd = Command::new(bin);
-        for (key, _) in std::env::vars() {
-            if key.starts_with("ROTEL_") || key.starts_with("OTEL_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.args(["start", "--exporter", "blackhole"])
-            .arg("--pid-file")
-            .arg(dir.path().join("rotel.pid"))
-            .arg("--log-file")
-            .arg(dir.path().join("rotel.log"))
-            .arg("--otlp-http-endpoint")
-            .arg(format!("127.0.0.1:{http_port}"))
-            .arg("--otlp-grpc-endpoint")
-            .arg(format!("127.0.0.1:{grpc_port}"));
-        let child = Peer::spawn(&mut cmd, &log, &[http_port, grpc_port], "rotel");
-        Rotel {
-            http_port,
-            grpc_port,
-            version,
-            pid: child.pid(),
-            child,
-            _dir: dir,
-        }
-    }
-
-    /// Its OTLP/HTTP traces endpoint.
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/v1/traces", self.http_port)
-    }
-
-    pub fn alive(&mut self) -> bool {
-        self.child
-            .0
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
+/// Rotel exporting to a blackhole with no debug log (what the benches measure against), its
+/// files in a directory of `tmp`.
+pub fn start_rotel(bin: &Path, tmp: &Tmp) -> Rotel {
+    Rotel::start(bin, tmp.dir(), test_peers::RotelLog::Quiet)
 }
 
 /// The `q` quantile (0..=1) of `v`, interpolated between neighbours; NaN when empty.
@@ -308,11 +180,28 @@ pub fn quick() -> bool {
     !bench_mode || std::env::var_os("TRACESPOOL_BENCH_QUICK").is_some_and(|v| v != "0")
 }
 
-/// Writes `report` as `target/bench-report/<name>.json` and says where.
-pub fn write_report(name: &str, report: &serde_json::Value) -> PathBuf {
+/// Writes `report` as `target/bench-report/<bench>.json` and says where, once it reads back as
+/// the report reads it (`F`, from `bench-schema`): a figure written with another type than the
+/// report reads fails the bench here.
+pub fn write_report<F: bench_schema::BenchFile>(report: &serde_json::Value) -> PathBuf {
+    write_checked::<F>(report)
+}
+
+/// Writes `file` (built from the report's own structs) as `target/bench-report/<bench>.json`.
+pub fn write_file<F: bench_schema::BenchFile>(file: &F) -> PathBuf {
+    write_checked::<F>(&serde_json::to_value(file).expect("serialize the report"))
+}
+
+fn write_checked<F: bench_schema::BenchFile>(report: &serde_json::Value) -> PathBuf {
+    if let Err(e) = bench_schema::check::<F>(report) {
+        panic!(
+            "{}.json does not read back as the report reads it: {e}",
+            F::NAME
+        );
+    }
     let dir = target_dir().join("bench-report");
     fs::create_dir_all(&dir).expect("create target/bench-report");
-    let path = dir.join(format!("{name}.json"));
+    let path = dir.join(format!("{}.json", F::NAME));
     let text = serde_json::to_string_pretty(report).expect("serialize the report");
     fs::write(&path, text + "\n").expect("write the report");
     path

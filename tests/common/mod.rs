@@ -13,28 +13,21 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Each test uses some of them.
+#[allow(unused_imports)]
+pub use test_peers::{XorShift, eventually, free_port, signal, wait_for_port};
 
 /// Path of an installed peer; panics with the fix when it is missing.
 pub fn peer(var: &str, default: &str) -> PathBuf {
-    let path = std::env::var_os(var)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(default));
-    assert!(
-        path.exists(),
-        "{} not found ({var} unset): run `bash .ci/test`, which installs the test peers (or `bash .ci/peers`)",
-        path.display()
-    );
-    path
+    test_peers::peer_path(var, default).unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub fn rotel_bin() -> PathBuf {
-    peer(
-        "TRACESPOOL_ROTEL",
-        "target/peers/venv/lib/python3.11/site-packages/rotel/rotel-agent",
-    )
+    peer(test_peers::ROTEL_ENV, test_peers::ROTEL_DEFAULT)
 }
 
 pub fn python() -> PathBuf {
@@ -62,40 +55,6 @@ pub fn prometheus_bin() -> Option<PathBuf> {
     );
     eprintln!("skipped: no prometheus at {}", path.display());
     None
-}
-
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-pub fn wait_for_port(port: u16, within: Duration) {
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < within,
-            "nothing listens on port {port} after {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Polls `f` until it returns true or `within` passes.
-pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if f() {
-            return true;
-        }
-        if start.elapsed() > within {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The built binary, with none of the caller's OTel or tracespool settings.
@@ -150,78 +109,30 @@ impl SeenSpan {
     }
 }
 
-/// A real OTLP collector on loopback that prints every span it receives.
-pub struct Rotel {
-    pub http_port: u16,
-    pub grpc_port: u16,
-    out: PathBuf,
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
+/// A real OTLP collector on loopback that prints every span it receives (the shared rotel of
+/// `test-peers`, with what the tests read back from its output).
+pub struct Rotel(test_peers::Rotel);
+
+impl std::ops::Deref for Rotel {
+    type Target = test_peers::Rotel;
+    fn deref(&self) -> &test_peers::Rotel {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Rotel {
+    fn deref_mut(&mut self) -> &mut test_peers::Rotel {
+        &mut self.0
+    }
 }
 
 impl Rotel {
     pub fn start() -> Rotel {
-        let dir = tempfile::tempdir().unwrap();
-        let mut rotel = Rotel {
-            http_port: free_port(),
-            grpc_port: free_port(),
-            out: dir.path().join("rotel.out"),
-            child: None,
-            _dir: dir,
-        };
-        rotel.resume();
-        rotel
-    }
-
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/v1/traces", self.http_port)
-    }
-
-    /// Starts it again on the same ports (output is appended).
-    pub fn resume(&mut self) {
-        assert!(self.child.is_none());
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.out)
-            .unwrap();
-        let mut cmd = Command::new(rotel_bin());
-        for (key, _) in std::env::vars() {
-            if key.starts_with("ROTEL_") || key.starts_with("OTEL_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.args([
-            "start",
-            "--exporter",
-            "blackhole",
-            "--debug-log",
-            "traces",
-            "--debug-log",
-            "metrics",
-            "--debug-log",
-            "logs",
-            "--debug-log-verbosity",
-            "detailed",
-        ])
-        .arg("--otlp-http-endpoint")
-        .arg(format!("127.0.0.1:{}", self.http_port))
-        .arg("--otlp-grpc-endpoint")
-        .arg(format!("127.0.0.1:{}", self.grpc_port))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out);
-        self.child = Some(cmd.spawn().expect("start rotel"));
-        wait_for_port(self.http_port, Duration::from_secs(10));
-    }
-
-    /// Stops it (SIGTERM), waiting for it to exit.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // Safety: plain kill(2) on our own child's pid.
-            unsafe { libc_kill(child.id() as i32, 15) };
-            let _ = child.wait();
-        }
+        Rotel(test_peers::Rotel::start(
+            &rotel_bin(),
+            tempfile::tempdir().unwrap(),
+            test_peers::RotelLog::Detailed,
+        ))
     }
 
     pub fn spans(&self) -> Vec<SeenSpan> {
@@ -229,7 +140,7 @@ impl Rotel {
     }
 
     fn dump(&self) -> String {
-        strip_ansi(&std::fs::read_to_string(&self.out).unwrap_or_default())
+        strip_ansi(&std::fs::read_to_string(self.output_path()).unwrap_or_default())
     }
 
     /// The name of every metric received (one per metric, whatever its data points).
@@ -287,26 +198,6 @@ impl Rotel {
         );
         found.pop().unwrap()
     }
-}
-
-impl Drop for Rotel {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-/// Sends signal `sig` to `pid`.
-pub fn signal(pid: u32, sig: i32) {
-    // Safety: plain kill(2).
-    unsafe { libc_kill(pid as i32, sig) };
 }
 
 fn strip_ansi(s: &str) -> String {
@@ -739,40 +630,6 @@ impl Drop for Tmpfs {
                 .arg(self.dir.path())
                 .status();
         }
-    }
-}
-
-/// A small seeded generator (xorshift) for random moments and sizes in tests; the seed is
-/// printed, and the variable `seed_var` replays it.
-pub struct XorShift(u64);
-
-impl XorShift {
-    pub fn for_test(test: &str, seed_var: &str) -> XorShift {
-        let seed = std::env::var(seed_var)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                let t = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap();
-                (t.as_nanos() as u64) ^ (u64::from(std::process::id()) << 32)
-            })
-            | 1;
-        eprintln!("{test}: seed {seed} (set {seed_var}={seed} to replay)");
-        XorShift(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
     }
 }
 
