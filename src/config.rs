@@ -935,9 +935,15 @@ impl Config {
                 })
             })
             .unwrap_or(false);
-        let sampler = src.pick("sampler", None, Sources::sampler).unwrap_or_default();
+        let sampler = src
+            .pick("sampler", None, Sources::sampler)
+            .unwrap_or_default();
         // The sampler and its argument come from one source together.
-        let origin = src.origins.get("sampler").cloned().unwrap_or(Origin::Default);
+        let origin = src
+            .origins
+            .get("sampler")
+            .cloned()
+            .unwrap_or(Origin::Default);
         src.origins.note("sampler_arg", origin);
 
         let config = Config {

@@ -3,17 +3,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use common::{Rotel, status_json, tracespool};
+use common::{Rotel, in_spool as ts, status_json, tracespool};
 use serde_json::Value;
-
-fn ts(spool: &Path) -> Command {
-    let mut cmd = tracespool();
-    cmd.arg("--spool-dir").arg(spool).stdin(Stdio::null());
-    cmd
-}
 
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("run tracespool");

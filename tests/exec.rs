@@ -11,30 +11,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Answer, FaultServer, Rotel, eventually, python, status_json, tracespool};
+use common::{
+    Answer, FaultServer, Rotel, eventually, in_spool as ts, python, status_json, stderr, stdout,
+    tracespool,
+};
 
 const SECOND: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------------------------
 // Running things.
 
-/// The binary with a spool directory of the test's.
-fn ts(spool: &Path) -> Command {
-    let mut cmd = tracespool();
-    cmd.arg("--spool-dir").arg(spool).stdin(Stdio::null());
-    cmd
-}
-
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run tracespool")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn stderr_lines(out: &Output) -> Vec<String> {

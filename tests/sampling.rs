@@ -6,30 +6,15 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use common::{Rotel, python, status_json, tracespool};
+use common::{Rotel, in_spool as ts, python, status_json, stderr, stdout};
 
 const PARENT_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT_SPAN: &str = "b7ad6b7169203331";
 
-/// The binary with a spool directory of the test's.
-fn ts(spool: &Path) -> Command {
-    let mut cmd = tracespool();
-    cmd.arg("--spool-dir").arg(spool).stdin(Stdio::null());
-    cmd
-}
-
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run tracespool")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The spans the spool holds.

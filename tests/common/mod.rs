@@ -62,6 +62,25 @@ pub fn tracespool() -> Command {
     clean_command(env!("CARGO_BIN_EXE_tracespool"))
 }
 
+/// The built binary on the spool at `spool`, with no standard input.
+pub fn in_spool(spool: &Path) -> Command {
+    let mut cmd = tracespool();
+    cmd.arg("--spool-dir")
+        .arg(spool)
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// A finished command's standard output, as text.
+pub fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A finished command's standard error, as text.
+pub fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// `program` with none of the caller's OTel or tracespool settings (what [`tracespool`] runs
 /// with; also for running a command directly, to compare with it wrapped).
 pub fn clean_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
