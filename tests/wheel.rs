@@ -52,6 +52,29 @@ fn pip_install_of_the_wheel_puts_a_native_tracespool_on_the_venv_path_that_runs_
 
     let venv = work.path().join("venv");
     run_ok(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+
+    // What the wheel installs as commands: the `tracespool` binary, nothing else.
+    let list = run_ok(
+        Command::new(venv.join("bin/python"))
+            .args([
+                "-c",
+                "import sys, zipfile; print('\\n'.join(zipfile.ZipFile(sys.argv[1]).namelist()))",
+            ])
+            .arg(&wheel),
+    );
+    let scripts: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter(|entry| entry.contains(".data/scripts/"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        scripts,
+        [format!(
+            "tracespool-{}.data/scripts/tracespool",
+            env!("CARGO_PKG_VERSION")
+        )],
+        "the commands in {name}"
+    );
     run_ok(
         Command::new(venv.join("bin/python"))
             .args([
