@@ -30,7 +30,7 @@ mod common;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::{BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -290,6 +290,10 @@ struct Deliveries {
     /// Sequence numbers in the order the requests arrived.
     log: Vec<u32>,
     damaged: Vec<String>,
+    /// The client address of every connection accepted since the last `settle`.
+    accepted: HashSet<SocketAddr>,
+    /// Connections accepted whose thread has not ended yet.
+    serving: usize,
 }
 
 struct CheckingBackend {
@@ -306,13 +310,24 @@ impl CheckingBackend {
         let stop = Arc::new(AtomicBool::new(false));
         let (shared, stopping) = (state.clone(), stop.clone());
         thread::spawn(move || {
-            for stream in listener.incoming() {
+            loop {
+                let accepted = listener.accept();
                 if stopping.load(Ordering::SeqCst) {
                     return;
                 }
-                let Ok(stream) = stream else { continue };
+                let Ok((stream, peer)) = accepted else {
+                    continue;
+                };
+                {
+                    let mut st = shared.lock().unwrap();
+                    st.accepted.insert(peer);
+                    st.serving += 1;
+                }
                 let shared = shared.clone();
-                thread::spawn(move || serve_checked(stream, &shared));
+                thread::spawn(move || {
+                    serve_checked(stream, &shared);
+                    shared.lock().unwrap().serving -= 1;
+                });
             }
         });
         CheckingBackend { port, state, stop }
@@ -324,6 +339,38 @@ impl CheckingBackend {
 
     fn received(&self) -> usize {
         self.state.lock().unwrap().log.len()
+    }
+
+    /// Returns once every request of the flushers that ran so far (and are gone now) is in the
+    /// log, so that the next flusher's requests are logged after them: the log is then the order
+    /// in which the flushers sent them. Without it, a busy machine may hold back the thread that
+    /// serves a killed flusher's connection between reading its last request and logging it, for
+    /// longer than the next flusher takes to deliver that batch again and several after it; the
+    /// late entry would read as an acknowledged batch delivered again. A connection of our own
+    /// marks the point: the listen queue hands out connections in the order they were made, so
+    /// once it is accepted every flusher's connection has been; and the thread serving each one
+    /// ends at the end of its stream, which a dead process's socket reaches at once.
+    fn settle(&self) {
+        // Forgotten first, so that an address the system hands out again is not taken for ours.
+        self.state.lock().unwrap().accepted.clear();
+        let marker = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let mark = marker.local_addr().unwrap();
+        drop(marker);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            {
+                let st = self.state.lock().unwrap();
+                if st.accepted.contains(&mark) && st.serving == 0 {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the backend still serves {} connections 60 s after their flusher ended",
+                    st.serving
+                );
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
@@ -538,8 +585,9 @@ fn r1_flush(dir: &Path, backend: &CheckingBackend) -> Command {
 /// made by a library child (the binary has no way to append a chosen payload).
 ///
 /// Rounds alternate between the two kinds of kill; one writer or one flusher runs at a time,
-/// so deliveries arrive in sequence order, and a batch may arrive twice only right after
-/// itself (the flusher killed between the backend's 200 and the acknowledgement).
+/// and the backend has logged every request of a flusher before the next one starts, so
+/// deliveries arrive in sequence order, and a batch may arrive twice only right after itself
+/// (the flusher killed between the backend's 200 and the acknowledgement).
 #[test]
 fn r1_kill_9_during_appends_and_flushes_delivers_nothing_corrupt_and_loses_only_in_flight_appends()
 {
@@ -571,6 +619,7 @@ fn r1_kill_9_during_appends_and_flushes_delivers_nothing_corrupt_and_loses_only_
             // Enough flushes killed: drain whole, so that the bound never has to drop.
             let out = r1_flush(&dir, &backend).output().unwrap();
             assert_eq!(out.status.code(), Some(0), "flush: {}", stderr(&out));
+            backend.settle();
             drains += 1;
             let (_, stats) = reopen_clean(&dir, "a whole flush");
             (pending, bytes) = (stats.batches, stats.bytes);
@@ -601,6 +650,7 @@ fn r1_kill_9_during_appends_and_flushes_delivers_nothing_corrupt_and_loses_only_
             } else {
                 child.0.wait().unwrap()
             };
+            backend.settle();
             if status.signal() == Some(libc::SIGKILL) {
                 flush_kills += 1;
             } else {
@@ -696,6 +746,7 @@ fn r1_kill_9_during_appends_and_flushes_delivers_nothing_corrupt_and_loses_only_
     // One flush to the end, not killed: everything left goes out.
     let out = r1_flush(&dir, &backend).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "final flush: {}", stderr(&out));
+    backend.settle();
     let (report, stats) = reopen_clean(&dir, "the final flush");
     assert_eq!(
         (report.records, stats.batches),
