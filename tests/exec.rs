@@ -115,7 +115,7 @@ fn parent_traceparent(flags: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §2: nesting, and the child's own spans.
+// Nesting, and the child's own spans.
 
 const PYTHON_CHILD: &str = r#"
 import os, sys
@@ -236,7 +236,7 @@ fn a_nested_exec_and_a_python_child_make_one_trace_of_three_spans() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §5, §6: many runs while the backend is down, then one flush.
+// Many runs while the backend is down, then one flush.
 
 #[test]
 fn thirty_two_concurrent_runs_against_a_down_backend_are_all_delivered_once_by_one_flush() {
@@ -291,7 +291,7 @@ fn thirty_two_concurrent_runs_against_a_down_backend_are_all_delivered_once_by_o
 }
 
 // ---------------------------------------------------------------------------------------------
-// §2: exit codes and signals.
+// Exit codes and signals.
 
 #[test]
 fn the_exit_code_is_the_commands_and_a_failure_marks_the_span_as_an_error() {
@@ -443,7 +443,7 @@ wait
 }
 
 // ---------------------------------------------------------------------------------------------
-// §2: stdio.
+// Stdio.
 
 #[test]
 fn exec_prints_nothing_itself_and_passes_stdin_and_stdout_through() {
@@ -477,7 +477,7 @@ fn exec_prints_nothing_itself_and_passes_stdin_and_stdout_through() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §2: TRACEPARENT.
+// TRACEPARENT.
 
 const PRINT_CONTEXT: &str = r#"printf '%s\n%s\n%s\n' "$TRACEPARENT" "$TRACESTATE" "$BAGGAGE""#;
 
@@ -558,7 +558,7 @@ fn an_unsampled_traceparent_records_nothing_and_reaches_the_child_unchanged() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §2: the child's environment.
+// The child's environment.
 
 #[test]
 fn with_capture_the_child_is_pointed_at_a_loopback_receiver_and_loses_its_certificates() {
@@ -740,7 +740,7 @@ fn with_no_capture_only_traceparent_is_added_to_the_childs_environment() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §1: OTEL_SDK_DISABLED.
+// OTEL_SDK_DISABLED.
 
 #[test]
 fn with_the_sdk_disabled_the_child_sees_its_own_environment_and_nothing_is_touched() {
@@ -787,7 +787,7 @@ fn with_the_sdk_disabled_the_child_sees_its_own_environment_and_nothing_is_touch
 }
 
 // ---------------------------------------------------------------------------------------------
-// §1: invalid values.
+// Invalid values.
 
 #[test]
 fn a_bad_size_in_the_environment_warns_once_and_the_default_applies() {
@@ -834,7 +834,7 @@ fn a_bad_flag_is_a_usage_error_and_the_command_does_not_run() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §5: the shared backoff.
+// The shared backoff.
 
 #[test]
 fn after_a_503_with_retry_after_the_next_runs_make_no_connection_and_spool() {
@@ -879,7 +879,7 @@ fn after_a_503_with_retry_after_the_next_runs_make_no_connection_and_spool() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §1: spool directories that are not ours.
+// Spool directories that are not ours.
 
 #[test]
 fn a_symlinked_spool_directory_is_refused_but_the_command_still_runs() {
@@ -933,7 +933,7 @@ fn refused_but_the_command_runs(dir: &Path) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §3: span.
+// span.
 
 #[test]
 fn span_prints_its_traceparent_and_records_times_kind_status_and_parent() {
@@ -1106,7 +1106,7 @@ fn a_backends_message_of_control_characters_reaches_neither_the_terminal_nor_the
 }
 
 // ---------------------------------------------------------------------------------------------
-// §1: the config file.
+// The config file.
 
 #[test]
 fn the_config_file_is_read_and_flags_then_environment_win_over_it() {
@@ -1204,7 +1204,7 @@ fn the_config_file_is_read_and_flags_then_environment_win_over_it() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §3: status --verify.
+// status --verify.
 
 #[test]
 fn status_verify_finds_a_flipped_byte_in_a_sealed_segment() {
@@ -1259,7 +1259,7 @@ fn status_verify_finds_a_flipped_byte_in_a_sealed_segment() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// §1: service name.
+// Service name.
 
 #[test]
 fn the_service_name_is_the_commands_unless_the_environment_or_a_flag_says_otherwise() {
