@@ -336,8 +336,17 @@ pub fn parse_endpoint(s: &str) -> Result<Uri, String> {
 /// appended, with one slash.
 fn endpoint_from_base(base: &str, signal: Signal) -> Result<Uri, String> {
     let base = base.trim();
+    // The signal's path goes after the base's path, before any query string it carries.
+    let (base, query) = match base.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (base, None),
+    };
     let sep = if base.ends_with('/') { "" } else { "/" };
-    parse_endpoint(&format!("{base}{sep}{}", &signal.http_path()[1..]))
+    let mut url = format!("{base}{sep}{}", &signal.http_path()[1..]);
+    if let Some(query) = query {
+        url = format!("{url}?{query}");
+    }
+    parse_endpoint(&url)
 }
 
 /// A signal without an endpoint of its own uses the traces endpoint's when that one ends in
@@ -1094,6 +1103,10 @@ mod tests {
         assert_eq!(
             ep(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://h/otlp")]).as_deref(),
             Some("https://h/otlp/v1/traces")
+        );
+        assert_eq!(
+            ep(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://h/otlp/?tenant=a")]).as_deref(),
+            Some("https://h/otlp/v1/traces?tenant=a")
         );
         assert_eq!(
             ep(&[
