@@ -117,29 +117,12 @@ fn parent_traceparent(flags: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Nesting, and the child's own spans.
 
-const PYTHON_CHILD: &str = r#"
-import os, sys
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-with open(sys.argv[1], "w") as f:
-    f.write(f"{os.getpid()} {os.getppid()}")
-ctx = TraceContextTextMapPropagator().extract(carrier={"traceparent": os.environ["TRACEPARENT"]})
-provider = TracerProvider()
-provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter()))
-with provider.get_tracer("child").start_as_current_span("python-work", context=ctx):
-    pass
-provider.shutdown()
-"#;
-
 #[test]
 fn a_nested_exec_and_a_python_child_make_one_trace_of_three_spans() {
     let rotel = Rotel::start();
     let tmp = tempfile::tempdir().unwrap();
     let script = tmp.path().join("child.py");
-    std::fs::write(&script, PYTHON_CHILD).unwrap();
+    std::fs::write(&script, common::PYTHON_CHILD).unwrap();
     let pids = tmp.path().join("pids");
     let spool = tmp.path().join("spool");
 

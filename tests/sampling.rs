@@ -316,27 +316,12 @@ fn the_config_files_sampler_and_sampler_arg_apply_below_the_environment() {
     assert_eq!(spooled_spans(&spool), 2);
 }
 
-const PYTHON_CHILD: &str = r#"
-import os
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-ctx = TraceContextTextMapPropagator().extract(carrier={"traceparent": os.environ["TRACEPARENT"]})
-provider = TracerProvider()
-provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter()))
-with provider.get_tracer("child").start_as_current_span("python-work", context=ctx):
-    pass
-provider.shutdown()
-"#;
-
 #[test]
 fn a_python_child_of_an_unsampled_root_drops_its_own_spans() {
     let rotel = Rotel::start();
     let tmp = tempfile::tempdir().unwrap();
     let script = tmp.path().join("child.py");
-    std::fs::write(&script, PYTHON_CHILD).unwrap();
+    std::fs::write(&script, common::PYTHON_CHILD).unwrap();
     let config = tmp.path().join("tracespool.toml");
     // The sampler in the file, so that the child's SDK keeps its own default sampler
     // (parentbased_always_on) and decides by the TRACEPARENT it is given.

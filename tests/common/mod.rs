@@ -62,6 +62,27 @@ pub fn tracespool() -> Command {
     clean_command(env!("CARGO_BIN_EXE_tracespool"))
 }
 
+/// A Python child that records one span, `python-work`, under its `TRACEPARENT` with the
+/// SDK's OTLP/HTTP exporter as its environment configures it; given a path, it first writes
+/// its pid and its parent's there.
+pub const PYTHON_CHILD: &str = r#"
+import os, sys
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if len(sys.argv) > 1:
+    with open(sys.argv[1], "w") as f:
+        f.write(f"{os.getpid()} {os.getppid()}")
+ctx = TraceContextTextMapPropagator().extract(carrier={"traceparent": os.environ["TRACEPARENT"]})
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter()))
+with provider.get_tracer("child").start_as_current_span("python-work", context=ctx):
+    pass
+provider.shutdown()
+"#;
+
 /// The built binary on the spool at `spool`, with no standard input.
 pub fn in_spool(spool: &Path) -> Command {
     let mut cmd = tracespool();
