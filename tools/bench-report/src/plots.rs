@@ -62,6 +62,21 @@ pub fn hook_overhead_svg(exec: &Loaded<Exec>) -> String {
 
 type PlotResult = Result<(), Box<dyn std::error::Error>>;
 
+/// The plot's area: `root` down to `height`, with `note` in grey under it.
+fn above_note<'a>(
+    root: &DrawingArea<SVGBackend<'a>, Shift>,
+    height: u32,
+    note: String,
+) -> Result<DrawingArea<SVGBackend<'a>, Shift>, Box<dyn std::error::Error>> {
+    let (upper, lower) = root.split_vertically(height);
+    lower.draw(&Text::new(
+        note,
+        (60, 12),
+        (PLOT_FONT, 13).into_font().color(&BLACK.mix(0.7)),
+    ))?;
+    Ok(upper)
+}
+
 fn draw_hook_overhead(
     root: &DrawingArea<SVGBackend, Shift>,
     title: &str,
@@ -79,12 +94,7 @@ fn draw_hook_overhead(
         "median wall time − median(true), ms; {}",
         exec.meta.modified.map_or("?".into(), utc)
     );
-    let (upper, lower) = root.split_vertically(500);
-    lower.draw(&Text::new(
-        subtitle,
-        (60, 12),
-        (PLOT_FONT, 13).into_font().color(&BLACK.mix(0.7)),
-    ))?;
+    let upper = above_note(root, 500, subtitle)?;
     let mut chart = ChartBuilder::on(&upper)
         .caption(title, (PLOT_FONT, 20))
         .margin(12)
@@ -224,12 +234,7 @@ fn draw_append_latency(
         },
         spool.meta.modified.map_or("?".into(), utc)
     );
-    let (upper, lower) = root.split_vertically(520);
-    lower.draw(&Text::new(
-        note,
-        (60, 12),
-        (PLOT_FONT, 13).into_font().color(&BLACK.mix(0.7)),
-    ))?;
+    let upper = above_note(root, 520, note)?;
     let mut chart = ChartBuilder::on(&upper)
         .caption(title, (PLOT_FONT, 20))
         .margin(14)
