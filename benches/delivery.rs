@@ -332,6 +332,24 @@ struct Chain {
 }
 
 impl Chain {
+    /// The repetition's figures, for the progress lines.
+    fn progress(&self) -> String {
+        let always =
+            |f: fn(&Sample) -> String| self.always.iter().map(f).collect::<Vec<_>>().join("/");
+        format!(
+            "replay median {:.3} s (of {}); flush Always {} (ratios {}), Never {:.3} s \
+             (ratio {:.2}); replay+fdatasync {:.3} s ({:.2})",
+            self.replay(),
+            self.replays.len(),
+            always(|s| format!("{:.3}", s.secs)),
+            always(|s| format!("{:.2}", s.ratio())),
+            self.never.secs,
+            self.never.ratio(),
+            self.sync.secs,
+            self.sync.ratio(),
+        )
+    }
+
     fn replay(&self) -> f64 {
         median(self.replays.clone())
     }
@@ -498,52 +516,15 @@ fn bench_flush(tmp: &Tmp, scale: &Scale, rotel: &Rotel) -> FlushResults {
         )
         .0;
         r.order.push("flush(Never) of 1 batch");
-        let h = &r.http;
         println!(
-            "  rep {}: replay median {:.3} s (of {}); flush Always {} (ratios {}), Never {:.3} s \
-             (ratio {:.2}); replay+fdatasync {:.3} s ({:.2}); spool-only Always {:.3} s, Never \
-             {:.3} s",
+            "  rep {}: {}; spool-only Always {:.3} s, Never {:.3} s",
             rep + 1,
-            h.replay(),
-            h.replays.len(),
-            h.always
-                .iter()
-                .map(|s| format!("{:.3}", s.secs))
-                .collect::<Vec<_>>()
-                .join("/"),
-            h.always
-                .iter()
-                .map(|s| format!("{:.2}", s.ratio()))
-                .collect::<Vec<_>>()
-                .join("/"),
-            h.never.secs,
-            h.never.ratio(),
-            h.sync.secs,
-            h.sync.ratio(),
+            r.http.progress(),
             r.local_always,
             r.local_never
         );
         if let Some(g) = &r.grpc {
-            println!(
-                "         gRPC: replay median {:.3} s (of {}); flush Always {} (ratios {}), Never \
-                 {:.3} s (ratio {:.2}); replay+fdatasync {:.3} s ({:.2})",
-                g.replay(),
-                g.replays.len(),
-                g.always
-                    .iter()
-                    .map(|s| format!("{:.3}", s.secs))
-                    .collect::<Vec<_>>()
-                    .join("/"),
-                g.always
-                    .iter()
-                    .map(|s| format!("{:.2}", s.ratio()))
-                    .collect::<Vec<_>>()
-                    .join("/"),
-                g.never.secs,
-                g.never.ratio(),
-                g.sync.secs,
-                g.sync.ratio(),
-            );
+            println!("         gRPC: {}", g.progress());
         }
         reps.push(r);
         if rep + 1 >= 3 && started.elapsed() > scale.flush_deadline {
