@@ -46,14 +46,21 @@ fn spool_dir(tmp: &tempfile::TempDir) -> PathBuf {
     tmp.path().join("spool")
 }
 
+/// A spool in a temporary directory holding `n` one-span batches named `old0`, `old1`, …:
+/// the directory (removed when dropped), the spool's path and the names.
+fn backlog(n: usize) -> (tempfile::TempDir, PathBuf, Vec<String>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = spool_dir(&tmp);
+    let old = numbered("old", n);
+    spool_backlog(&dir, &old);
+    (tmp, dir, old)
+}
+
 #[test]
 fn with_a_300_batch_backlog_a_hook_returns_at_once_and_a_background_drain_sends_every_span_exactly_once()
  {
     let rotel = Rotel::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = spool_dir(&tmp);
-    let old = numbered("old", 300);
-    spool_backlog(&dir, &old);
+    let (_tmp, dir, _) = backlog(300);
 
     let start = Instant::now();
     let out = run(
@@ -89,10 +96,7 @@ fn with_a_300_batch_backlog_a_hook_returns_at_once_and_a_background_drain_sends_
 fn with_drain_inline_the_hook_sends_the_backlog_first_itself_and_with_off_it_leaves_it_to_flush() {
     // inline: the backlog oldest first, then the hook's span, before exec returns.
     let rotel = Rotel::start();
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = spool_dir(&tmp);
-    let old = numbered("old", 300);
-    spool_backlog(&dir, &old);
+    let (_tmp, dir, old) = backlog(300);
     let start = Instant::now();
     let out = run(
         &dir,
