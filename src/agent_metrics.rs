@@ -228,7 +228,7 @@ impl Collector for SpoolCollector {
         let bytes = ConstGauge::new(int(all.iter().map(|(_, s)| s.bytes).sum()));
         bytes.encode(encoder.encode_descriptor(
             "tracespool_spool_bytes",
-            "Bytes of the spool's data files, all signals together.",
+            "Bytes still to deliver, as stored in the spool, all signals together.",
             None,
             bytes.metric_type(),
         )?)?;
