@@ -53,25 +53,9 @@ impl StoreError {
     }
 }
 
-/// How a batch came: named as `OTEL_EXPORTER_OTLP_PROTOCOL` names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    HttpProtobuf,
-    HttpJson,
-    Grpc,
-}
-
-impl Protocol {
-    pub const ALL: [Protocol; 3] = [Protocol::HttpProtobuf, Protocol::HttpJson, Protocol::Grpc];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::HttpProtobuf => "http/protobuf",
-            Protocol::HttpJson => "http/json",
-            Protocol::Grpc => "grpc",
-        }
-    }
-}
+/// How a batch came, named as `OTEL_EXPORTER_OTLP_PROTOCOL` names them: the protocols tracespool
+/// sends with are those it receives.
+pub use crate::transport::Protocol;
 
 /// Why a metrics page could not be rendered (the owner's error, which this module does not
 /// know).

@@ -41,8 +41,8 @@ pub enum Compression {
     Gzip,
 }
 
-/// How export requests go upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How export requests go upstream (and how a receiver got them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Protocol {
     /// OTLP/HTTP with protobuf bodies: the stored bytes as they are.
     #[default]
@@ -54,6 +54,8 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::HttpProtobuf, Protocol::HttpJson, Protocol::Grpc];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::HttpProtobuf => "http/protobuf",
