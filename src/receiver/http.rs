@@ -260,17 +260,16 @@ async fn metrics(
             .insert(WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
         return resp;
     }
+    fn metrics_failed(e: &dyn std::fmt::Display) -> Response<Full<Bytes>> {
+        tracing::warn!("cannot render the metrics: {e}");
+        bare(StatusCode::INTERNAL_SERVER_ERROR)
+    }
     let render = page.clone();
     match tokio::task::spawn_blocking(move || render.render()).await {
         Ok(Ok(body)) => text(page.content_type(), body),
-        Ok(Err(e)) => {
-            tracing::warn!("cannot render the metrics: {e}");
-            bare(StatusCode::INTERNAL_SERVER_ERROR)
-        }
-        Err(e) => {
-            tracing::warn!("cannot render the metrics: {e}");
-            bare(StatusCode::INTERNAL_SERVER_ERROR)
-        }
+        // The page's own error, or its rendering thread's panic.
+        Ok(Err(e)) => metrics_failed(&*e),
+        Err(e) => metrics_failed(&e),
     }
 }
 
