@@ -271,10 +271,9 @@ fn chunks(batches: Vec<EncodedBatch>, limit: usize) -> Vec<Vec<EncodedBatch>> {
     for batch in batches {
         // A batch received compressed goes alone: sent and stored as it came, not merged into
         // a request that would be compressed again.
+        // A chunk's first batch tells whether it is such a one.
         let merges = |chunk: &Vec<EncodedBatch>| {
-            batch.gzip.is_none()
-                && chunk.iter().all(|b| b.gzip.is_none())
-                && size + batch.bytes.len() <= limit
+            batch.gzip.is_none() && chunk[0].gzip.is_none() && size + batch.bytes.len() <= limit
         };
         match chunks.last_mut() {
             Some(chunk) if merges(chunk) => {
