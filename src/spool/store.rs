@@ -259,10 +259,7 @@ impl Store {
     ///
     /// As [`Spool::scan`].
     pub fn undelivered(&self, signals: &[Signal]) -> Result<Undelivered, SpoolError> {
-        let oldest = self
-            .opts
-            .max_age
-            .and_then(|age| super::clock::now().checked_sub(age));
+        let now = super::clock::now();
         let mut damaged = 0;
         let mut lanes: Vec<std::collections::VecDeque<Record>> = Vec::new();
         let mut of = Vec::new();
@@ -272,7 +269,11 @@ impl Store {
             };
             let mut records = std::collections::VecDeque::new();
             let report = lane.scan(|record| {
-                if oldest.is_none_or(|oldest| record.written_at >= oldest) {
+                let expired = self
+                    .opts
+                    .max_age
+                    .is_some_and(|age| super::bounds::expired(record.written_at, now, age));
+                if !expired {
                     records.push_back(record);
                 }
                 ControlFlow::Continue(())
