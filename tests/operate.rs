@@ -302,6 +302,48 @@ fn gzipped_json_lines_and_a_gzipped_protobuf_request_are_imported_whatever_their
 }
 
 #[test]
+fn a_missing_a_corrupt_gzip_and_a_junk_file_are_each_named_and_lose_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = tmp.path().join("spool");
+    // Already spooled before the import: it must stay.
+    let out = run(
+        &spool,
+        &["--endpoint", &down(), "span", "--name", "spooled-before"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let good = tmp.path().join("good.pb");
+    std::fs::write(&good, spans_request(&["imported"])).unwrap();
+    let missing = tmp.path().join("missing.jsonl");
+    let corrupt = tmp.path().join("cut.jsonl.gz");
+    // A gzip header, then nothing: the stream ends early.
+    std::fs::write(&corrupt, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xff]).unwrap();
+    let junk = tmp.path().join("junk.pb");
+    std::fs::write(&junk, [0xffu8, 0x00, 0x13, 0x37, 0x01, 0x02]).unwrap();
+
+    let out = import(&spool, &[&missing, &corrupt, &junk, &good]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let said: Vec<&str> = err.lines().collect();
+    assert_eq!(said.len(), 3, "one line each: {err}");
+    for (line, file) in said.iter().zip([&missing, &corrupt, &junk]) {
+        assert!(
+            line.starts_with(&format!("tracespool: {}: ", file.display())),
+            "{line} names {}",
+            file.display()
+        );
+    }
+
+    let rotel = Rotel::start();
+    flush_to(&spool, &rotel);
+    let names: BTreeSet<String> = rotel.exactly(2).into_iter().map(|s| s.name).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["spooled-before", "imported"].map(String::from))
+    );
+}
+
+#[test]
 fn a_bad_line_is_named_and_left_out_and_the_good_ones_are_delivered() {
     let tmp = tempfile::tempdir().unwrap();
     let line = |name: &str| {
