@@ -91,27 +91,42 @@ fn bad_max_age_and_spool_compression_values_get_one_warning_each_and_the_default
             "spool_compression",
         ),
     ] {
-        let out = tracespool()
-            .arg("--spool-dir")
-            .arg(&spool)
-            .env(var, value)
-            .env("TRACESPOOL_CONFIG", config.map_or("".into(), |c| c.clone()))
-            .args(["exec", "--", "sh", "-c", "exit 7"])
-            .output()
-            .unwrap();
+        let with_bad_value = |args: &[&str]| {
+            tracespool()
+                .arg("--spool-dir")
+                .arg(&spool)
+                .env(var, value)
+                .env("TRACESPOOL_CONFIG", config.map_or("".into(), |c| c.clone()))
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let out = with_bad_value(&["exec", "--", "sh", "-c", "exit 7"]);
         assert_eq!(out.status.code(), Some(7), "{out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(lines.len(), 1, "one line: {stderr}");
         assert!(lines[0].contains(named), "{stderr}");
+        // The default applied, under the same bad value.
+        let out = with_bad_value(&["config", "--json"]);
+        let settings: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let setting = if var == "TRACESPOOL_MAX_AGE" {
+            "max_age"
+        } else {
+            "spool_compression"
+        };
+        let default = if setting == "max_age" {
+            serde_json::Value::Null
+        } else {
+            serde_json::Value::from("gzip")
+        };
+        assert_eq!(
+            settings[setting],
+            serde_json::json!({"value": default, "source": "default"}),
+            "{var}={value:?}"
+        );
     }
-    // The default applied: no maximum age.
     let status = status_json(&spool, &[]);
-    assert_eq!(
-        status["max_age_seconds"],
-        serde_json::Value::Null,
-        "{status}"
-    );
     assert_eq!(status["spans"], 4, "{status}");
 
     // A bad flag is a usage error, and nothing runs.
