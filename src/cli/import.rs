@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::encode::EncodedBatch;
 use crate::otlp_file::{self, Layout};
 use crate::signal::PerSignal;
-use crate::spool::{AppendError, Store};
+use crate::spool::{AppendError, AppendOutcome, Store};
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
@@ -96,15 +96,16 @@ fn append(
     if batch.items == 0 {
         return Ok(0);
     }
-    match store.append_batch(batch.signal, batch.into()) {
-        Ok(outcome) if outcome.stored => {
-            outcome.warn_if_dropped();
+    match store
+        .append_batch(batch.signal, batch.into())
+        .and_then(AppendOutcome::accepted)
+    {
+        Ok(()) => {
             let (batches, items) = imported.get_mut(batch.signal);
             *batches += 1;
             *items += u64::from(batch.items);
             Ok(0)
         }
-        Ok(_) => Err(AppendError::Disabled.into()),
         Err(e @ (AppendError::TooLarge { .. } | AppendError::TooManySpans { .. })) => {
             say!("{at}: {e}");
             Ok(1)
