@@ -568,6 +568,14 @@ fn dump_of_a_spool_that_does_not_exist_prints_nothing_and_creates_nothing() {
     let (lines, err) = dump(&spool, &[]);
     assert!(lines.is_empty() && err.is_empty(), "{lines:?} {err}");
     assert!(!spool.exists());
+
+    // A file where the spool should be is not an empty spool: it is refused, and named.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "not a spool").unwrap();
+    let out = run(&file, &["dump"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("a-file"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a spool");
 }
 
 #[test]

@@ -33,7 +33,10 @@ fn parse_signal(s: &str) -> Result<Signal, String> {
 /// (and stored requests that do not decode) are skipped and counted on stderr. A spool that
 /// does not exist is empty: nothing is created.
 pub(super) fn dump(config: &Config, args: &DumpArgs) -> Result<ExitCode, CliError> {
-    if !config.spool_dir.is_dir() {
+    // Only a spool that does not exist is empty; anything else there is the spool's to refuse.
+    if std::fs::symlink_metadata(&config.spool_dir)
+        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    {
         return Ok(ExitCode::SUCCESS);
     }
     let store = Store::open(&config.spool_dir, config.spool)?;
