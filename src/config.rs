@@ -126,14 +126,7 @@ impl Flags {
             push("--max-age", millis(v));
         }
         if let Some(v) = self.spool_compression {
-            push(
-                "--spool-compression",
-                match v {
-                    Encoding::Gzip => "gzip",
-                    Encoding::Identity => "none",
-                }
-                .into(),
-            );
+            push("--spool-compression", spool_compression_name(v).into());
         }
         for (flag, uri) in [
             ("--endpoint", &self.endpoint),
@@ -170,14 +163,7 @@ impl Flags {
             }
         }
         if let Some(v) = self.compression {
-            push(
-                "--compression",
-                match v {
-                    Compression::Gzip => "gzip",
-                    Compression::None => "none",
-                }
-                .into(),
-            );
+            push("--compression", v.as_str().into());
         }
         args
     }
@@ -387,6 +373,14 @@ pub fn parse_spool_compression(s: &str) -> Result<Encoding, String> {
         Compression::Gzip => Encoding::Gzip,
         Compression::None => Encoding::Identity,
     })
+}
+
+/// The word [`parse_spool_compression`] reads for `encoding`.
+pub fn spool_compression_name(encoding: Encoding) -> &'static str {
+    match encoding {
+        Encoding::Gzip => Compression::Gzip.as_str(),
+        Encoding::Identity => Compression::None.as_str(),
+    }
 }
 
 fn header(key: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {

@@ -14,12 +14,11 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 
 use super::CliError;
-use crate::config::{Config, Origin, Warning};
+use crate::config::{Config, Origin, Warning, spool_compression_name};
 use crate::delivery::DeliverySettings;
 use crate::sampling::Root;
 use crate::signal::Signal;
-use crate::spool::Encoding;
-use crate::transport::{Compression, shown};
+use crate::transport::shown;
 use crate::units::{format_duration, format_size};
 
 /// One setting's value, for scripts and for people.
@@ -96,10 +95,7 @@ fn delivery_setting(key: &str, d: &DeliverySettings) -> Option<Shown> {
             };
             Shown::of(Value::Object(object), text)
         }
-        "compression" => Shown::string(match d.compression {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-        }),
+        "compression" => Shown::string(d.compression.as_str()),
         _ => return None,
     })
 }
@@ -119,10 +115,7 @@ fn value(config: &Config, name: &str) -> Option<Shown> {
             spool.max_age.map(|d| Shown::string(format_duration(d))),
             "none",
         ),
-        "spool_compression" => Shown::string(match spool.compression {
-            Encoding::Identity => "none",
-            Encoding::Gzip => "gzip",
-        }),
+        "spool_compression" => Shown::string(spool_compression_name(spool.compression)),
         "budget" => Shown::string(format_duration(traces.budget)),
         "drain" => Shown::string(traces.drain.as_str()),
         "drain_budget" => Shown::string(format_duration(traces.drain_budget)),

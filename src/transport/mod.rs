@@ -41,6 +41,16 @@ pub enum Compression {
     Gzip,
 }
 
+impl Compression {
+    /// As `OTEL_EXPORTER_OTLP_COMPRESSION` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+        }
+    }
+}
+
 /// How export requests go upstream (and how a receiver got them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Protocol {
