@@ -107,62 +107,89 @@ impl Flags {
     /// among them (a command line is visible to every user): see
     /// [`header_vars`](Flags::header_vars).
     pub fn delivery_args(&self) -> Vec<OsString> {
+        // Every flag named, none with `..`: a new flag does not compile until it is decided
+        // here whether the drainer needs it.
+        let Flags {
+            spool_dir,
+            max_bytes,
+            max_spans,
+            spool_compression,
+            max_age,
+            endpoint,
+            metrics_endpoint,
+            logs_endpoint,
+            protocol,
+            budget,
+            drain,
+            drain_budget,
+            timeout,
+            ca_file,
+            client_cert,
+            client_key,
+            // Passed in the environment: a command line is visible to every user.
+            headers: _,
+            compression,
+            // What a span says of its process; a drainer records no span.
+            service: _,
+            resource: _,
+            config,
+        } = self;
         let mut args: Vec<OsString> = Vec::new();
         let mut push = |flag: &str, value: OsString| {
             args.push(flag.into());
             args.push(value);
         };
         let millis = |d: &Duration| OsString::from(format!("{}ms", d.as_millis().max(1)));
-        if let Some(v) = &self.spool_dir {
+        if let Some(v) = spool_dir {
             push("--spool-dir", v.into());
         }
-        if let Some(v) = self.max_bytes {
+        if let Some(v) = *max_bytes {
             push("--max-bytes", v.to_string().into());
         }
-        if let Some(v) = self.max_spans {
+        if let Some(v) = *max_spans {
             push("--max-spans", v.to_string().into());
         }
-        if let Some(v) = &self.max_age {
+        if let Some(v) = max_age {
             push("--max-age", millis(v));
         }
-        if let Some(v) = self.spool_compression {
+        if let Some(v) = *spool_compression {
             push("--spool-compression", spool_compression_name(v).into());
         }
         for (flag, uri) in [
-            ("--endpoint", &self.endpoint),
-            ("--metrics-endpoint", &self.metrics_endpoint),
-            ("--logs-endpoint", &self.logs_endpoint),
+            ("--endpoint", endpoint),
+            ("--metrics-endpoint", metrics_endpoint),
+            ("--logs-endpoint", logs_endpoint),
         ] {
             if let Some(uri) = uri {
                 push(flag, uri.to_string().into());
             }
         }
-        if let Some(v) = self.protocol {
+        if let Some(v) = *protocol {
             push("--protocol", v.as_str().into());
         }
-        if let Some(v) = &self.budget {
+        if let Some(v) = budget {
             push("--budget", millis(v));
         }
-        if let Some(v) = self.drain {
+        if let Some(v) = *drain {
             push("--drain", v.as_str().into());
         }
-        if let Some(v) = &self.drain_budget {
+        if let Some(v) = drain_budget {
             push("--drain-budget", millis(v));
         }
-        if let Some(v) = self.timeout {
+        if let Some(v) = *timeout {
             push("--timeout", v.to_string().into());
         }
         for (flag, path) in [
-            ("--ca-file", &self.ca_file),
-            ("--client-cert", &self.client_cert),
-            ("--client-key", &self.client_key),
-            ("--config", &self.config),
+            ("--ca-file", ca_file),
+            ("--client-cert", client_cert),
+            ("--client-key", client_key),
+            ("--config", config),
         ] {
             if let Some(path) = path {
                 push(flag, path.into());
             }
         }
-        if let Some(v) = self.compression {
+        if let Some(v) = *compression {
             push("--compression", v.as_str().into());
         }
         args
@@ -1338,6 +1365,7 @@ mod tests {
             "--max-age=18h",
             "--spool-compression=none",
             "--endpoint=http://h:4318/v1/traces",
+            "--metrics-endpoint=http://m:4318/v1/metrics",
             "--logs-endpoint=http://l:4318/v1/logs",
             "--protocol=grpc",
             "--budget=1.5s",
@@ -1345,6 +1373,9 @@ mod tests {
             "--drain-budget=2m",
             "--timeout=700",
             "--ca-file=/ca.pem",
+            "--client-cert=/cert.pem",
+            "--client-key=/key.pem",
+            "--config=/etc/tracespool.toml",
             "--compression=gzip",
             "--header=authorization=Bearer a,b=c%",
         ];
@@ -1366,6 +1397,7 @@ mod tests {
         );
         assert_eq!(theirs.spool_dir, ours.spool_dir);
         assert_eq!(theirs.spool, ours.spool);
+        assert_eq!(again.config, flags.config, "the same config file");
         assert_eq!(
             (ours.spool.max_age, ours.spool.compression),
             (Some(Duration::from_secs(18 * 3600)), Encoding::Identity)
