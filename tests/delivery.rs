@@ -7,7 +7,7 @@ use std::process::Output;
 use std::time::{Duration, Instant, SystemTime};
 
 use common::backlog::spans_request;
-use common::{Answer, FaultServer, Rotel, assert_drained, status_json, tracespool};
+use common::{Answer, FaultServer, Rotel, assert_drained, status_json, stderr, tracespool};
 use opentelemetry::trace::{Tracer, TracerProvider as _};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceResponse,
@@ -69,10 +69,6 @@ fn flush(dir: &Path, endpoint: &str, extra: &[&str]) -> Output {
         .arg("flush")
         .output()
         .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn names(rotel: &Rotel) -> Vec<String> {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::backlog::{
     no_tracespool_left, numbered, span_names, spool_backlog, tracespool_processes,
 };
-use common::{Answer, FaultServer, Rotel, assert_drained, status_json, tracespool};
+use common::{Answer, FaultServer, Rotel, assert_drained, status_json, stderr, tracespool};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -27,10 +27,6 @@ fn run(dir: &Path, endpoint: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// How many times each name was seen.

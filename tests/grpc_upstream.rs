@@ -18,10 +18,6 @@ use common::*;
 use tonic::codegen::{BoxFuture, Service, StdError};
 use tonic_types::{ErrorDetails, StatusExt};
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// `tracespool --spool-dir DIR ARGS…`, run to its end.
 fn ts(spool: &Path, args: &[&str]) -> Output {
     tracespool()

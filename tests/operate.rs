@@ -16,10 +16,6 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 use tracespool::spool::{Encoding, Spool, SpoolOptions, SyncPolicy};
 
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 /// Nothing listens there: what is appended stays in the spool.
 fn down() -> String {
     format!("http://127.0.0.1:{}/v1/traces", free_port())

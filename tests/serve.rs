@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use common::backlog::request_of;
 use common::{
     Answer, FaultServer, Rotel, Tmpfs, assert_drained, eventually, fill_disk, free_port, python,
-    signal, status_json, tracespool,
+    signal, status_json, stderr, tracespool,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -701,10 +701,6 @@ fn prefixed(prefix: &str, n: usize) -> BTreeSet<String> {
 
 fn log_file(path: &Path) -> std::fs::File {
     std::fs::File::create(path).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 // ---------------------------------------------------------------------------------------------

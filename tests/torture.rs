@@ -42,7 +42,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
     Incoming, Rotel, SeenSpan, Tmpfs, XorShift, collect_events, emit, fill_disk, read_request,
-    status_json, status_verify_json, tracespool,
+    status_json, status_verify_json, stderr, tracespool,
 };
 use tracespool::spool::{Encoding, Spool, SpoolOptions, Stats, SyncPolicy, VerifyReport};
 
@@ -121,10 +121,6 @@ fn ts(spool: &Path) -> Command {
     let mut cmd = tracespool();
     cmd.arg("--spool-dir").arg(spool).stdin(Stdio::null());
     cmd
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn stderr_lines(out: &Output) -> Vec<String> {
