@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use common::backlog::{
     no_tracespool_left, numbered, span_names, spool_backlog, tracespool_processes,
 };
-use common::{Answer, FaultServer, Rotel, assert_drained, status_json, stderr, tracespool};
+use common::{
+    Answer, FaultServer, Rotel, assert_drained, name_counts, status_json, stderr, tracespool,
+};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -30,14 +32,6 @@ fn run(dir: &Path, endpoint: &str, args: &[&str]) -> Output {
 }
 
 /// How many times each name was seen.
-fn counts(names: impl IntoIterator<Item = String>) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for name in names {
-        *counts.entry(name).or_insert(0) += 1;
-    }
-    counts
-}
-
 fn spool_dir(tmp: &tempfile::TempDir) -> PathBuf {
     tmp.path().join("spool")
 }
@@ -75,7 +69,7 @@ fn with_a_300_batch_backlog_a_hook_returns_at_once_and_a_background_drain_sends_
         Some("hook"),
         "the hook's own span goes first"
     );
-    let seen = counts(spans.into_iter().map(|s| s.name));
+    let seen = name_counts(spans.into_iter().map(|s| s.name));
     assert_eq!(seen.len(), 301, "every span arrives");
     assert!(seen.values().all(|n| *n == 1), "exactly once: {seen:?}");
     assert!(
@@ -113,7 +107,7 @@ fn with_drain_inline_the_hook_sends_the_backlog_first_itself_and_with_off_it_lea
     let spans = rotel.wait_for_spans(301, 10 * SECOND);
     assert_eq!(spans.last().map(|s| s.name.as_str()), Some("hook"));
     assert!(
-        counts(spans.into_iter().map(|s| s.name))
+        name_counts(spans.into_iter().map(|s| s.name))
             .values()
             .all(|n| *n == 1)
     );
@@ -145,7 +139,7 @@ fn with_drain_inline_the_hook_sends_the_backlog_first_itself_and_with_off_it_lea
     let spans = rotel.exactly(301);
     assert_eq!(spans.len(), 301);
     assert!(
-        counts(spans.into_iter().map(|s| s.name))
+        name_counts(spans.into_iter().map(|s| s.name))
             .values()
             .all(|n| *n == 1)
     );
@@ -192,7 +186,7 @@ fn a_drain_killed_mid_way_loses_nothing_and_the_next_flush_sends_at_most_one_bat
 
     let out = run(&dir, &server.endpoint(), &["--budget", "30s", "flush"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let seen = counts(server.requests().iter().flat_map(|r| span_names(&r.body)));
+    let seen = name_counts(server.requests().iter().flat_map(|r| span_names(&r.body)));
     for name in old.iter().chain([&"hook".to_owned()]) {
         assert!(seen.contains_key(name), "{name} lost");
     }
@@ -337,7 +331,7 @@ fn while_a_drain_holds_the_spool_a_hook_starts_no_second_one_and_flush_waits_for
     let out = run(&dir, &server.endpoint(), &["--budget", "30s", "flush"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("nothing remains"), "{}", stderr(&out));
-    let seen = counts(server.requests().iter().flat_map(|r| span_names(&r.body)));
+    let seen = name_counts(server.requests().iter().flat_map(|r| span_names(&r.body)));
     assert_eq!(seen.len(), 102);
     assert!(seen.values().all(|n| *n == 1), "{seen:?}");
 }
@@ -370,7 +364,7 @@ fn the_library_exporter_sends_its_own_span_first_and_its_thread_then_drains_the_
     // No flush, no shutdown yet: the exporter's thread sends the backlog by itself.
     let spans = rotel.wait_for_spans(201, 20 * SECOND);
     assert_eq!(spans.first().map(|s| s.name.as_str()), Some("new"));
-    let seen = counts(spans.into_iter().map(|s| s.name));
+    let seen = name_counts(spans.into_iter().map(|s| s.name));
     assert!(
         seen.len() == 201 && seen.values().all(|n| *n == 1),
         "{seen:?}"
@@ -418,7 +412,7 @@ fn a_drain_started_by_the_first_hook_after_a_backoff_waits_a_random_start_delay_
     eprintln!("the first drain after the backoff waits {delay} ms");
 
     assert!(no_tracespool_left(&dir, 15 * SECOND));
-    let seen = counts(server.requests().iter().flat_map(|r| span_names(&r.body)));
+    let seen = name_counts(server.requests().iter().flat_map(|r| span_names(&r.body)));
     // The refused span was spooled and goes with the backlog; each exactly once after the 503.
     assert_eq!(seen.len(), 12, "{seen:?}");
     assert_eq!(seen["refused"], 2, "refused once, then delivered");

@@ -625,14 +625,6 @@ fn grpc_calls(dir: &Path, port: u16, calls: serde_json::Value) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // What rotel saw.
 
-fn name_counts(rotel: &Rotel) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for span in rotel.spans() {
-        *counts.entry(span.name).or_insert(0) += 1;
-    }
-    counts
-}
-
 /// Waits until every name in `expected` arrived (at most `within`), then a moment more for late
 /// duplicates; returns the counts of all names seen. On failure, says why with `log`.
 fn wait_for_names(
@@ -643,7 +635,7 @@ fn wait_for_names(
 ) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     let arrived = eventually(within, || {
-        counts = name_counts(rotel);
+        counts = rotel.name_counts();
         expected.iter().all(|n| counts.contains_key(n))
     });
     if !arrived {
@@ -660,7 +652,7 @@ fn wait_for_names(
         );
     }
     std::thread::sleep(Duration::from_millis(300));
-    name_counts(rotel)
+    rotel.name_counts()
 }
 
 /// Stops `serve`, then checks that nothing more reached rotel at the stop and that `counts`
@@ -668,7 +660,11 @@ fn wait_for_names(
 fn stop_settled(serve: &mut Serve, rotel: &Rotel, counts: &BTreeMap<String, usize>, logs: &Path) {
     serve.stop();
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(*counts, name_counts(rotel), "nothing more came at the stop");
+    assert_eq!(
+        *counts,
+        rotel.name_counts(),
+        "nothing more came at the stop"
+    );
     assert_no_duplicates(counts, logs);
 }
 
@@ -786,7 +782,7 @@ fn rotel_stopped_mid_run_senders_keep_succeeding_and_every_span_arrives_exactly_
     // Both senders are flowing through to rotel…
     assert!(
         eventually(20 * SECOND, || {
-            let counts = name_counts(&rotel);
+            let counts = rotel.name_counts();
             counts.contains_key("mid-http-3") && counts.contains_key("mid-grpc-3")
         }),
         "the senders' first spans never arrived: {}",
@@ -885,7 +881,7 @@ fn a_slow_backend_gets_every_batch_exactly_once() {
     let counts = serve.wait_for_names(&rotel, &expected, 25 * SECOND);
     // Enough time for a re-send after a backoff of a second or two.
     std::thread::sleep(3 * SECOND);
-    let counts_later = name_counts(&rotel);
+    let counts_later = rotel.name_counts();
     serve.stop();
     assert_no_duplicates(&counts_later, tmp.path());
     assert_eq!(counts, counts_later);
@@ -1662,7 +1658,7 @@ fn sigterm_under_load_exits_0_and_every_acknowledged_span_arrives_exactly_once()
     let _ = grpc_bg.kill();
     let _ = grpc_bg.wait();
     assert!(acked.len() >= 120 * SPANS_PER_REQUEST);
-    let at_stop = name_counts(&rotel);
+    let at_stop = rotel.name_counts();
     eprintln!(
         "SIGTERM after {} acknowledged spans of {attempted} requests; {} at rotel after the stop; exit took {took:?}",
         acked.len(),

@@ -27,7 +27,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -41,8 +41,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
-    Incoming, Rotel, SeenSpan, Tmpfs, XorShift, collect_events, emit, fill_disk, read_request,
-    status_json, status_verify_json, stderr, tracespool,
+    Incoming, Rotel, SeenSpan, Tmpfs, XorShift, collect_events, emit, fill_disk, name_counts,
+    read_request, status_json, status_verify_json, stderr, tracespool,
 };
 use tracespool::spool::{Encoding, Spool, SpoolOptions, Stats, SyncPolicy, VerifyReport};
 
@@ -146,14 +146,6 @@ fn flush(spool: &Path, endpoint: &str) -> Output {
 }
 
 /// How many times each span name arrived.
-fn name_counts(spans: &[SeenSpan]) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for s in spans {
-        *counts.entry(s.name.clone()).or_insert(0) += 1;
-    }
-    counts
-}
-
 /// Polls the collector (every 200 ms: its dump grows large) until `enough` says so or `within`
 /// passes, then waits a little more so that late arrivals are seen too.
 fn collected(
@@ -183,7 +175,7 @@ struct Tally {
 }
 
 fn tally(spans: &[SeenSpan], expected: &HashSet<String>, prefix: &str) -> Tally {
-    let counts = name_counts(spans);
+    let counts = name_counts(spans.iter().map(|s| s.name.clone()));
     let mut t = Tally {
         unique: 0,
         duplicates: 0,

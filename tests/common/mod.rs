@@ -83,6 +83,17 @@ with provider.get_tracer("child").start_as_current_span("python-work", context=c
 provider.shutdown()
 "#;
 
+/// How many times each name occurs.
+pub fn name_counts(
+    names: impl IntoIterator<Item = String>,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for name in names {
+        *counts.entry(name).or_insert(0) += 1;
+    }
+    counts
+}
+
 /// The built binary on the spool at `spool`, with no standard input.
 pub fn in_spool(spool: &Path) -> Command {
     let mut cmd = tracespool();
@@ -177,6 +188,11 @@ impl Rotel {
 
     pub fn spans(&self) -> Vec<SeenSpan> {
         parse_rotel(&self.dump())
+    }
+
+    /// How many spans of each name arrived.
+    pub fn name_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        name_counts(self.spans().into_iter().map(|s| s.name))
     }
 
     fn dump(&self) -> String {
