@@ -159,8 +159,13 @@ impl Deliveries {
                 .filter_map(|signal| self.store.existing(signal).ok().flatten());
             for lane in lanes {
                 // The count alone: a hook's path (stats would also read a segment for the age).
-                after.backlog_batches += lane.waiting_batches().unwrap_or(0);
-                after.lease_held |= matches!(lane.reader(), Err(SpoolError::FlushLeaseHeld { .. }));
+                let waiting = lane.waiting_batches().unwrap_or(0);
+                after.backlog_batches += waiting;
+                // Only a spool with a backlog can have a drain under way worth asking about.
+                if waiting > 0 {
+                    after.lease_held |=
+                        matches!(lane.reader(), Err(SpoolError::FlushLeaseHeld { .. }));
+                }
             }
         }
         if !drain::should_start_drain(mode, &after) {
